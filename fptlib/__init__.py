@@ -9,6 +9,6 @@ _os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 __version__ = "0.1.0"
 
 from .config import RunConfig, resolve  # noqa: E402
-from .train import evaluate, train  # noqa: E402
+from .training import evaluate, train  # noqa: E402
 
 __all__ = ["RunConfig", "resolve", "train", "evaluate", "__version__"]

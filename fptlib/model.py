@@ -44,6 +44,7 @@ class FPT(nn.Module):
         self.backbone = backbone
         self.output = nn.Linear(w, out_dim)
         self.n_out_tokens = n_out_tokens
+        self.set_trainable(FPT_GROUPS)  # the paper's default until told otherwise
 
     def forward(self, x, attention_mask=None, output_attentions=False):
         h = self.backbone(self.drop(self.input(x)), attention_mask, output_attentions)

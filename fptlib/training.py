@@ -168,6 +168,13 @@ def train(cfg: RunConfig, out_dir: Path | str, resume: bool = False, progress: b
                  "frozen_fingerprint": acc.unwrap_model(model).frozen_fingerprint(), "stopped": None}
     write_json_atomic(run_dir / "config.json", cfg.to_dict() | {"config_hash": chash})
 
+    if not state["history"]:  # the starting point of the learning curve
+        val0 = evaluate(model, task, "val", cfg.eval_batch_size, device)
+        state["history"].append({"step": 0, "train_loss": None, "val_accuracy": val0["accuracy"],
+                                 "val_loss": val0["loss"], "elapsed_seconds": 0.0}
+                                | ({"val_masked_accuracy": val0["masked_accuracy"]} if "masked_accuracy" in val0 else {}))
+        _write_metrics(run_dir, state["history"])
+
     from tqdm.auto import tqdm
     bar = tqdm(total=cfg.steps, initial=state["step"], disable=not progress, leave=False,
                desc=f"{cfg.task} {cfg.backbone} {cfg.init} s{cfg.seed}", dynamic_ncols=True)

