@@ -1,9 +1,8 @@
 """fptlib: a reproducible study of Frozen Pretrained Transformers (Lu et al., 2021)."""
 import os as _os
 
-# Offline by default: nothing is fetched from a hub unless the user turns this off.
-_os.environ.setdefault("HF_HUB_OFFLINE", "1")
-_os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Nothing is fetched unless a run names a hub model (e.g. --backbone gpt2 --init pretrained);
+# set HF_HUB_OFFLINE=1 to forbid even that.
 _os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 __version__ = "0.1.0"

@@ -199,8 +199,12 @@ class LSTMBackbone(Backbone):
         self.max_positions = max_positions or 10**9
 
     def forward(self, embeds, attention_mask=None, output_attentions=False):
-        if attention_mask is not None and not bool(attention_mask.all()):
-            raise BackboneError("the LSTM baseline reads left to right and does not take padding masks")
+        # Reading left to right, an LSTM's state at the last real token never saw the right padding;
+        # any other padding would leak into it, so only right padding is accepted.
+        if attention_mask is not None:
+            m = attention_mask.long()
+            if bool((m[:, 1:] > m[:, :-1]).any()):
+                raise BackboneError("the LSTM baseline takes only right padding (real tokens first)")
         return self.model(embeds)
 
     def groups(self) -> dict[str, str]:

