@@ -45,7 +45,9 @@ def execute(runs: list[Run], progress: bool = True) -> pd.DataFrame:
         rows.append({"row": r.row, "run_dir": str(d), **{k: res.get(k) for k in (
             "task", "backbone", "init", "seed", "scale", "steps", "test_accuracy", "test_masked_accuracy",
             "train_accuracy", "val_accuracy", "trainable_params", "total_params", "frozen_unchanged",
-            "wall_seconds", "config_hash", "data_hash")}})
+            "wall_seconds", "config_hash", "data_hash", "versions")},
+            # what the table's provenance check compares (results.provenance_issues)
+            "task_options": (res.get("config") or {}).get("task_options")})
     bar.close()
     return pd.DataFrame(rows)
 
@@ -123,8 +125,10 @@ class Table12:
     def execute(self) -> pd.DataFrame:
         return execute(self.runs(), progress=self.progress)
 
-    def summary(self, runs: pd.DataFrame) -> pd.DataFrame:
-        s = summarise(runs, metrics=tuple(self.metric_titles))
+    def summary(self, runs: pd.DataFrame, allow_mixed: bool = True) -> pd.DataFrame:
+        """The table's lines. Runs of different code or data versions are labelled (the `provenance`
+        column and a warning above the Markdown table), or refused with allow_mixed=False."""
+        s = summarise(runs, metrics=tuple(self.metric_titles), allow_mixed=allow_mixed)
         s["paper"] = [paper.lookup(*self.paper_rows[r], t) if m == "test_accuracy" else None
                       for r, t, m in zip(s.row, s.task, s.metric)]
         s["paper_source"] = [paper.SOURCES[self.paper_rows[r][0]] + f", row '{self.paper_rows[r][1]}'"

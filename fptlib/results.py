@@ -2,16 +2,70 @@
 from __future__ import annotations
 
 import json
+import warnings
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
 
-from .io import read_json, write_text_atomic
+from .io import FileLock, read_json, write_text_atomic
 from .paper import TASK_TITLES
 
 
+class MixedResults(ValueError):
+    """A table would mix results of different code or data versions."""
+
+
 def load_run(run_dir: Path) -> dict:
-    return read_json(Path(run_dir) / "result.json")
+    path = Path(run_dir) / "result.json"
+    try:
+        return read_json(path)
+    except ValueError as e:
+        raise ValueError(f"{path} is unreadable ({e}); it was damaged after it was written (fpt writes it "
+                         "atomically): delete it and compute the run again") from e
+
+
+# The `versions` entries that must agree within one table (fptlib_source: training.source_hash).
+CODE_KEYS = ("fptlib", "fptlib_source", "torch", "transformers")
+
+
+def _cell(v):
+    return None if v is None or (isinstance(v, float) and pd.isna(v)) else v
+
+
+def provenance_issues(runs: pd.DataFrame) -> tuple[list[str], dict[str, list[str]]]:
+    """Why the runs of one table are not of one code and data version: (table-wide, per task).
+
+    Code: each of CODE_KEYS of the runs' `versions` must have one value over the table (runs that do
+    not record a key, e.g. fptlib_source in results older than it, are left out of that key's check).
+    Data: runs of one task with the same task options must have one `data_hash` (another hash means
+    the data files changed between runs). Frames without these columns are not checked.
+    """
+    table: list[str] = []
+    per_task: dict[str, list[str]] = {}
+    if "versions" in runs:
+        vers = [v if isinstance(v, dict) else {} for v in runs["versions"]]
+        for key in CODE_KEYS:
+            seen = Counter(v[key] for v in vers if v.get(key) is not None)
+            if len(seen) > 1:
+                table.append(f"mixed code versions in one table: {key} " + ", ".join(
+                    f"{val} ({n} run{'s' * (n > 1)})" for val, n in sorted(seen.items())))
+    if "data_hash" in runs:
+        opts = runs["task_options"] if "task_options" in runs else (
+            runs["config"].map(lambda c: c.get("task_options") if isinstance(c, dict) else None)
+            if "config" in runs else pd.Series([None] * len(runs), index=runs.index))
+        groups: dict[tuple, Counter] = {}
+        for task, o, h in zip(runs["task"], opts, runs["data_hash"]):
+            if _cell(h) is None:
+                continue
+            key = (task, json.dumps(o, sort_keys=True, default=str))
+            groups.setdefault(key, Counter())[h] += 1
+        for (task, _), seen in groups.items():
+            if len(seen) > 1:
+                per_task.setdefault(task, []).append(
+                    f"mixed data versions for {task}: data_hash " + ", ".join(
+                        f"{val} ({n} run{'s' * (n > 1)})" for val, n in sorted(seen.items())))
+    return table, per_task
 
 
 def load_curve(run_dir: Path) -> pd.DataFrame:
@@ -19,8 +73,21 @@ def load_curve(run_dir: Path) -> pd.DataFrame:
     return pd.DataFrame([json.loads(line) for line in lines if line.strip()])
 
 
-def summarise(runs: pd.DataFrame, metrics=("test_accuracy",)) -> pd.DataFrame:
-    """Mean and std over seeds per (row, task, metric), in percent. `runs` has one line per run."""
+def summarise(runs: pd.DataFrame, metrics=("test_accuracy",), allow_mixed: bool = True) -> pd.DataFrame:
+    """Mean and std over seeds per (row, task, metric), in percent. `runs` has one line per run.
+
+    Results of different code or data versions (see `provenance_issues`) are never mixed silently:
+    by default the table is built, each affected line says why in its `provenance` column, the
+    Markdown table opens with a warning and a RuntimeWarning is issued; with
+    allow_mixed=False a MixedResults error is raised instead. Clean tables have an empty column.
+    """
+    table_issues, task_issues = provenance_issues(runs)
+    if table_issues or task_issues:
+        msg = "; ".join(table_issues + [m for ms in task_issues.values() for m in ms])
+        if not allow_mixed:
+            raise MixedResults(f"refusing to build one table from {msg}. Recompute the stale runs "
+                               "(delete their run directories) or pass allow_mixed=True to label them")
+        warnings.warn(f"table built from {msg}", RuntimeWarning, stacklevel=2)
     out = []
     for (row, task), g in runs.groupby(["row", "task"], sort=False):
         for m in metrics:
@@ -32,7 +99,8 @@ def summarise(runs: pd.DataFrame, metrics=("test_accuracy",)) -> pd.DataFrame:
                         "n_seeds": len(vals), "seeds": ",".join(str(s) for s in sorted(g["seed"])),
                         "backbone": ",".join(sorted(set(g["backbone"]))),
                         "steps": ",".join(str(s) for s in sorted(set(g["steps"]))),
-                        "scale": ",".join(sorted(set(g["scale"])))})
+                        "scale": ",".join(sorted(set(g["scale"]))),
+                        "provenance": "; ".join(table_issues + task_issues.get(task, []))})
     return pd.DataFrame(out)
 
 
@@ -51,7 +119,14 @@ def markdown_table(summary: pd.DataFrame, *, rows: list[str], tasks: list[str], 
             if (t in missing and m == next(iter(metric_titles)))
             or not summary.empty and not summary[(summary.task == t) & (summary.metric == m)].empty]
     header = "| | " + " | ".join(f"{TASK_TITLES.get(t, t)}{metric_titles[m]}" for t, m in cols) + " |"
-    lines = [caption, "", header, "|---" * (len(cols) + 1) + "|"]
+    lines = [caption, ""]
+    mixed = [] if "provenance" not in summary else sorted(
+        {m for p in summary["provenance"] if isinstance(p, str) and p for m in p.split("; ")})
+    if mixed:
+        lines += ["**Warning: this table mixes results that are not comparable.** "
+                  "Recompute the stale runs before reading it side by side:"]
+        lines += [f"- {m}" for m in mixed] + [""]
+    lines += [header, "|---" * (len(cols) + 1) + "|"]
     for r in rows:
         cells = []
         for t, m in cols:
@@ -73,8 +148,12 @@ def markdown_table(summary: pd.DataFrame, *, rows: list[str], tasks: list[str], 
 
 
 def save_table(summary: pd.DataFrame, markdown: str, out_dir: Path, name: str) -> dict[str, Path]:
+    """Write NAME.csv and NAME.md. Each file is replaced atomically, and a lock makes the pair come
+    from one writer when two processes save the same table at once."""
     out_dir = Path(out_dir)
     paths = {"csv": out_dir / f"{name}.csv", "md": out_dir / f"{name}.md"}
-    write_text_atomic(paths["csv"], summary.to_csv(index=False, float_format="%.4f"))
-    write_text_atomic(paths["md"], markdown)
+    csv = summary.to_csv(index=False, float_format="%.4f")
+    with FileLock(out_dir / f".{name}.lock", wait=True):
+        write_text_atomic(paths["csv"], csv)
+        write_text_atomic(paths["md"], markdown)
     return paths

@@ -5,14 +5,26 @@ checkpoint state (optimizer and RNG included). Each run is a directory:
     metrics.jsonl   one line per validation evaluation (rewritten atomically)
     result.json     final numbers on the full test split (written last, atomically)
     checkpoint/     latest checkpoint while the run is unfinished (removed at the end)
+
+Faults cost at most the work since the last checkpoint. Every file is replaced atomically; a
+checkpoint is built beside the current one, sealed by trainer_state.json (written last, holding the
+size and sha256 of every other file) and swapped in by renames, so at every instant `checkpoint/` or
+`.checkpoint-old/` is complete. A checkpoint that fails its seal is never loaded.
+
+FPT_FAULT=point:n (tests only) SIGKILLs the process the n-th time it reaches `point`, one of
+FAULT_POINTS; several comma-separated. Unset, it costs one dictionary lookup per step.
 """
 from __future__ import annotations
 
+import errno
+import hashlib
 import math
 import os
 import platform
 import shutil
+import signal
 import time
+import warnings
 
 from pathlib import Path
 
@@ -23,7 +35,7 @@ from .backbones import BackboneSpec, build_backbone
 from .config import RunConfig, deviations, resolve
 from .io import FileLock, Locked, read_json, write_json_atomic, write_text_atomic
 from .model import FPT
-from .tasks import Task, _generator, make_task
+from .tasks import DataError, Task, _generator, make_task
 
 
 class RunError(RuntimeError):
@@ -34,19 +46,77 @@ class NonFiniteLoss(RunError):
     pass
 
 
+# Where FPT_FAULT can kill a run: after backward and before optimizer.step; after a checkpoint is
+# written beside the current one but before it is swapped in; between the swap's two renames; after
+# the final evaluation, before result.json is written.
+FAULT_POINTS = ("step", "checkpoint-written", "checkpoint-swap", "final-eval")
+_fault_counts: dict[str, int] = {}
+
+
+def _fault(point: str) -> None:
+    """Fault injection for the reliability tests: SIGKILL this process at the n-th `point`."""
+    spec = os.environ.get("FPT_FAULT")
+    if not spec:
+        return
+    for item in spec.split(","):
+        name, _, n = item.strip().partition(":")
+        if name not in FAULT_POINTS:
+            raise RunError(f"FPT_FAULT names unknown point {name!r}; choose one of {', '.join(FAULT_POINTS)}")
+        if name == point:
+            _fault_counts[point] = _fault_counts.get(point, 0) + 1
+            if _fault_counts[point] == int(n or 1):
+                os.kill(os.getpid(), signal.SIGKILL)
+
+
+# Modules that only present results (tables, plots, the CLI, notebook driving, downloads): editing
+# them cannot change a run's numbers, so they are left out of the source hash in `versions`.
+_PRESENTATION = {"cli.py", "plots.py", "reproduce.py", "results.py", "paper.py", "experiments.py", "fetch.py"}
+
+
+def _hash_sources() -> str:
+    h = hashlib.sha256()
+    for p in sorted(Path(__file__).resolve().parent.glob("*.py")):
+        if p.name not in _PRESENTATION:
+            h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()[:12]
+
+
+_SOURCE_HASH = _hash_sources()  # at import: the code this process runs, not what is on disk later
+
+
+def source_hash() -> str:
+    """sha256 of the fptlib modules that compute a run's numbers: the code version, even unreleased."""
+    return _SOURCE_HASH
+
+
 def versions() -> dict:
     import accelerate
     import numpy
     import transformers
     from . import __version__
-    return {"fptlib": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "accelerate": accelerate.__version__, "numpy": numpy.__version__,
-            "python": platform.python_version()}
+    return {"fptlib": __version__, "fptlib_source": source_hash(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "accelerate": accelerate.__version__,
+            "numpy": numpy.__version__, "python": platform.python_version()}
+
+
+def _make_task(cfg: RunConfig) -> Task:
+    """make_task, with the command that fetches a dataset added to any missing/corrupt-data message."""
+    try:
+        return make_task(cfg.task, seed=cfg.seed, **cfg.task_options)
+    except DataError as e:
+        if "fpt data fetch" in str(e):
+            raise
+        from .fetch import REGISTRY
+        ds = REGISTRY.get(cfg.task)
+        if ds is None or ds.kind == "generated":
+            raise
+        raise DataError(f"{e} (`fpt data fetch {cfg.task}` downloads and verifies it; "
+                        "`fpt data status` lists what is present)") from e
 
 
 def build(cfg: RunConfig) -> tuple[FPT, Task]:
     """Model and task for a resolved config, deterministic in cfg.seed."""
-    task = make_task(cfg.task, seed=cfg.seed, **cfg.task_options)
+    task = _make_task(cfg)
     spec = BackboneSpec(name=cfg.backbone, init=cfg.init, n_layers=cfg.n_layers,
                         attn_implementation=cfg.attn_implementation, lstm_width=cfg.lstm_width,
                         lstm_layers=cfg.lstm_layers, lstm_residual=cfg.lstm_residual,
@@ -96,19 +166,48 @@ def evaluate(model: FPT, task: Task, split: str, batch_size: int, device, limit:
     return out
 
 
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _discard(path: Path) -> None:
+    """Remove a directory so that no half-deleted copy is ever left under its name: rename, then delete."""
+    if not path.exists():
+        return
+    trash = path.with_name(f".trash-{path.name.lstrip('.')}-{os.getpid()}-{time.time_ns()}")
+    path.rename(trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
 def _save_checkpoint(acc, run_dir: Path, state: dict) -> None:
-    """Write checkpoint/ atomically: build a sibling directory, then swap it in."""
-    final = run_dir / "checkpoint"
+    """Write checkpoint/ atomically: build a sibling directory, seal it, then swap it in.
+
+    The seal is trainer_state.json, written last, with the size and sha256 of every other file.
+    Invariant: at every instant checkpoint/ or .checkpoint-old/ is a complete, sealed checkpoint.
+    """
+    final, old = run_dir / "checkpoint", run_dir / ".checkpoint-old"
     tmp = run_dir / f".checkpoint-{state['step']}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    acc.save_state(str(tmp))
-    write_json_atomic(tmp / "trainer_state.json", state)  # last file written: marks completeness
-    old = run_dir / ".checkpoint-old"
-    shutil.rmtree(old, ignore_errors=True)
+    try:
+        acc.save_state(str(tmp))
+        files = {str(p.relative_to(tmp)): [p.stat().st_size, _sha256(p)]
+                 for p in sorted(tmp.rglob("*")) if p.is_file()}
+        write_json_atomic(tmp / "trainer_state.json", {**state, "files": files})
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # e.g. a full disk: give the space back, keep the old one
+        raise
+    _fault("checkpoint-written")
     if final.exists():
+        _discard(old)
         final.rename(old)
+        _fault("checkpoint-swap")
+    # else: resumed from .checkpoint-old after a kill between the renames; it stays until this lands
     tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
+    _discard(old)
 
 
 def _checkpoint_keys(ckpt: Path) -> set[str]:
@@ -116,16 +215,78 @@ def _checkpoint_keys(ckpt: Path) -> set[str]:
     files = list(ckpt.glob("model*.safetensors"))
     if not files:
         raise RunError(f"checkpoint in {ckpt} has no model file; delete it to restart the run")
-    with safe_open(str(files[0]), framework="pt") as f:
-        return {k.removeprefix("module.") for k in f.keys()}
+    try:
+        with safe_open(str(files[0]), framework="pt") as f:
+            return {k.removeprefix("module.") for k in f.keys()}
+    except Exception as e:  # safetensors raises its own error types for a damaged header
+        raise RunError(f"checkpoint file {files[0]} is unreadable ({e}); delete {ckpt} to restart the run") from e
 
 
-def _find_checkpoint(run_dir: Path) -> Path | None:
-    # A kill between the two renames leaves only .checkpoint-old: still a complete checkpoint.
-    for cand in (run_dir / "checkpoint", run_dir / ".checkpoint-old"):
-        if (cand / "trainer_state.json").exists():
-            return cand
+_STATE_KEYS = ("config_hash", "step", "history", "best_val", "best_step", "evals_since_best", "elapsed",
+               "last_finite_loss", "frozen_fingerprint", "stopped")
+
+
+def _checkpoint_problem(ckpt: Path) -> str | None:
+    """Why a checkpoint directory cannot be trusted, or None if its seal holds."""
+    seal = ckpt / "trainer_state.json"
+    if not seal.exists():
+        return "trainer_state.json is missing (the checkpoint was never completed)"
+    try:
+        state = read_json(seal)
+    except (OSError, ValueError) as e:
+        return f"trainer_state.json is unreadable ({e})"
+    if not isinstance(state, dict) or any(k not in state for k in _STATE_KEYS):
+        return "trainer_state.json lacks training-state fields"
+    files = state.get("files")
+    if files is None:  # written before checkpoints were sealed: at least the model file must open
+        try:
+            _checkpoint_keys(ckpt)
+        except RunError as e:
+            return str(e)
+        return None
+    try:
+        listed = [(str(name), int(size), str(digest)) for name, (size, digest) in files.items()]
+    except (AttributeError, TypeError, ValueError):
+        return "trainer_state.json has a malformed file list"
+    if not any(name.endswith(".safetensors") for name, _, _ in listed):
+        return "the seal lists no model file"
+    for name, size, digest in listed:
+        p = ckpt / name
+        if not p.is_file():
+            return f"{name} is missing"
+        if p.stat().st_size != size:
+            return f"{name} has {p.stat().st_size} bytes, not the {size} it was written with (truncated?)"
+        if _sha256(p) != digest:
+            return f"{name} does not match the sha256 it was written with"
     return None
+
+
+def _find_checkpoint(run_dir: Path) -> tuple[Path | None, list[str]]:
+    """The newest checkpoint whose seal holds, and what is wrong with those skipped.
+
+    A kill between the two renames of a swap leaves only .checkpoint-old: still a complete checkpoint.
+    """
+    problems = []
+    for cand in (run_dir / "checkpoint", run_dir / ".checkpoint-old"):
+        if not cand.exists():
+            continue
+        why = _checkpoint_problem(cand)
+        if why is None:
+            return cand, problems
+        problems.append(f"{cand}: {why}")
+    return None, problems
+
+
+def _clean_leftovers(run_dir: Path, checkpoints: bool = False) -> None:
+    """Remove what killed processes left behind: unswapped checkpoints, trash, temporary files.
+    Only called with the run directory's lock held, so nothing here is being written."""
+    for p in run_dir.iterdir():
+        n = p.name
+        if p.is_dir() and ((n.startswith(".checkpoint-") and n.endswith(".tmp")) or n.startswith(".trash-")
+                           or (checkpoints and n in ("checkpoint", ".checkpoint-old"))):
+            shutil.rmtree(p, ignore_errors=True)
+        elif p.is_file() and n.startswith(".") and n.endswith(".tmp"):
+            p.unlink(missing_ok=True)
 
 
 def train(cfg: RunConfig, out_dir: Path | str, resume: bool = False, progress: bool = True,
@@ -144,13 +305,25 @@ def train(cfg: RunConfig, out_dir: Path | str, resume: bool = False, progress: b
             return _train_locked(cfg, run_dir, resume, progress)
     except Locked as e:
         raise RunError(f"{e}; wait for it, or use another --out") from None
+    except OSError as e:
+        if e.errno not in _NO_SPACE:
+            raise
+        raise RunError(f"could not write to {run_dir}: {e}. No result was written and the last complete "
+                       "checkpoint is kept: free space (or make the directory writable), then run again "
+                       "with --resume (it continues from that checkpoint)") from e
+
+
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
 
 
 def _train_locked(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool) -> dict:
     chash = cfg.hash()
     _check_run_dir(run_dir, cfg, resume)
     if resume and (run_dir / "result.json").exists():
-        return read_json(run_dir / "result.json")
+        result = _read_result(run_dir, chash)
+        _clean_leftovers(run_dir, checkpoints=True)  # a kill after the result, before the cleanup
+        return result
+    _clean_leftovers(run_dir)
 
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -175,9 +348,17 @@ def _train_locked(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool) -
     model, opt = acc.prepare(model, opt)
     device = acc.device
 
-    ckpt = _find_checkpoint(run_dir) if resume else None
+    ckpt, problems = _find_checkpoint(run_dir) if resume else (None, [])
+    if ckpt is None and problems:
+        raise RunError(f"no usable checkpoint in {run_dir}: " + "; ".join(problems) + ". Refusing to load a "
+                       "damaged checkpoint: delete the listed directories to restart this run from step 0")
     if ckpt is not None:
+        if problems:  # the newest checkpoint is damaged: fall back to the previous one, drop the damaged one
+            warnings.warn(f"skipping damaged checkpoint ({'; '.join(problems)}); resuming from {ckpt}",
+                          RuntimeWarning, stacklevel=2)
+            _discard(run_dir / "checkpoint")
         state = read_json(ckpt / "trainer_state.json")
+        state.pop("files", None)
         if state["config_hash"] != chash:
             raise RunError(f"checkpoint in {run_dir} was made by config {state['config_hash']}, not {chash}; "
                            "refusing to mix runs: use another --out or delete the directory")
@@ -218,6 +399,7 @@ def _train_locked(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool) -
             acc.backward(loss)
             losses.append(loss.detach() * cfg.grad_accum)
         acc.clip_grad_norm_(params, cfg.clip_norm)
+        _fault("step")
         opt.step()
         step += 1
         bar.update(1)
@@ -227,9 +409,11 @@ def _train_locked(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool) -
             for i, v in enumerate(seg):
                 if not math.isfinite(v):
                     bad = step - len(seg) + i + 1
+                    last = state["last_finite_loss"]
                     raise NonFiniteLoss(
                         f"loss became {v} at step {bad} of run {run_dir}; last finite loss "
-                        f"{state['last_finite_loss']}. No result was written. Try a lower --lr (now {cfg.lr}), "
+                        f"{'none (the first step failed)' if last is None else f'{last:.6g}'}. "
+                        f"No result was written. Try a lower --lr (now {cfg.lr}), "
                         "fp32 precision or fewer trained groups, in a new --out (a changed config cannot "
                         "resume this checkpoint).")
                 state["last_finite_loss"] = v
@@ -285,9 +469,9 @@ def _train_locked(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool) -
         scored = {"test": test["accuracy"], **{s: m["accuracy"] for s, m in result.get("extra_test", {}).items()}}
         result["accuracy_dropped_as_wrong"] = {
             s: a * task.split_size(s) / (task.split_size(s) + dropped[s]) for s, a in scored.items()}
+    _fault("final-eval")
     write_json_atomic(run_dir / "result.json", result)
-    for d in (run_dir / "checkpoint", run_dir / ".checkpoint-old"):
-        shutil.rmtree(d, ignore_errors=True)
+    _clean_leftovers(run_dir, checkpoints=True)
     acc.free_memory()
     return result
 
@@ -302,7 +486,7 @@ def _check_writable(run_dir: Path) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / f".write-probe-{os.getpid()}"
         probe.write_text("")
-        probe.unlink()
+        probe.unlink(missing_ok=True)
     except OSError as e:
         raise RunError(f"cannot write to output directory {run_dir}: {e}; choose another --out") from e
 
@@ -311,13 +495,32 @@ def _check_run_dir(run_dir: Path, cfg: RunConfig, resume: bool) -> None:
     """Refuse a directory that belongs to another config, or an unfinished run without --resume."""
     cfg_file = run_dir / "config.json"
     if cfg_file.exists():
-        old = read_json(cfg_file).get("config_hash")
+        try:
+            old = read_json(cfg_file).get("config_hash")
+        except (OSError, ValueError, AttributeError) as e:
+            raise RunError(f"{cfg_file} is unreadable ({e}); the run directory was damaged after it was "
+                           "written: delete it, or use another --out") from e
         if old != cfg.hash():
             raise RunError(f"{run_dir} holds a run of another config ({old}, this one is {cfg.hash()}); "
                            "refusing to mix runs: use another --out or delete the directory")
         if not resume:
             raise RunError(f"{run_dir} already holds this run; pass --resume to finish or reuse it, "
                            "or use another --out")
+
+
+def _read_result(run_dir: Path, chash: str) -> dict:
+    """A finished run's result, refused if damaged or if it belongs to another config."""
+    path = run_dir / "result.json"
+    try:
+        result = read_json(path)
+    except (OSError, ValueError) as e:
+        raise RunError(f"{path} is unreadable ({e}); fpt writes it atomically, so it was damaged "
+                       "afterwards: delete it to compute the run again (with --resume)") from e
+    if not isinstance(result, dict) or result.get("config_hash") != chash:
+        got = result.get("config_hash") if isinstance(result, dict) else None
+        raise RunError(f"{path} belongs to config {got}, not {chash}; refusing to report it for this "
+                       "run: delete it, or use another --out")
+    return result
 
 
 def result_without_timing(result: dict) -> dict:

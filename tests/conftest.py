@@ -1,4 +1,5 @@
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -31,3 +32,60 @@ def numbers(result: dict) -> dict:
 @pytest.fixture
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+# ---- reliability accounting -------------------------------------------------------------------
+# Tests that take the `reliability` fixture record each fault they inject and each bad input they
+# try. Tests elsewhere that predate it are counted once per test (each parametrized case once) by
+# their names, so adding such a test with a telling name keeps the count honest without editing it.
+FAULT_TEST_NAMES = re.compile(r"kill|interrupt|non_finite")
+BAD_INPUT_TEST_NAMES = re.compile(
+    r"refuse|unknown|bad_|wrong|missing|corrupt|unwritable|must_divide|longer_than|in_use|truncated|"
+    r"malformed|impossible|unsafe|unclaimed|without_header|outside|damage|misplaced|no_server|"
+    r"explains_the_offline|pickles_with_code|without_checksum")
+NOT_BAD_INPUT = {"test_vocabulary_is_the_papers_25_letters_plus_padding_and_unknown",  # a token's name
+                 "test_median_is_numpys_truncated_median"}  # truncated division, not a file
+
+
+class Reliability:
+    def __init__(self, config):
+        self.config = config
+
+    def fault(self, what: str = "") -> None:
+        """One fault injected (a kill, a full disk, a NaN...)."""
+        self.config._fpt_reliability["faults"] += 1
+
+    def bad_input(self, what: str = "") -> None:
+        """One bad input tried (expected to be refused with a clear message)."""
+        self.config._fpt_reliability["bad_inputs"] += 1
+
+
+def pytest_configure(config):
+    config._fpt_reliability = {"faults": 0, "bad_inputs": 0, "faults_by_name": 0, "bad_inputs_by_name": 0}
+
+
+@pytest.fixture
+def reliability(request) -> Reliability:
+    return Reliability(request.config)
+
+
+def pytest_runtest_call(item):
+    if "reliability" in getattr(item, "fixturenames", ()):
+        return
+    name = getattr(item, "originalname", None) or item.name
+    counts = item.config._fpt_reliability
+    if FAULT_TEST_NAMES.search(name):
+        counts["faults_by_name"] += 1
+    elif BAD_INPUT_TEST_NAMES.search(name) and name not in NOT_BAD_INPUT:
+        counts["bad_inputs_by_name"] += 1
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    c = getattr(config, "_fpt_reliability", None)
+    if not c or not any(c.values()):
+        return
+    faults, bad = c["faults"] + c["faults_by_name"], c["bad_inputs"] + c["bad_inputs_by_name"]
+    terminalreporter.write_line(
+        f"reliability: {faults} faults injected, {bad} bad inputs tried "
+        f"({c['faults']} + {c['bad_inputs']} recorded one by one, {c['faults_by_name']} + "
+        f"{c['bad_inputs_by_name']} counted once per test by name)")
