@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import hashlib
 import logging
 import os
 import re
@@ -41,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from .io import FileLock, Locked, read_json, write_json_atomic
+from .io import FileLock, Locked, read_json, sha256_file, write_json_atomic
 from .paths import data_dir as default_data_dir
 from .tasks import DataError, read_idx
 
@@ -280,14 +279,6 @@ def _same_hash(actual: str, known: str) -> bool:
     return actual.lower() == known.lower()
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _manifest(root: Path) -> dict:
     try:
         return read_json(root / MANIFEST).get("files", {})
@@ -331,7 +322,7 @@ def _check_one(remote: Remote, path: Path, manifest: dict) -> tuple[str, str]:
         detail = remote.check(path)
         recorded = manifest.get(path.name, {}).get("sha256")
         if recorded:
-            if _sha256(path) != recorded:
+            if sha256_file(path) != recorded:
                 return "corrupt", (f"{path} changed since it was downloaded (sha256 differs from the one "
                                    f"recorded in {MANIFEST})")
             return "present", detail
@@ -684,7 +675,7 @@ def _fetch_locked(ds: Dataset, root: Path, staging: Path, mirror, progress, log)
             path, url = _download(r, staging, urls_for(r, mirror), progress, log)
         except _DownloadFailed as e:
             raise FetchError(f"fpt data fetch {ds.name}: " + _failure_message(ds, root, e, mirror)) from None
-        record = {"sha256": _sha256(path), "bytes": path.stat().st_size, "url": url,
+        record = {"sha256": sha256_file(path), "bytes": path.stat().st_size, "url": url,
                   "published_hash": r.known_hash,
                   "fetched_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
         if r.extract:

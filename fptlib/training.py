@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from .backbones import BackboneSpec, build_backbone
 from .config import RunConfig, deviations, resolve
-from .io import FileLock, Locked, read_json, write_json_atomic, write_text_atomic
+from .io import FileLock, Locked, read_json, sha256_file, write_json_atomic, write_text_atomic
 from .model import FPT
 from .tasks import DataError, Task, _generator, make_task
 
@@ -166,14 +166,6 @@ def evaluate(model: FPT, task: Task, split: str, batch_size: int, device, limit:
     return out
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _discard(path: Path) -> None:
     """Remove a directory so that no half-deleted copy is ever left under its name: rename, then delete."""
     if not path.exists():
@@ -194,7 +186,7 @@ def _save_checkpoint(acc, run_dir: Path, state: dict) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         acc.save_state(str(tmp))
-        files = {str(p.relative_to(tmp)): [p.stat().st_size, _sha256(p)]
+        files = {str(p.relative_to(tmp)): [p.stat().st_size, sha256_file(p)]
                  for p in sorted(tmp.rglob("*")) if p.is_file()}
         write_json_atomic(tmp / "trainer_state.json", {**state, "files": files})
     except BaseException:
@@ -256,7 +248,7 @@ def _checkpoint_problem(ckpt: Path) -> str | None:
             return f"{name} is missing"
         if p.stat().st_size != size:
             return f"{name} has {p.stat().st_size} bytes, not the {size} it was written with (truncated?)"
-        if _sha256(p) != digest:
+        if sha256_file(p) != digest:
             return f"{name} does not match the sha256 it was written with"
     return None
 
