@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from .io import safe_load
 from .paths import data_dir
-from .tasks import DATA_SEED, SPLITS, DataError, Task, _generator, _hash_tensors
+from .tasks import DATA_SEED, SPLITS, DataError, EpochOrder, Task, _generator, _hash_tensors
 
 IMAGE_SIZE = 32
 N_CLASSES = 10
@@ -206,7 +206,7 @@ def to_patches(images: torch.Tensor, p: int) -> torch.Tensor:
 # --- tasks -----------------------------------------------------------------------------------------
 
 @dataclass
-class CIFAR10(Task):
+class CIFAR10(EpochOrder, Task):
     """CIFAR-10, RGB, patch_size x patch_size patches (4 -> 64 tokens of 48), one label per image.
 
     A stratified validation split of n_val images is carved from the 50,000 training images (fixed by
@@ -257,7 +257,6 @@ class CIFAR10(Task):
             self._data[split] = (X, torch.from_numpy(np.asarray(y[:cap], np.int64)))
         self._mean = torch.tensor(self.mean, dtype=torch.float32)[:, None, None]
         self._std = torch.tensor(self.std, dtype=torch.float32)[:, None, None]
-        self._perms: dict[int, torch.Tensor] = {}
         self._hash: str | None = None
 
     def tokens(self, images: torch.Tensor, g: torch.Generator | None = None) -> torch.Tensor:
@@ -271,16 +270,8 @@ class CIFAR10(Task):
     def split_size(self, split):
         return len(self._data[split][1])
 
-    def _perm(self, epoch: int) -> torch.Tensor:
-        if epoch not in self._perms:
-            self._perms = {epoch: torch.randperm(self.split_size("train"),
-                                                 generator=_generator(self.seed, 2, epoch))}
-        return self._perms[epoch]
-
     def train_batch(self, step, batch_size):
-        n = self.split_size("train")
-        pos = range(step * batch_size, (step + 1) * batch_size)
-        idx = torch.stack([self._perm(p // n)[p % n] for p in pos])
+        idx = self.train_indices(step, batch_size)
         X, y = self._data["train"]
         g = _generator(self.seed, 4, step) if self.augment else None
         return {"x": self.tokens(X[idx], g), "y": y[idx][:, None]}

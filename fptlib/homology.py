@@ -52,7 +52,7 @@ import torch
 
 from .io import safe_loads
 from .paths import data_dir
-from .tasks import DATA_SEED, DataError, Task, _generator, _hash_tensors
+from .tasks import DATA_SEED, DataError, EpochOrder, Task, _hash_tensors
 
 N_FOLDS = 1195
 # TAPE's file stem for each of our split names.
@@ -243,7 +243,7 @@ def _cap_indices(n: int, cap: int | None, key: int) -> np.ndarray:
 
 
 @dataclass
-class RemoteHomology(Task):
+class RemoteHomology(EpochOrder, Task):
     """TAPE remote homology (fold classification, 1195 classes) from the TAPE LMDB or JSON files.
 
     Options:
@@ -280,7 +280,6 @@ class RemoteHomology(Task):
         caps = {"train": self.max_train, "val": self.max_val}
         for k, split in enumerate(SPLIT_FILES):
             self._load(split, caps.get(split, self.max_test), k)
-        self._perms: dict[int, torch.Tensor] = {}
         self._hash: str | None = None
 
     def _load(self, split: str, cap: int | None, key: int) -> None:
@@ -335,16 +334,8 @@ class RemoteHomology(Task):
         mask = (torch.arange(x.shape[1])[None] < lens[:, None]).long()
         return {"x": x, "y": d["y"][idx][:, None], "attention_mask": mask}
 
-    def _perm(self, epoch: int) -> torch.Tensor:
-        if epoch not in self._perms:
-            self._perms = {epoch: torch.randperm(self.split_size("train"), generator=_generator(self.seed, 2, epoch))}
-        return self._perms[epoch]
-
     def train_batch(self, step, batch_size):
-        n = self.split_size("train")
-        pos = range(step * batch_size, (step + 1) * batch_size)
-        idx = torch.stack([self._perm(p // n)[p % n] for p in pos])
-        return self._batch("train", idx)
+        return self._batch("train", self.train_indices(step, batch_size))
 
     def eval_batches(self, split, batch_size, limit=None):
         n = self.split_size(split)

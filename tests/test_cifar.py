@@ -210,9 +210,9 @@ def test_augmentation_is_a_function_of_seed_and_step(fixture_data):
 def test_augmentation_on_for_cifar10_off_for_lra_by_default(fixture_data):
     t, lra = CIFAR10(n_val=20), CIFAR10LRA(n_val=20)
     assert t.augment is True and lra.augment is False
-    idx = lra._perm(0)[:16]
+    idx = lra.train_indices(0, 16)
     assert torch.equal(lra.train_batch(0, 16)["x"], lra.tokens(lra._data["train"][0][idx]))
-    assert not torch.equal(t.train_batch(0, 16)["x"], t.tokens(t._data["train"][0][t._perm(0)[:16]]))
+    assert not torch.equal(t.train_batch(0, 16)["x"], t.tokens(t._data["train"][0][t.train_indices(0, 16)]))
     on = CIFAR10LRA(n_val=20, augment=True).train_batch(0, 16)["x"]
     assert on.shape == (16, 1024, 1) and not torch.equal(on, lra.train_batch(0, 16)["x"])
 
