@@ -1,11 +1,12 @@
-"""Backbones (GPT-2 family, BERT family incl. the offline MiniLM, LSTM), their initialisations and
-the mapping of every backbone parameter to a parameter group.
+"""Backbones (GPT-2 family, BERT family incl. the offline MiniLM, T5 encoder, Longformer, LSTM), their
+initialisations and the mapping of every backbone parameter to a parameter group.
 
 Groups come from the module structure of each family (module classes and known attributes), and a
 parameter that no rule claims is an error, so a new family cannot silently leave weights unassigned.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +29,36 @@ GPT2_SHAPES = {
     "tiny-gpt2": dict(n_embd=32, n_layer=2, n_head=2, n_positions=256),
 }
 BERT_NAMES = ("minilm", "bert-base-uncased", "bert-large-uncased", "tiny-bert")
-KNOWN_BACKBONES = tuple(GPT2_SHAPES) + BERT_NAMES + ("lstm",)
-INITS = ("pretrained", "random", "stats")
+# T5: only the encoder (T5EncoderModel) is ever built; FPT has no use for the decoder (paper Table 17).
+# T5Config's other defaults (relu FFN, 32 relative-position buckets, max distance 128, dropout 0.1,
+# vocabulary 32128) are those of the t5-small/t5-base checkpoints, so random init needs no download.
+T5_SHAPES = {
+    "t5-small": dict(d_model=512, d_kv=64, d_ff=2048, num_layers=6, num_heads=8),
+    "t5-base": dict(d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_heads=12),
+    # Tiny shape for tests and smoke runs; it has no pretrained weights.
+    "tiny-t5": dict(d_model=32, d_kv=16, d_ff=64, num_layers=2, num_heads=2),
+}
+# Longformer: allenai/longformer-base-4096's config.json (a RoBERTa-base shape with 512-token local
+# attention windows and 4096 positions), so random init needs no download.
+_LONGFORMER_BASE = dict(vocab_size=50265, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                        intermediate_size=3072, attention_window=512, max_position_embeddings=4098,
+                        type_vocab_size=1, layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0,
+                        eos_token_id=2, sep_token_id=2)
+LONGFORMER_SHAPES = {
+    "allenai/longformer-base-4096": _LONGFORMER_BASE,
+    # Tiny shape for tests and smoke runs (256 positions, 8-token windows); no pretrained weights.
+    "tiny-longformer": {**_LONGFORMER_BASE, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+                        "intermediate_size": 64, "attention_window": 8, "max_position_embeddings": 258},
+}
+# T5's attention is position-relative (a learned bias per bucket of distances), so no table caps the
+# sequence length: like the LSTM, it reports an effectively unbounded number of positions. Distances
+# beyond relative_attention_max_distance (128) share one bucket; that limits resolution, not length.
+T5_MAX_POSITIONS = 10**9
+KNOWN_BACKBONES = tuple(GPT2_SHAPES) + BERT_NAMES + tuple(T5_SHAPES) + tuple(LONGFORMER_SHAPES) + ("lstm",)
+# HF families whose module layout fastpath.py, fuse_activation and the GPT-2/BERT code paths know.
+_GPT2_BERT = ("gpt2", "bert")
+# bit: the weights of the same architecture fully trained on Bit Memory, then frozen (paper Table 2)
+INITS = ("pretrained", "random", "stats", "bit")
 
 
 class BackboneError(ValueError):
@@ -48,13 +77,18 @@ def minilm_path() -> Path:
 
 
 def _family_of(name: str) -> str:
-    """'gpt2', 'bert' or 'lstm' for a backbone name or a local directory with a config.json."""
+    """'gpt2', 'bert', 't5', 'longformer' or 'lstm' for a backbone name or a local directory with a
+    config.json."""
     if name == "lstm":
         return "lstm"
     if name in GPT2_SHAPES:
         return "gpt2"
     if name in BERT_NAMES:
         return "bert"
+    if name in T5_SHAPES:
+        return "t5"
+    if name in LONGFORMER_SHAPES:
+        return "longformer"
     if os.path.isdir(name):
         import json
         cfg = Path(name) / "config.json"
@@ -65,8 +99,10 @@ def _family_of(name: str) -> str:
             return "gpt2"
         if model_type == "bert":
             return "bert"
+        if model_type in ("t5", "longformer"):
+            return model_type
         raise BackboneError(f"backbone directory {name!r} holds model_type {model_type!r}; "
-                            "supported families: gpt2, bert")
+                            "supported families: gpt2, bert, t5, longformer")
     raise BackboneError(f"unknown backbone {name!r}; choose one of {', '.join(KNOWN_BACKBONES)}, "
                         "or a local directory saved with save_pretrained")
 
@@ -81,12 +117,17 @@ def _hub_or_dir(name: str) -> str:
 
 
 def _config(name: str, family: str, attn_impl: str):
-    from transformers import BertConfig, GPT2Config
+    from transformers import BertConfig, GPT2Config, LongformerConfig, T5Config
     if family == "gpt2":
         if name in GPT2_SHAPES:
             cfg = GPT2Config(**GPT2_SHAPES[name])
         else:
             cfg = GPT2Config.from_pretrained(name)
+    elif family == "t5":
+        cfg = T5Config(**T5_SHAPES[name]) if name in T5_SHAPES else T5Config.from_pretrained(_hub_or_dir(name))
+    elif family == "longformer":
+        cfg = (LongformerConfig(**LONGFORMER_SHAPES[name]) if name in LONGFORMER_SHAPES
+               else LongformerConfig.from_pretrained(_hub_or_dir(name)))
     else:
         if name == "tiny-bert":
             cfg = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
@@ -103,9 +144,14 @@ def _config(name: str, family: str, attn_impl: str):
 
 
 def _load_hf(name: str, family: str, init: str, attn_impl: str) -> nn.Module:
-    from transformers import BertModel, GPT2Model
-    cls = GPT2Model if family == "gpt2" else BertModel
-    kw = {} if family == "gpt2" else {"add_pooling_layer": False}  # FPT never uses BERT's pooler
+    from transformers import BertModel, GPT2Model, LongformerModel, T5EncoderModel
+    if family == "longformer":
+        # Longformer's sliding-window self-attention is its own code whatever the setting, and HF
+        # refuses "sdpa" for it; "eager" only picks how its padding mask is built.
+        attn_impl = "eager"
+    cls = {"gpt2": GPT2Model, "bert": BertModel, "t5": T5EncoderModel, "longformer": LongformerModel}[family]
+    # FPT never uses BERT's or Longformer's pooler
+    kw = {"add_pooling_layer": False} if family in ("bert", "longformer") else {}
     if init == "random":
         return cls(_config(name, family, attn_impl), **kw)
     from transformers.utils import logging as hf_logging
@@ -151,31 +197,76 @@ class HFBackbone(Backbone):
         self.model, self.family = model, family
         cfg = model.config
         self.width = cfg.hidden_size
-        self.max_positions = cfg.n_positions if family == "gpt2" else cfg.max_position_embeddings
+        if family == "t5":
+            self.width = cfg.d_model
+        self._set_max_positions()
 
-    def forward(self, embeds, attention_mask=None, output_attentions=False):
-        out = self.model(inputs_embeds=embeds, attention_mask=attention_mask,
-                         output_attentions=output_attentions)
+    def _set_max_positions(self) -> None:
+        cfg = self.model.config
+        if self.family == "t5":
+            self.max_positions = T5_MAX_POSITIONS  # relative attention: no position table (see above)
+        elif self.family == "longformer":
+            self.max_positions = _longformer_max_positions(cfg)
+        else:
+            self.max_positions = cfg.n_positions if self.family == "gpt2" else cfg.max_position_embeddings
+
+    def forward(self, embeds, attention_mask=None, output_attentions=False, n_last=None):
+        """n_last: only the last n tokens' outputs are read (lets evaluation skip work)."""
+        kw = {"use_cache": False} if self.family == "gpt2" else {}  # no KV cache: FPT never generates
+        if output_attentions and self.family == "longformer":
+            raise BackboneError("Longformer returns sliding-window attention weights (batch, heads, tokens, "
+                                "window + 1), not token-by-token maps; attention maps need gpt2, bert or t5")
+        shortcuts = contextlib.nullcontext()
+        # fastpath.py's shortcuts know the GPT-2 and BERT block layouts only; other families run plainly.
+        if (self.family in _GPT2_BERT and torch.is_inference_mode_enabled() and not self.training
+                and not output_attentions):
+            from .fastpath import inference_shortcuts
+            prune = n_last if attention_mask is None and n_last and n_last < embeds.shape[1] else None
+            shortcuts = inference_shortcuts(self, prune, embeds.device)
+        with shortcuts:
+            out = self.model(inputs_embeds=embeds, attention_mask=attention_mask,
+                             output_attentions=output_attentions, **kw)
         return (out.last_hidden_state, out.attentions) if output_attentions else out.last_hidden_state
 
     def truncate(self, n_layers: int) -> None:
-        """Keep only the first n_layers blocks (paper Tables 11-12)."""
-        blocks = self.model.h if self.family == "gpt2" else self.model.encoder.layer
+        """Keep only the first n_layers blocks (paper Tables 11-12). T5's relative position bias lives
+        in block 0, so it is always kept."""
+        blocks = self.blocks()
         if not 1 <= n_layers <= len(blocks):
             raise BackboneError(f"n_layers={n_layers} but the backbone has {len(blocks)} blocks")
         del blocks[n_layers:]
+        cfg = self.model.config
         if self.family == "gpt2":
-            self.model.config.n_layer = n_layers
+            cfg.n_layer = n_layers
+        elif self.family == "t5":
+            cfg.num_layers = n_layers
         else:
-            self.model.config.num_hidden_layers = n_layers
+            cfg.num_hidden_layers = n_layers
+            if self.family == "longformer" and isinstance(cfg.attention_window, (list, tuple)):
+                cfg.attention_window = list(cfg.attention_window[:n_layers])  # one window per layer
+        self._set_max_positions()
 
     def blocks(self) -> nn.ModuleList:
-        return self.model.h if self.family == "gpt2" else self.model.encoder.layer
+        if self.family == "gpt2":
+            return self.model.h
+        if self.family == "t5":
+            return self.model.encoder.block
+        return self.model.encoder.layer  # bert, longformer
+
+    def block_index(self, name: str) -> int | None:
+        """Index of the block a parameter (named relative to this module) lives in, else None."""
+        import re
+        m = re.match(r"model\.(?:h|encoder\.layer|encoder\.block)\.(\d+)\.", name)
+        return int(m.group(1)) if m else None
 
     def groups(self) -> dict[str, str]:
         from transformers.models.bert import modeling_bert as mb
         from transformers.models.gpt2 import modeling_gpt2 as mg
         m = self.model
+        if self.family == "t5":
+            return self._t5_groups()
+        if self.family == "longformer":
+            return self._longformer_groups()
         if self.family == "gpt2":
             by_class = {mg.GPT2Attention: "attention", mg.GPT2MLP: "feedforward"}
             by_module = {id(m.wpe): "positions", id(m.wte): "unused"}
@@ -186,6 +277,48 @@ class HFBackbone(Backbone):
             by_module = {id(e.position_embeddings): "positions", id(e.word_embeddings): "unused",
                          id(e.token_type_embeddings): "token_type"}
         return _assign(m, "model.", by_class, by_module)
+
+    def _t5_groups(self) -> dict[str, str]:
+        from transformers.models.t5 import modeling_t5 as mt
+        m = self.model
+        # T5LayerNorm (an RMS norm: a scale, no bias) is T5's layer norm: listed as a class, it beats the
+        # attention / feedforward sublayer that holds it, as nn.LayerNorm does for the other families.
+        by_class = {mt.T5Attention: "attention", mt.T5LayerFF: "feedforward", mt.T5LayerNorm: "layernorm"}
+        # T5 has no absolute position embeddings. Its position information is the relative attention
+        # bias (one learned scalar per head and distance bucket, in block 0's self-attention, shared by
+        # every block), so that is what FPT's "positions" group trains for T5: the part of the model
+        # that tells tokens where they are. The other T5Attention weights (q, k, v, o) are attention.
+        by_module = {id(m.shared): "unused"}  # the token table (see _drop_t5_token_alias)
+        if m.encoder.embed_tokens is not None:
+            by_module[id(m.encoder.embed_tokens)] = "unused"
+        for block in m.encoder.block:
+            sa = block.layer[0].SelfAttention
+            if getattr(sa, "has_relative_attention_bias", False):
+                by_module[id(sa.relative_attention_bias)] = "positions"
+        return _assign(m, "model.", by_class, by_module)
+
+    def _longformer_groups(self) -> dict[str, str]:
+        from transformers.models.longformer import modeling_longformer as ml
+        m = self.model
+        # As BERT's: LongformerAttention holds the local and the (here unused) global q/k/v projections
+        # and the attention output dense; its LayerNorm is a layer norm.
+        by_class = {ml.LongformerAttention: "attention", ml.LongformerIntermediate: "feedforward",
+                    ml.LongformerOutput: "feedforward"}
+        e = m.embeddings
+        by_module = {id(e.position_embeddings): "positions", id(e.word_embeddings): "unused",
+                     id(e.token_type_embeddings): "token_type"}
+        return _assign(m, "model.", by_class, by_module)
+
+
+def _longformer_max_positions(cfg) -> int:
+    """Longest input a Longformer takes. Its position ids start after the padding index (RoBERTa's
+    offset: max_position_embeddings - pad_token_id - 1 usable, 4096 for longformer-base-4096), and it
+    pads every sequence to a multiple of its attention window *before* looking positions up, so the
+    padded length must fit: the usable count rounded down to a multiple of the window."""
+    window = cfg.attention_window
+    window = max(window) if isinstance(window, (list, tuple)) else int(window)
+    usable = cfg.max_position_embeddings - (cfg.pad_token_id or 0) - 1
+    return usable // window * window
 
 
 class LSTMBackbone(Backbone):
@@ -198,7 +331,7 @@ class LSTMBackbone(Backbone):
         # Recurrence has no position limit; a learned table (if any) sets one.
         self.max_positions = max_positions or 10**9
 
-    def forward(self, embeds, attention_mask=None, output_attentions=False):
+    def forward(self, embeds, attention_mask=None, output_attentions=False, n_last=None):
         # Reading left to right, an LSTM's state at the last real token never saw the right padding;
         # any other padding would leak into it, so only right padding is accepted.
         if attention_mask is not None:
@@ -216,6 +349,7 @@ class LSTMBackbone(Backbone):
 def _assign(root: nn.Module, prefix: str, by_class: dict, by_module: dict) -> dict[str, str]:
     """Give each parameter the group of the deepest claiming module; LayerNorm always wins."""
     owner: dict[str, str] = {}
+    seen: set[int] = set()  # a tied tensor is named once, by its first name, as named_parameters() does
 
     def visit(mod: nn.Module, path: str, inherited: str | None):
         group = inherited
@@ -227,7 +361,10 @@ def _assign(root: nn.Module, prefix: str, by_class: dict, by_module: dict) -> di
             for cls, g in by_class.items():
                 if isinstance(mod, cls):
                     group = g
-        for pname, _ in mod.named_parameters(recurse=False):
+        for pname, p in mod.named_parameters(recurse=False):
+            if id(p) in seen:
+                continue
+            seen.add(id(p))
             name = f"{path}{pname}"
             if group is None:
                 raise BackboneError(f"parameter {prefix}{name} belongs to no group; "
@@ -246,11 +383,13 @@ class BackboneSpec:
     init: str = "pretrained"
     n_layers: int | None = None  # truncate to the first n blocks
     attn_implementation: str = "sdpa"  # "eager" when attention maps are read
+    attention_dropout: float | None = None  # None: the checkpoint's own (0.1); 0 lets sdpa take its fused kernel
     lstm_width: int = 384
     lstm_layers: int = 3
     lstm_residual: bool = False
     lstm_positions: int = 0
     dropout: float = 0.1  # LSTM only; HF backbones keep their own config's dropout (0.1 for GPT-2)
+    weights: str | None = None  # init "bit": a safetensors file of this backbone's state dict
 
 
 def build_backbone(spec: BackboneSpec, seed: int) -> Backbone:
@@ -265,11 +404,71 @@ def build_backbone(spec: BackboneSpec, seed: int) -> Backbone:
         bb: Backbone = LSTMBackbone(spec.lstm_width, spec.n_layers or spec.lstm_layers, spec.dropout,
                                     spec.lstm_residual, spec.lstm_positions)
     else:
-        model = _load_hf(spec.name, family, "random" if spec.init == "random" else "pretrained",
+        model = _load_hf(spec.name, family, "random" if spec.init in ("random", "bit") else "pretrained",
                          spec.attn_implementation)
+        if family == "t5":
+            _drop_t5_token_alias(model)
         bb = HFBackbone(model, family)
         if spec.n_layers is not None:
             bb.truncate(spec.n_layers)
+        if spec.init == "bit":
+            load_weights(bb, spec.weights)
         if spec.init == "stats":
             redraw_with_stats(bb, torch.Generator().manual_seed(seed))
+        fuse_activation(bb)
+        if spec.attention_dropout is not None:
+            set_attention_dropout(bb, spec.attention_dropout)
     return bb
+
+
+def _drop_t5_token_alias(model: nn.Module) -> None:
+    """T5EncoderModel holds its token table twice, as `shared` and as the tied `encoder.embed_tokens`.
+    FPT feeds inputs_embeds, so the encoder never reads it; dropping the alias keeps one name per
+    tensor in the state dict (safetensors refuses a tensor under two names, which save_backbone and
+    init 'bit' need). `shared` stays, in group `unused`."""
+    if model.encoder.embed_tokens is not None and model.encoder.embed_tokens.weight is model.shared.weight:
+        model.encoder.embed_tokens = None
+
+
+def load_weights(bb: Backbone, path: str | None) -> None:
+    """Backbone weights saved by a finished run (init 'bit'); every tensor must match by name and shape."""
+    if not path or not Path(path).is_file():
+        raise BackboneError(f"init 'bit' needs the weights of a transformer trained on Bit Memory, and "
+                            f"{path!r} is not a file; fptlib.training.build trains and saves them first")
+    from safetensors.torch import load_file
+    try:
+        state = load_file(path)
+    except Exception as e:  # safetensors raises its own types for a damaged file
+        raise BackboneError(f"{path} is unreadable ({e}); delete the run directory holding it to retrain it") from e
+    missing, unexpected = bb.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise BackboneError(f"{path} does not fit this backbone: missing {missing[:3]}, unexpected "
+                            f"{unexpected[:3]}; it was saved from another architecture")
+
+
+def fuse_activation(bb: HFBackbone) -> None:
+    """GPT-2's tanh GELU is written as seven elementwise ops (each a pass over the 4x-wide MLP
+    activations, forward and backward); the same function as one fused kernel. Float noise only."""
+    from transformers.activations import NewGELUActivation
+    if bb.family != "gpt2":
+        return  # BERT's exact GELU is one op already; T5 (ReLU) and Longformer (exact GELU) likewise
+    for block in bb.blocks():
+        mlp = getattr(block, "mlp", None)
+        if mlp is not None and isinstance(getattr(mlp, "act", None), NewGELUActivation):
+            mlp.act = nn.GELU(approximate="tanh")
+
+
+def set_attention_dropout(bb: HFBackbone, p: float) -> None:
+    """Dropout on the attention weights. With 0, PyTorch's fused (flash) attention runs on CPU too:
+    no T x T matrices are kept, which is what makes 1024-token sequences cheap. Changes the model."""
+    if not 0.0 <= p < 1.0:
+        raise BackboneError(f"attention dropout must be in [0, 1), got {p}")
+    for block in bb.blocks():
+        if bb.family == "gpt2":
+            block.attn.attn_dropout.p = p
+        elif bb.family == "t5":
+            block.layer[0].SelfAttention.dropout = p  # a float, applied to the attention weights
+        elif bb.family == "longformer":
+            block.attention.self.dropout = p  # a float, applied to the attention probabilities
+        else:
+            block.attention.self.dropout.p = p

@@ -69,6 +69,22 @@ def parser() -> argparse.ArgumentParser:
                    "(sets FPT_FIGURES_DIR)")
     r.add_argument("--log-output", action="store_true", help="stream notebook output to the terminal")
 
+    b = sub.add_parser("bench", help="time our training step, evaluation and output-only training "
+                       "against the original implementation's, in one run; writes results/bench/",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    b.add_argument("--backbones", nargs="+", default=["gpt2", "minilm"],
+                   help="gpt2 (gpt2-small shape, random init: no download), minilm, or any fptlib backbone name")
+    b.add_argument("--shapes", nargs="+", default=None, help="cifar10 mnist bit-memory cifar10-lra listops "
+                   "(default: all)")
+    b.add_argument("--reps", type=int, default=5, help="timed steps per implementation (median reported)")
+    b.add_argument("--quick", action="store_true", help="tiny-gpt2 on two shapes, 2 reps: checks the "
+                   "benchmark runs (seconds), measures nothing worth keeping")
+    b.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core)")
+    b.add_argument("--no-memory", action="store_true", help="skip the per-step peak-memory probes")
+    b.add_argument("--no-cached", action="store_true", help="skip output-only training with cached features")
+    b.add_argument("--out", default=None, help="output directory (default: results/bench)")
+    b.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
     d = sub.add_parser("data", help="download datasets (fetch) and list what is present (status)")
     dsub = d.add_subparsers(dest="data_cmd", required=True)
     df = dsub.add_parser("fetch", help="download one dataset from its canonical source, verify it and put it "
@@ -94,6 +110,8 @@ def main(argv=None) -> int:
         return _train(args)
     if args.cmd == "data":
         return _data(args)
+    if args.cmd == "bench":
+        return _bench(args)
     return _reproduce(args)
 
 
@@ -116,6 +134,29 @@ def _data(args) -> int:
     for r in result.get("rows", [result]):
         where = f" in {r['path']}" if r.get("path") else ""
         print(f"{r['name']}: {r['action']}{where}: {r['detail']}")
+    return 0
+
+
+def _bench(args) -> int:
+    from pathlib import Path
+    import torch
+    from . import bench
+    from .paths import PROJ_ROOT
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    backbones = {b: bench.BACKBONES.get(b, "random") for b in args.backbones}
+    shapes, reps = args.shapes, args.reps
+    if args.quick:
+        backbones, shapes, reps = bench.QUICK["backbones"], args.shapes or bench.QUICK["shapes"], bench.QUICK["reps"]
+    out = Path(args.out) if args.out else PROJ_ROOT / "results" / "bench"
+    try:
+        record = bench.run(out, backbones, shapes, reps=reps, memory=not args.no_memory,
+                           cached=not args.no_cached, progress=not args.no_progress)
+    except ValueError as e:
+        print(f"fpt bench: error: {e}", file=sys.stderr)
+        return 2
+    print((out / "bench.md").read_text())
+    print(f"[fpt bench] {record['wall_seconds']:.0f} s; full record in {record['path']}")
     return 0
 
 

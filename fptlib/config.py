@@ -37,6 +37,9 @@ class RunConfig:
     precision: str = "fp32"          # bf16/fp16 autocast via Accelerate (GPU)
     n_layers: int | None = None      # truncate the backbone to its first n blocks
     attn_implementation: str = "sdpa"
+    attention_dropout: float | None = None  # None keeps the backbone's (0.1); 0.0 = fused attention (faster, changes the model)
+    cache_features: bool = False     # output-only runs: compute frozen features once (no dropout below the output)
+    save_backbone: bool = False      # keep the trained backbone's weights (backbone.safetensors) in the run dir
     orth_gain: float = 1.41
     input_dropout: float = 0.1
     lstm_width: int | None = None    # width of the transformer the LSTM replaces
@@ -62,8 +65,14 @@ class RunConfig:
         return cls(**d)
 
     def hash(self) -> str:
-        """Identity of the computation: two configs with the same hash give the same numbers."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, default=str)
+        """Identity of the computation: two configs with the same hash give the same numbers.
+        Fields added after results were published are left out while at their default, so
+        adding an option does not orphan the runs computed before it existed."""
+        d = self.to_dict()
+        for k, default in _LATER_FIELDS.items():
+            if d.get(k) == default:
+                d.pop(k)
+        blob = json.dumps(d, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     def run_id(self) -> str:
@@ -71,6 +80,9 @@ class RunConfig:
         groups = "full" if set(self.train) >= set(parse_groups("full")) else "+".join(self.train)
         return f"{self.task}__{bb}__{self.init}__{groups}__s{self.seed}__{self.hash()}"
 
+
+# Fields added after the first published runs, with the default that leaves a run unchanged.
+_LATER_FIELDS = {"attention_dropout": None, "cache_features": False, "save_backbone": False}
 
 # Per-scale defaults. "backbone_defaults" apply only when the backbone itself is the scale's default.
 _COMMON = {"eval_batch_size": 64}

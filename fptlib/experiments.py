@@ -15,7 +15,7 @@ from .config import PRESETS, RunConfig, deviations, resolve
 from .tasks import data_missing
 from .paths import figures_dir, results_dir
 from .results import load_run, markdown_table, save_table, summarise
-from .training import train
+from .training import run_dir_for, train  # noqa: F401 (run_dir_for re-exported)
 
 
 @dataclass
@@ -24,8 +24,6 @@ class Run:
     config: RunConfig  # resolved
 
 
-def run_dir_for(cfg: RunConfig) -> Path:
-    return results_dir(cfg.scale) / "runs" / cfg.run_id()
 
 
 def execute(runs: list[Run], progress: bool = True) -> pd.DataFrame:
@@ -72,9 +70,10 @@ def check_parameter_types(study) -> None:
 
 
 @dataclass
-class Table12:
-    """Notebook 01: paper Tables 1-2. FPT (pretrained, frozen) vs the same backbone random and frozen,
-    vs a fully trained LSTM of the same width, over seeds."""
+class Study:
+    """The grid of runs behind one paper table and the table built from them. A subclass names its
+    rows and, per task, the config of each row (`arms`); its dataclass fields are its notebook's
+    papermill parameters."""
 
     scale: str = "cpu"                 # smoke | cpu | paper
     seeds: list = field(default_factory=lambda: [0, 1, 2])
@@ -86,12 +85,20 @@ class Table12:
     def __post_init__(self):
         check_parameter_types(self)
 
-    name: ClassVar[str] = "table01_02"
-    rows: ClassVar[list] = ["FPT", "Random", "LSTM"]
-    # Which paper row each of our rows is compared with.
-    paper_rows: ClassVar[dict] = {"FPT": ("table2", "FPT"), "Random": ("table2", "Random"),
-                                  "LSTM": ("table1", "Full LSTM")}
-    metric_titles: ClassVar[dict] = {"test_accuracy": "", "test_masked_accuracy": " (masked bits only)"}
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = ""          # the paper result this reproduces, for captions and the report
+    rows: ClassVar[list] = []
+    paper_table: ClassVar[str | None] = None  # paper.TABLES key; our row names are the paper's
+    paper_rows: ClassVar[dict] = {}    # exceptions: our row -> (paper table, paper row)
+    metric_titles: ClassVar[dict] = {"test_accuracy": ""}
+
+    def arms(self, task: str) -> list[tuple[str, dict]]:
+        """(row, RunConfig fields) for each row of the table on `task`."""
+        raise NotImplementedError
+
+    def config(self, task: str, seed: int, **fields) -> RunConfig:
+        fields.setdefault("backbone", self.backbone or None)
+        return resolve(RunConfig(task=task, scale=self.scale, seed=seed, steps=self.steps or None, **fields))
 
     def missing_data(self) -> dict[str, str]:
         """Tasks of this study whose data is not here: they get a 'data not available' cell, no number."""
@@ -109,31 +116,28 @@ class Table12:
         return [t for t in self.tasks if t not in missing]
 
     def runs(self) -> list[Run]:
-        out = []
-        missing = self.missing_data()
-        for task in self.tasks:
-            if task in missing:
-                continue
-            for seed in self.seeds:
-                base = dict(task=task, scale=self.scale, seed=seed, steps=self.steps or None)
-                bb = self.backbone or None
-                out += [Run("FPT", resolve(RunConfig(**base, backbone=bb, init="pretrained"))),
-                        Run("Random", resolve(RunConfig(**base, backbone=bb, init="random"))),
-                        Run("LSTM", resolve(RunConfig(**base, backbone="lstm", init="random", train=("full",))))]
-        return out
+        return [Run(row, self.config(task, seed, **kw)) for task in self.tasks_with_data
+                for seed in self.seeds for row, kw in self.arms(task)]
 
     def execute(self) -> pd.DataFrame:
         return execute(self.runs(), progress=self.progress)
+
+    def paper_ref(self, row: str) -> tuple[str, str] | None:
+        if row in self.paper_rows:
+            return self.paper_rows[row]
+        return (self.paper_table, row) if self.paper_table else None
 
     def summary(self, runs: pd.DataFrame, allow_mixed: bool = True) -> pd.DataFrame:
         """The table's lines. Runs of different code or data versions are labelled (the `provenance`
         column and a warning above the Markdown table), or refused with allow_mixed=False."""
         s = summarise(runs, metrics=tuple(self.metric_titles), allow_mixed=allow_mixed)
-        s["paper"] = [paper.lookup(*self.paper_rows[r], t) if m == "test_accuracy" else None
-                      for r, t, m in zip(s.row, s.task, s.metric)]
-        s["paper_source"] = [paper.SOURCES[self.paper_rows[r][0]] + f", row '{self.paper_rows[r][1]}'"
-                             for r in s.row]
-        s["note"] = ""
+        refs = [self.paper_ref(r) for r in s.row] if not s.empty else []
+        if not s.empty:
+            s["paper"] = [paper.lookup(*ref, t) if ref and m == "test_accuracy" else None
+                          for ref, t, m in zip(refs, s.task, s.metric)]
+            s["paper_source"] = [paper.SOURCES[ref[0]] + f", row '{ref[1]}'" if ref else ""
+                                 for ref in refs]
+            s["note"] = ""
         absent = [{"row": r, "task": t, "metric": "test_accuracy", "note": f"data not available offline: {why}",
                    "scale": self.scale} for t, why in self.missing_data().items() for r in self.rows]
         s = pd.concat([s, pd.DataFrame(absent)], ignore_index=True) if absent else s
@@ -146,9 +150,7 @@ class Table12:
         seen = set()
         for r in self.runs():
             for d in deviations(r.config):
-                key = (r.config.task, d) if r.config.backbone != "lstm" else (r.config.task, "LSTM " + d)
-                if key not in seen:
-                    seen.add(key)
+                seen.add((r.config.task, d) if r.config.backbone != "lstm" else (r.config.task, "LSTM " + d))
         by_task: dict[str, list] = {}
         for task, d in sorted(seen):
             by_task.setdefault(task, []).append(d)
@@ -156,14 +158,16 @@ class Table12:
             lines.append(f"- {task}: " + "; ".join(ds))
         return "\n".join(lines)
 
+    def caption(self) -> str:
+        refs = sorted({ref[0] for r in self.rows if (ref := self.paper_ref(r))})
+        src = "; ".join(paper.SOURCES[t].split(", via")[0] for t in refs) or "the paper gives none"
+        return (f"{self.title}. Test accuracy (%), mean ± std over seeds {self.seeds}, full held-out test "
+                f"split; in brackets the paper's number ({src}; GPT-2 base unless the row says otherwise). "
+                f"Ours: scale `{self.scale}`, backbone {self.backbone or PRESETS[self.scale]['backbone']}.")
+
     def markdown(self, summary: pd.DataFrame) -> str:
-        caption = (f"Test accuracy (%), mean ± std over seeds {self.seeds}, full held-out test split; "
-                   f"in brackets the paper's number (FPT, Random: Table 2; LSTM: Table 1 'Full LSTM', "
-                   f"GPT-2 base). Ours: scale `{self.scale}`, backbone "
-                   f"{self.backbone or PRESETS[self.scale]['backbone']} (LSTM: width "
-                   f"{PRESETS[self.scale]['lstm_width']}, 3 layers, all parameters trained).")
         return (markdown_table(summary, rows=self.rows, tasks=self.tasks, metric_titles=self.metric_titles,
-                               caption=caption, missing=self.missing_data()) + "\n" + self.scale_note() + "\n")
+                               caption=self.caption(), missing=self.missing_data()) + "\n" + self.scale_note() + "\n")
 
     def save(self, summary: pd.DataFrame) -> dict[str, Path]:
         return save_table(summary, self.markdown(summary), results_dir(self.scale) / "tables", self.name)
@@ -171,6 +175,30 @@ class Table12:
     @property
     def figures(self) -> Path:
         return figures_dir(self.scale)
+
+
+@dataclass
+class Table12(Study):
+    """Notebook 01: paper Tables 1-2. FPT (pretrained, frozen) vs the same backbone random and frozen,
+    vs a fully trained LSTM of the same width, over seeds."""
+
+    name: ClassVar[str] = "table01_02"
+    title: ClassVar[str] = "Tables 1-2: frozen pretrained vs frozen random transformer vs fully trained LSTM"
+    rows: ClassVar[list] = ["FPT", "Random", "LSTM"]
+    paper_rows: ClassVar[dict] = {"FPT": ("table2", "FPT"), "Random": ("table2", "Random"),
+                                  "LSTM": ("table1", "Full LSTM")}
+    metric_titles: ClassVar[dict] = {"test_accuracy": "", "test_masked_accuracy": " (masked bits only)"}
+
+    def arms(self, task):
+        return [("FPT", {"init": "pretrained"}), ("Random", {"init": "random"}),
+                ("LSTM", {"backbone": "lstm", "init": "random", "train": ("full",)})]
+
+    def caption(self) -> str:
+        return (f"Test accuracy (%), mean ± std over seeds {self.seeds}, full held-out test split; "
+                f"in brackets the paper's number (FPT, Random: Table 2; LSTM: Table 1 'Full LSTM', "
+                f"GPT-2 base). Ours: scale `{self.scale}`, backbone "
+                f"{self.backbone or PRESETS[self.scale]['backbone']} (LSTM: width "
+                f"{PRESETS[self.scale]['lstm_width']}, 3 layers, all parameters trained).")
 
 
 def load_runs(run_dirs: list[str], rows: list[str]) -> pd.DataFrame:

@@ -10,7 +10,8 @@ from .backbones import BACKBONE_GROUPS, Backbone, BackboneError
 
 # Groups a user can train; `full` means every group except the unused token-embedding table.
 TRAINABLE_GROUPS = ("input", "output") + tuple(g for g in BACKBONE_GROUPS if g != "unused")
-GROUP_CHOICES = TRAINABLE_GROUPS + ("full",)
+# `attention_last`: the attention of the last block only (paper Table 14), a slice of `attention`.
+GROUP_CHOICES = TRAINABLE_GROUPS + ("attention_last", "full")
 FPT_GROUPS = ("input", "output", "layernorm", "positions")
 
 
@@ -23,7 +24,9 @@ def parse_groups(groups) -> tuple[str, ...]:
         raise ValueError(f"unknown parameter group(s) {unknown}; choose from {', '.join(GROUP_CHOICES)}")
     if "full" in groups:
         return TRAINABLE_GROUPS
-    return tuple(g for g in TRAINABLE_GROUPS if g in groups)
+    out = tuple(g for g in TRAINABLE_GROUPS if g in groups)
+    # the last block's attention is part of `attention`; naming both means all of it
+    return out + (("attention_last",) if "attention_last" in groups and "attention" not in groups else ())
 
 
 class FPT(nn.Module):
@@ -47,7 +50,16 @@ class FPT(nn.Module):
         self.set_trainable(FPT_GROUPS)  # the paper's default until told otherwise
 
     def forward(self, x, attention_mask=None, output_attentions=False):
-        h = self.backbone(self.drop(self.input(x)), attention_mask, output_attentions)
+        h = self.features(x, attention_mask, output_attentions)
+        if output_attentions:
+            h, attn = h
+            return self.output(h), attn
+        return self.output(h)
+
+    def features(self, x, attention_mask=None, output_attentions=False):
+        """Hidden states of the tokens the output layer reads: (B, n_out_tokens, width).
+        Everything below the output layer; cached when only the output layer trains (Table 10)."""
+        h = self.backbone(self.drop(self.input(x)), attention_mask, output_attentions, n_last=self.n_out_tokens)
         attn = None
         if output_attentions:
             h, attn = h
@@ -57,8 +69,7 @@ class FPT(nn.Module):
             h = h[torch.arange(h.shape[0], device=h.device), last][:, None]
         else:
             h = h[:, -self.n_out_tokens:]
-        logits = self.output(h)
-        return (logits, attn) if output_attentions else logits
+        return (h, attn) if output_attentions else h
 
     # ---- parameter groups -------------------------------------------------------------------
     def groups(self) -> dict[str, str]:
@@ -75,8 +86,15 @@ class FPT(nn.Module):
     def set_trainable(self, train_groups) -> tuple[str, ...]:
         groups = parse_groups(train_groups)
         owner = self.groups()
+        last = None
+        if "attention_last" in groups:
+            if not hasattr(self.backbone, "block_index"):
+                raise BackboneError(f"attention_last needs a transformer backbone, not {self.backbone.family}")
+            last = len(self.backbone.blocks()) - 1
         for n, p in self.named_parameters():
-            p.requires_grad_(owner[n] in groups)
+            on = owner[n] in groups or (last is not None and owner[n] == "attention"
+                                        and self.backbone.block_index(n.removeprefix("backbone.")) == last)
+            p.requires_grad_(on)
         return groups
 
     def param_report(self) -> dict:

@@ -70,3 +70,50 @@ def learning_curves(runs: pd.DataFrame, rows: list[str], tasks: list[str], title
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def train_test(summary: pd.DataFrame, rows: list[str], tasks: list[str], title: str):
+    """Train accuracy (x) against test accuracy (y) per row and task; the diagonal is no gap:
+    points below it overfit, points on it underfit or fit."""
+    fig, ax = plt.subplots(figsize=(5.2, 4.4))
+    markers = "osD^vP*X"
+    for i, r in enumerate(rows):
+        for j, t in enumerate(tasks):
+            sel = summary[(summary.row == r) & (summary.task == t)].set_index("metric")["mean"]
+            if {"train_accuracy", "test_accuracy"} <= set(sel.index):
+                ax.scatter(sel["train_accuracy"], sel["test_accuracy"], color=PALETTE.get(r, f"C{i}"),
+                           marker=markers[j % len(markers)], s=50,
+                           label=f"{r}" if j == 0 else None)
+                ax.annotate(TASK_TITLES.get(t, t), (sel["train_accuracy"], sel["test_accuracy"]), fontsize=7,
+                            xytext=(3, -8), textcoords="offset points")
+    ax.plot([0, 100], [0, 100], color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("train accuracy (%)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_xlim(0, 102)
+    ax.set_ylim(0, 102)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def lr_sweep(grid: pd.DataFrame, title: str):
+    """Test accuracy against learning rate (log axis), one panel per task, one line per setting."""
+    tasks = list(dict.fromkeys(grid.index.get_level_values("task")))
+    fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(4.2 * max(1, len(tasks)), 3.4), squeeze=False)
+    styles = {"Frozen pretrained": ("#1f77b4", "-"), "Frozen random": ("#ff7f0e", "-"),
+              "Unfrozen pretrained": ("#1f77b4", "--"), "Unfrozen random": ("#ff7f0e", "--")}
+    for ax, task in zip(axes[0], tasks):
+        sub = grid.loc[task]
+        for setting, row in sub.iterrows():
+            color, ls = styles.get(setting, (None, "-"))
+            ax.plot(row.index.astype(float), row.values, marker="o", color=color, ls=ls, label=setting)
+        ax.set_xscale("log")
+        ax.set_title(TASK_TITLES.get(task, task), fontsize=10)
+        ax.set_xlabel("learning rate")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("test accuracy (%)")
+    axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

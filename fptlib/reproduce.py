@@ -34,6 +34,38 @@ def notebooks(only: list[str] | None = None, directory: Path | str | None = None
     return [p for p in nbs if not p.name.startswith("00")] + [p for p in nbs if p.name.startswith("00")]
 
 
+# The smoke scale checks that every notebook runs end to end: one seed, and the shortest sweeps.
+SCALE_PARAMETERS = {"smoke": {"seeds": [0], "depths": [1, 2], "lrs": [3e-4, 1e-3]}}
+
+
+def _scale_parameters(nb: Path, scale: str) -> dict:
+    """The scale's parameter overrides that this notebook declares in its parameters cell."""
+    wanted = SCALE_PARAMETERS.get(scale, {})
+    if not wanted:
+        return {}
+    import papermill as pm
+    declared = pm.inspect_notebook(str(nb))
+    return {k: v for k, v in wanted.items() if k in declared}
+
+
+def _merged(out_dir: Path, summary: dict) -> dict:
+    """This invocation's summary, plus the latest entry of every notebook it did not run (a partial
+    `--only` run must not erase the record of the others); `wall_seconds` stays this invocation's."""
+    from .io import read_json
+    try:
+        old = read_json(out_dir / "reproduce_summary.json")
+        before = {e["notebook"]: e for e in old.get("notebooks", [])}
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        before = {}
+    ran = {e["notebook"] for e in summary["notebooks"]}
+    kept = [e for n, e in before.items() if n not in ran]
+    merged = dict(summary)
+    merged["notebooks"] = sorted(kept + summary["notebooks"], key=lambda e: e["notebook"])
+    merged["failed"] = [e["notebook"] for e in merged["notebooks"] if e.get("status") != "ok"]
+    merged["this_invocation"] = sorted(ran)
+    return merged
+
+
 def _why(e: Exception) -> str:
     """One line saying why a notebook failed: the exception raised in its cell, where possible."""
     ename, evalue = getattr(e, "ename", None), getattr(e, "evalue", None)
@@ -63,7 +95,8 @@ def reproduce(scale: str = "cpu", only: list[str] | None = None, parameters: dic
         entry = {"notebook": nb.name, "executed": str(out_dir / nb.name)}
         print(f"[fpt reproduce] {nb.name} (scale {scale}) ...", flush=True)
         try:
-            pm.execute_notebook(str(nb), str(out_dir / nb.name), parameters={"scale": scale, **(parameters or {})},
+            params = {"scale": scale, **_scale_parameters(nb, scale), **(parameters or {})}
+            pm.execute_notebook(str(nb), str(out_dir / nb.name), parameters=params,
                                 cwd=str(PROJ_ROOT), progress_bar=False, log_output=log_output,
                                 kernel_name="python3")
             entry["status"] = "ok"
@@ -77,7 +110,7 @@ def reproduce(scale: str = "cpu", only: list[str] | None = None, parameters: dic
     summary["wall_seconds"] = round(time.time() - t0, 1)
     summary["failed"] = [e["notebook"] for e in summary["notebooks"] if e["status"] != "ok"]
     summary["cpu_count"] = os.cpu_count()
-    write_json_atomic(results_dir(scale) / "reproduce_summary.json", summary)
+    write_json_atomic(results_dir(scale) / "reproduce_summary.json", _merged(results_dir(scale), summary))
     ok = len(summary["notebooks"]) - len(summary["failed"])
     print(f"[fpt reproduce] summary: {ok} of {len(summary['notebooks'])} notebook(s) ran"
           + ("" if not summary["failed"] else "; FAILED:"), flush=True)

@@ -157,3 +157,13 @@ def save_table(summary: pd.DataFrame, markdown: str, out_dir: Path, name: str) -
         write_text_atomic(paths["csv"], csv)
         write_text_atomic(paths["md"], markdown)
     return paths
+
+
+def frame_markdown(df: pd.DataFrame) -> str:
+    """A DataFrame as a GitHub pipe table (pandas' to_markdown needs tabulate, which we do not ship)."""
+    cols = [str(c) for c in df.columns]
+    cells = [["" if (isinstance(v, float) and v != v) or v is None else str(v) for v in row]
+             for row in df.itertuples(index=False)]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in cells]
+    return "\n".join(lines)

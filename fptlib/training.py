@@ -70,7 +70,8 @@ def _fault(point: str) -> None:
 
 # Modules that only present results (tables, plots, the CLI, notebook driving, downloads): editing
 # them cannot change a run's numbers, so they are left out of the source hash in `versions`.
-_PRESENTATION = {"cli.py", "plots.py", "reproduce.py", "results.py", "paper.py", "experiments.py", "fetch.py"}
+_PRESENTATION = {"cli.py", "plots.py", "reproduce.py", "results.py", "paper.py", "experiments.py", "fetch.py",
+                 "studies.py", "report.py", "bench.py", "original.py", "attention.py"}
 
 
 def _hash_sources() -> str:
@@ -114,13 +115,45 @@ def _make_task(cfg: RunConfig) -> Task:
                         "`fpt data status` lists what is present)") from e
 
 
+def run_dir_for(cfg: RunConfig) -> Path:
+    """Where the study machinery keeps a run: results/<scale>/runs/<run id>."""
+    from .paths import results_dir
+    return results_dir(cfg.scale) / "runs" / cfg.run_id()
+
+
+def bit_source_config(cfg: RunConfig) -> RunConfig:
+    """Init 'bit' (paper Table 2): the same architecture, randomly initialised and fully trained on
+    Bit Memory at the same scale and seed; its weights become the frozen backbone."""
+    return resolve(RunConfig(task="bit-memory", backbone=cfg.backbone, init="random", train=("full",),
+                             scale=cfg.scale, seed=cfg.seed, n_layers=cfg.n_layers, save_backbone=True))
+
+
+def bit_source(cfg: RunConfig, progress: bool = False) -> tuple[Path, dict]:
+    """The Bit Memory run behind init 'bit' (trained now if results/ does not hold it) and its summary."""
+    src = bit_source_config(cfg)
+    d = run_dir_for(src)
+    res = train(src, d, resume=True, progress=progress, wait_for_lock=True)
+    path = d / "backbone.safetensors"
+    saved = res.get("backbone_weights", {})
+    if not path.is_file() or sha256_file(path) != saved.get("sha256"):
+        raise RunError(f"{path} is missing or does not match the sha256 its run recorded; delete {d} "
+                       "to train the Bit Memory source again")
+    return path, {"run_id": src.run_id(), "task": "bit-memory", "test_accuracy": res["test_accuracy"],
+                  "test_masked_accuracy": res.get("test_masked_accuracy"), "steps": res["steps"],
+                  "sha256": saved["sha256"]}
+
+
 def build(cfg: RunConfig) -> tuple[FPT, Task]:
     """Model and task for a resolved config, deterministic in cfg.seed."""
     task = _make_task(cfg)
+    weights, source = None, None
+    if cfg.init == "bit":
+        weights, source = bit_source(cfg)
     spec = BackboneSpec(name=cfg.backbone, init=cfg.init, n_layers=cfg.n_layers,
                         attn_implementation=cfg.attn_implementation, lstm_width=cfg.lstm_width,
                         lstm_layers=cfg.lstm_layers, lstm_residual=cfg.lstm_residual,
-                        lstm_positions=cfg.lstm_positions)
+                        lstm_positions=cfg.lstm_positions, attention_dropout=cfg.attention_dropout,
+                        weights=str(weights) if weights else None)
     backbone = build_backbone(spec, cfg.seed)
     if task.seq_len > backbone.max_positions:
         raise RunError(f"task {cfg.task} has sequences of {task.seq_len} tokens but backbone {cfg.backbone} "
@@ -131,6 +164,7 @@ def build(cfg: RunConfig) -> tuple[FPT, Task]:
     model = FPT(backbone, input_kind=task.input_kind, d_in=task.d_in, n_out_tokens=task.n_out_tokens,
                 out_dim=task.out_dim, orth_gain=cfg.orth_gain, input_dropout=cfg.input_dropout)
     model.set_trainable(cfg.train)
+    model.init_source = source  # where init 'bit' took its weights from (None otherwise)
     return model, task
 
 
@@ -138,17 +172,44 @@ def loss_fn(logits: torch.Tensor, batch: dict, n_classes: int) -> torch.Tensor:
     return F.cross_entropy(logits.float().reshape(-1, n_classes), batch["y"].reshape(-1))
 
 
+def train_step(acc, model, opt, params, micro_batches, n_micro: int, n_classes: int, clip_norm: float,
+               before_update=None) -> list[torch.Tensor]:
+    """One gradient step (what `train` runs and `fpt bench` times); returns the micro-batch losses
+    as tensors, so nothing here waits for the device. Only trainable tensors reach the optimizer
+    and the clipping; frozen ones get no gradient at all."""
+    model.train()
+    opt.zero_grad(set_to_none=True)
+    losses = []
+    for batch in micro_batches:
+        with acc.autocast():
+            logits = model(batch["x"], batch.get("attention_mask"))
+        loss = loss_fn(logits, batch, n_classes) / n_micro
+        acc.backward(loss)
+        losses.append(loss.detach() * n_micro)
+    acc.clip_grad_norm_(params, clip_norm)
+    if before_update is not None:
+        before_update()
+    opt.step()
+    return losses
+
+
 @torch.inference_mode()
-def evaluate(model: FPT, task: Task, split: str, batch_size: int, device, limit: int | None = None) -> dict:
-    """Accuracy and loss over a whole split (or its first `limit` examples): exact counts, no sampling."""
+def evaluate(model: FPT, task: Task, split: str, batch_size: int, device, limit: int | None = None,
+             cache: "FeatureCache | None" = None) -> dict:
+    """Accuracy and loss over a whole split (or its first `limit` examples): exact counts, no sampling.
+    With a FeatureCache, the output layer is scored on the cached features of the split."""
     was_training = model.training
     model.eval()
     correct = total = 0
     loss_sum = 0.0
     m_correct = m_total = 0
-    for batch in task.eval_batches(split, batch_size, limit):
+    source = cache if cache is not None else task
+    for batch in source.eval_batches(split, batch_size, limit):
         batch = {k: v.to(device) for k, v in batch.items()}
-        logits = model(batch["x"], batch.get("attention_mask")).float()
+        if cache is not None:
+            logits = model.output(batch["h"]).float()
+        else:
+            logits = model(batch["x"], batch.get("attention_mask")).float()
         logits = logits.reshape(logits.shape[0], -1, task.n_classes)
         y = batch["y"].reshape(logits.shape[0], -1)
         hit = logits.argmax(-1) == y
@@ -164,6 +225,78 @@ def evaluate(model: FPT, task: Task, split: str, batch_size: int, device, limit:
     if m_total:
         out["masked_accuracy"] = m_correct / m_total
     return out
+
+
+class FeatureCache:
+    """Paper Table 10, output layer only: nothing below the output layer trains, so the frozen
+    features each example produces are computed once (in inference mode, so without dropout) and
+    every later epoch trains the output layer on them alone."""
+
+    def __init__(self, model: FPT, task: Task, batch_size: int, device, splits):
+        t = time.time()
+        self.task = task
+        self.splits = {s: self._features(model, task, s, batch_size, device) for s in splits}
+        self.build_seconds = time.time() - t
+
+    @staticmethod
+    @torch.inference_mode()
+    def _features(model, task, split, batch_size, device) -> dict:
+        was = model.training
+        model.eval()
+        parts: dict[str, list] = {}
+        for batch in task.eval_batches(split, batch_size):
+            batch = {k: v.to(device) for k, v in batch.items()}
+            parts.setdefault("h", []).append(model.features(batch["x"], batch.get("attention_mask")))
+            for k in ("y", "query_mask"):
+                if k in batch:
+                    parts.setdefault(k, []).append(batch[k])
+        model.train(was)
+        return {k: torch.cat(v).clone() for k, v in parts.items()}  # clone: out of inference mode
+
+    def train_batch(self, step: int, batch_size: int) -> dict:
+        idx = self.task.train_indices(step, batch_size)
+        return {k: v[idx] for k, v in self.splits["train"].items()}
+
+    def eval_batches(self, split, batch_size, limit=None):
+        data = self.splits[split]
+        n = len(data["y"]) if limit is None else min(limit, len(data["y"]))
+        for i in range(0, n, batch_size):
+            yield {k: v[i:i + batch_size] for k, v in data.items()}
+
+
+@torch.no_grad()
+def head_step(layer: torch.nn.Linear, opt: torch.optim.Optimizer, h: torch.Tensor, y: torch.Tensor,
+              n_classes: int, clip_norm: float) -> torch.Tensor:
+    """One training step of the output layer alone on cached features, with the gradient written out
+    (linear + mean cross-entropy): the same step as autograd's, without its per-step bookkeeping,
+    which is most of the cost when the model is one small matrix. Returns the loss."""
+    x = h.reshape(-1, h.shape[-1])
+    logits = torch.addmm(layer.bias, x, layer.weight.t())
+    flat = logits.view(-1, n_classes).float()
+    t = y.reshape(-1)
+    logp = torch.log_softmax(flat, -1)
+    loss = -logp.gather(1, t[:, None]).mean()
+    g = logp.exp_()
+    g[torch.arange(len(t)), t] -= 1.0
+    g = g.div_(len(t)).view_as(logits).to(logits.dtype)
+    gw, gb = g.t() @ x, g.sum(0)
+    norm = torch.sqrt(gw.square().sum() + gb.square().sum())
+    scale = torch.clamp(clip_norm / (norm + 1e-6), max=1.0)  # clip_grad_norm_'s rule
+    layer.weight.grad, layer.bias.grad = gw.mul_(scale), gb.mul_(scale)
+    opt.step()
+    return loss
+
+
+def check_cacheable(cfg: RunConfig, task: Task) -> None:
+    if set(cfg.train) != {"output"}:
+        raise RunError(f"cache_features needs a run that trains only the output layer (train=output); this "
+                       f"one trains {', '.join(cfg.train)}, so its features change every step")
+    if not hasattr(task, "train_indices"):
+        raise RunError(f"cache_features needs a fixed training set, but {cfg.task} draws fresh examples every "
+                       "step; use mnist, listops, cifar10, cifar10-lra or homology")
+    if getattr(task, "augment", False):
+        raise RunError(f"cache_features cannot cache augmented training images; pass the task option "
+                       f"augment=false (--option augment=false) to train {cfg.task} on fixed images")
 
 
 def _discard(path: Path) -> None:
@@ -336,7 +469,11 @@ def _train_locked(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool) -
                     del w[k]
     acc.register_save_state_pre_hook(keep_trainable)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=cfg.lr)
+    # On cached features a step is a few small kernels, so the fused Adam's single call matters.
+    opt = torch.optim.Adam(params, lr=cfg.lr, fused=True if cfg.cache_features else None)
+    if cfg.cache_features:
+        if cfg.grad_accum != 1:
+            raise RunError("cache_features trains on whole batches of cached features; use grad_accum=1")
     model, opt = acc.prepare(model, opt)
     device = acc.device
 
@@ -366,8 +503,17 @@ def _train_locked(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool) -
                  "frozen_fingerprint": acc.unwrap_model(model).frozen_fingerprint(), "stopped": None}
     write_json_atomic(run_dir / "config.json", cfg.to_dict() | {"config_hash": chash})
 
+    cache = None
+    if cfg.cache_features:
+        check_cacheable(cfg, task)
+        cache = FeatureCache(acc.unwrap_model(model), task, cfg.eval_batch_size, device,
+                             ("train", "val", "test", *task.extra_splits))
+    out_layer = acc.unwrap_model(model).output
+    n_train = task.split_size("train") if hasattr(task, "train_indices") else None
+    step_seconds: list[float] = []  # pure training-step time per step of this process (no evaluation)
+
     if not state["history"]:  # the starting point of the learning curve
-        val0 = evaluate(model, task, "val", cfg.eval_batch_size, device)
+        val0 = evaluate(model, task, "val", cfg.eval_batch_size, device, cache=cache)
         state["history"].append({"step": 0, "train_loss": None, "val_accuracy": val0["accuracy"],
                                  "val_loss": val0["loss"], "elapsed_seconds": 0.0}
                                 | ({"val_masked_accuracy": val0["masked_accuracy"]} if "masked_accuracy" in val0 else {}))
@@ -380,19 +526,18 @@ def _train_locked(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool) -
     seg_start = time.time()
     step = state["step"]
     while step < cfg.steps and state["stopped"] is None:
-        model.train()
-        opt.zero_grad(set_to_none=True)
-        for micro in range(cfg.grad_accum):
-            batch = task.train_batch(step * cfg.grad_accum + micro, cfg.batch_size)
-            batch = {k: v.to(device) for k, v in batch.items()}
-            with acc.autocast():
-                logits = model(batch["x"], batch.get("attention_mask"))
-            loss = loss_fn(logits, batch, task.n_classes) / cfg.grad_accum
-            acc.backward(loss)
-            losses.append(loss.detach() * cfg.grad_accum)
-        acc.clip_grad_norm_(params, cfg.clip_norm)
-        _fault("step")
-        opt.step()
+        t_step = time.perf_counter()
+        if cache is not None:
+            b = cache.train_batch(step, cfg.batch_size)
+            losses.append(head_step(out_layer, opt.optimizer, b["h"].to(device), b["y"].to(device),
+                                    task.n_classes, cfg.clip_norm))
+            _fault("step")
+        else:
+            micro = ({k: v.to(device) for k, v in task.train_batch(step * cfg.grad_accum + m, cfg.batch_size).items()}
+                     for m in range(cfg.grad_accum))
+            losses += train_step(acc, model, opt, params, micro, cfg.grad_accum, task.n_classes, cfg.clip_norm,
+                                 before_update=lambda: _fault("step"))
+        step_seconds.append(time.perf_counter() - t_step)
         step += 1
         bar.update(1)
         if step % cfg.eval_every == 0 or step == cfg.steps:
@@ -409,7 +554,7 @@ def _train_locked(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool) -
                         "fp32 precision or fewer trained groups, in a new --out (a changed config cannot "
                         "resume this checkpoint).")
                 state["last_finite_loss"] = v
-            val = evaluate(model, task, "val", cfg.eval_batch_size, device)
+            val = evaluate(model, task, "val", cfg.eval_batch_size, device, cache=cache)
             state["step"] = step
             state["elapsed"] += time.time() - seg_start
             seg_start = time.time()
@@ -430,8 +575,8 @@ def _train_locked(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool) -
     bar.close()
 
     unwrapped = acc.unwrap_model(model)
-    test = evaluate(unwrapped, task, "test", cfg.eval_batch_size, device)
-    tr = evaluate(unwrapped, task, "train", cfg.eval_batch_size, device, limit=cfg.train_eval_examples)
+    test = evaluate(unwrapped, task, "test", cfg.eval_batch_size, device, cache=cache)
+    tr = evaluate(unwrapped, task, "train", cfg.eval_batch_size, device, limit=cfg.train_eval_examples, cache=cache)
     frozen_unchanged = unwrapped.frozen_fingerprint() == state["frozen_fingerprint"]
     result = {
         "task": cfg.task, "backbone": cfg.backbone, "init": cfg.init, "trained_groups": list(cfg.train),
@@ -452,8 +597,19 @@ def _train_locked(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool) -
     }
     if "masked_accuracy" in test:
         result["test_masked_accuracy"] = test["masked_accuracy"]
+    result["train_step_seconds"] = round(sum(step_seconds), 4)  # this process's steps, evaluation excluded
+    if step_seconds and n_train:
+        per_epoch = -(-n_train // (cfg.batch_size * cfg.grad_accum))
+        chunks = [step_seconds[i:i + per_epoch] for i in range(0, len(step_seconds), per_epoch)]
+        result["epoch_step_seconds"] = [round(sum(c), 6) for c in chunks]
+        result["epoch_steps"] = [len(c) for c in chunks]  # the last epoch may be partial
+    if cache is not None:
+        result["feature_cache"] = {"build_seconds": round(cache.build_seconds, 4),
+                                   "note": "frozen features computed once, in inference mode (no dropout "
+                                           "below the output layer)"}
     for split in task.extra_splits:  # further held-out sets, each scored in full
-        result.setdefault("extra_test", {})[split] = evaluate(unwrapped, task, split, cfg.eval_batch_size, device)
+        result.setdefault("extra_test", {})[split] = evaluate(unwrapped, task, split, cfg.eval_batch_size, device,
+                                                              cache=cache)
     dropped = {s: task.split_dropped(s) for s in ("val", "test", *task.extra_splits)}
     if any(dropped.values()):
         # Examples a length policy left out: report accuracy excluding them and counting them as wrong.
@@ -461,6 +617,15 @@ def _train_locked(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool) -
         scored = {"test": test["accuracy"], **{s: m["accuracy"] for s, m in result.get("extra_test", {}).items()}}
         result["accuracy_dropped_as_wrong"] = {
             s: a * task.split_size(s) / (task.split_size(s) + dropped[s]) for s, a in scored.items()}
+    if getattr(unwrapped, "init_source", None):
+        result["init_source"] = unwrapped.init_source
+    if cfg.save_backbone:
+        from safetensors.torch import save_file
+        path = run_dir / "backbone.safetensors"
+        tmp = run_dir / ".backbone.safetensors.tmp"
+        save_file({k: v.detach().contiguous().cpu() for k, v in unwrapped.backbone.state_dict().items()}, str(tmp))
+        os.replace(tmp, path)
+        result["backbone_weights"] = {"file": path.name, "sha256": sha256_file(path)}
     _fault("final-eval")
     write_json_atomic(run_dir / "result.json", result)
     _clean_leftovers(run_dir, checkpoints=True)
@@ -517,6 +682,8 @@ def _read_result(run_dir: Path, chash: str) -> dict:
 
 def result_without_timing(result: dict) -> dict:
     """The numbers of a result, without wall-clock fields (which differ between identical runs)."""
-    drop = {"wall_seconds", "run_seconds_this_process"}
+    drop = {"wall_seconds", "run_seconds_this_process", "train_step_seconds", "epoch_step_seconds", "epoch_steps"}
     out = {k: v for k, v in result.items() if k not in drop}
+    if "feature_cache" in out:
+        out["feature_cache"] = {k: v for k, v in out["feature_cache"].items() if k != "build_seconds"}
     return out

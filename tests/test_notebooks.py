@@ -24,36 +24,120 @@ def test_notebooks_are_stored_without_outputs(repo_root):
         assert all(not c.get("outputs") and not c.get("execution_count") for c in cells if c["cell_type"] == "code"), nb
 
 
+@pytest.fixture(scope="session")
+def smoke_reproduction(tmp_path_factory):
+    """`fpt reproduce --scale smoke` over every notebook, once for the whole session."""
+    import sys
+    base = tmp_path_factory.mktemp("smoke")
+    res, fig = base / "res", base / "fig"
+    cmd = [sys.executable, "-m", "fptlib.cli", "reproduce", "--scale", "smoke", "--results-dir", str(res),
+           "--figures-dir", str(fig)]
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("FPT_")}
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    return {"res": res / "smoke", "fig": fig / "smoke", "proc": r, "cmd": cmd, "env": env}
+
+
+# notebook -> (tables it writes, figures it writes)
+WRITES = {
+    "00_summary": (["summary"], []),
+    "01_table1_table2": (["table01_02"], ["table01_02_bars.png", "table01_02_curves.png"]),
+    "02_table2_bit_init": (["table02_bit"], ["table02_bit_bars.png", "table02_bit_curves.png"]),
+    "03_table6_7_convergence_fit": (["table06_07_convergence_fit", "table06_convergence"],
+                                    ["table06_07_convergence_fit_train_test.png", "table06_07_convergence_fit_curves.png"]),
+    "04_attention_maps": (["attention_xor"], []),
+    "05_table3_5_lstm": (["table03_05_lstm"], ["table03_05_lstm_bars.png"]),
+    "06_table8_model_size": (["table08_model_size"], ["table08_model_size_bars.png"]),
+    "07_table9_stats_init": (["table09_stats_init"], ["table09_stats_init_bars.png"]),
+    "08_table10_output_only": (["table10_output_only", "table10_cache_speedup"], ["table10_output_only_bars.png"]),
+    "09_table11_12_depth": (["table11_depth", "table12_depth_output_only"],
+                            ["table11_depth_bars.png", "table12_depth_output_only_bars.png"]),
+    "10_table13_14_more_params": (["table13_14_more_params"], ["table13_14_more_params_bars.png"]),
+    "11_table15_21_ablation": (["table15_ablation_pretrained", "table21_ablation_random"],
+                               ["table15_ablation_pretrained_bars.png", "table21_ablation_random_bars.png"]),
+    "12_table16_frozen_ln": (["table16_frozen_ln"], ["table16_frozen_ln_bars.png"]),
+    "13_table17_backbones": (["table17_backbones"], ["table17_backbones_bars.png"]),
+    "14_lr_sensitivity": (["lr_sensitivity"], ["lr_sensitivity.png"]),
+}
+
+
+def test_every_notebook_is_listed(repo_root):
+    assert sorted(p.stem for p in (repo_root / "notebooks").glob("[0-9][0-9]*.ipynb")) == sorted(WRITES)
+
+
 @pytest.mark.slow
-def test_reproduce_smoke_writes_runs_tables_and_figures(fpt_cmd, tmp_path):
-    res, fig = tmp_path / "res", tmp_path / "fig"
-    r = subprocess.run(fpt_cmd + ["reproduce", "--scale", "smoke", "--results-dir", str(res),
-                                  "--figures-dir", str(fig)], capture_output=True, text=True)
-    assert r.returncode == 0, r.stdout + r.stderr
-    runs = list((res / "smoke" / "runs").glob("*/result.json"))
-    assert len(runs) == 4 * 3 * 3  # tasks with data here x rows x seeds
-    table = pd.read_csv(res / "smoke" / "tables" / "table01_02.csv")
+def test_reproduce_smoke_runs_every_notebook(smoke_reproduction):
+    r = smoke_reproduction["proc"]
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    summary = json.loads((smoke_reproduction["res"] / "reproduce_summary.json").read_text())
+    assert summary["failed"] == []
+    order = [line.split()[2] for line in r.stdout.splitlines() if line.endswith("...")]
+    assert order[-1] == "00_summary.ipynb"  # the summary reads what the others wrote: it runs last
+    assert sorted(e["notebook"].removesuffix(".ipynb") for e in summary["notebooks"]) == sorted(WRITES)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("notebook", sorted(WRITES))
+def test_each_notebook_writes_its_tables_and_figures(smoke_reproduction, notebook):
+    tables, figures = WRITES[notebook]
+    for t in tables:
+        assert (smoke_reproduction["res"] / "tables" / f"{t}.csv").stat().st_size > 0, t
+        md = smoke_reproduction["res"] / "tables" / f"{t}.md"
+        assert md.exists() or t.endswith(("_convergence", "_cache_speedup")), t
+    for f in figures:
+        assert (smoke_reproduction["fig"] / f).stat().st_size > 5_000, f
+
+
+@pytest.mark.slow
+def test_smoke_table01_02_content(smoke_reproduction):
+    res, fig = smoke_reproduction["res"], smoke_reproduction["fig"]
+    runs = list((res / "runs").glob("*/result.json"))
+    table = pd.read_csv(res / "tables" / "table01_02.csv")
     assert set(table.row) == {"FPT", "Random", "LSTM"}
     assert set(table.task) == {"bit-xor", "bit-memory", "listops", "mnist", "cifar10", "cifar10-lra", "homology"}
     measured = table[table.note.isna()]
     assert set(measured.task) == {"bit-xor", "bit-memory", "listops", "mnist"}
-    assert (measured.n_seeds == 3).all()
+    assert (measured.n_seeds == 1).all()  # the smoke scale runs one seed
     absent = table[table.note.notna()]
     assert absent["mean"].isna().all() and absent.note.str.contains("fpt data fetch").all()
     fpt_mnist = table[(table.row == "FPT") & (table.task == "mnist") & (table.metric == "test_accuracy")]
     assert fpt_mnist.paper.iloc[0] == 98.0
-    md = (res / "smoke" / "tables" / "table01_02.md").read_text()
+    md = (res / "tables" / "table01_02.md").read_text()
     assert "Scale `smoke`" in md and "(paper 98)" in md and "data not available offline" in md
-    for name in ("table01_02_bars.png", "table01_02_curves.png"):
-        assert (fig / "smoke" / name).stat().st_size > 10_000
-    summary = json.loads((res / "smoke" / "reproduce_summary.json").read_text())
-    assert summary["failed"] == []
-    # a rerun computes nothing new: every run is cached by config
+    bit = pd.read_csv(res / "tables" / "table02_bit.csv")
+    assert {"FPT", "Random", "Bit"} <= set(bit.row)
+    assert bit[(bit.row == "Bit") & (bit.task == "listops") & (bit.metric == "test_accuracy")].paper.iloc[0] == 35.4
+    src = [json.loads(p.read_text()) for p in runs]
+    bit_runs = [r for r in src if r["init"] == "bit"]
+    assert bit_runs and all(r["init_source"]["task"] == "bit-memory" for r in bit_runs)
+
+
+@pytest.mark.slow
+def test_smoke_rerun_computes_nothing(smoke_reproduction):
+    res = smoke_reproduction["res"]
+    runs = list((res / "runs").glob("*/result.json"))
     before = {p: p.stat().st_mtime_ns for p in runs}
-    r2 = subprocess.run(fpt_cmd + ["reproduce", "--scale", "smoke", "--results-dir", str(res),
-                                   "--figures-dir", str(fig)], capture_output=True, text=True)
-    assert r2.returncode == 0
+    r2 = subprocess.run(smoke_reproduction["cmd"] + ["--only", "01", "03"], capture_output=True, text=True,
+                        env=smoke_reproduction["env"])
+    assert r2.returncode == 0, r2.stdout[-2000:]
     assert {p: p.stat().st_mtime_ns for p in runs} == before
+    # a partial run keeps the record of the notebooks it did not run
+    summary = json.loads((res / "reproduce_summary.json").read_text())
+    assert summary["this_invocation"] == ["01_table1_table2.ipynb", "03_table6_7_convergence_fit.ipynb"]
+    assert len(summary["notebooks"]) == len(WRITES)
+
+
+@pytest.mark.parametrize("notebook", [n for n in sorted(WRITES) if n[:2] not in ("00", "01", "04")])
+def test_study_notebook_parameters_mirror_their_dataclass(repo_root, notebook):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("make_nb", repo_root / "notebooks" / "_make.py")
+    mk = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mk)
+    src = json.loads((repo_root / "notebooks" / f"{notebook}.ipynb").read_text())
+    want = json.loads(json.dumps(mk.build()[notebook]))
+    def text(cells):
+        return ["".join(c["source"]) if isinstance(c["source"], list) else c["source"] for c in cells]
+    assert text(src["cells"]) == text(want["cells"]), \
+        "notebook differs from notebooks/_make.py: run python notebooks/_make.py"
 
 
 @pytest.mark.parametrize("kw, message", [

@@ -1,0 +1,364 @@
+"""The summary report of one scale: every table the notebooks wrote, in one self-contained HTML file.
+
+Reads only what the notebooks left in `results/<scale>/tables/` (NAME.csv, NAME.md) and
+`figures/<scale>/` (*.png); it never trains, evaluates or reruns anything. It writes three files:
+
+- `results/<scale>/report.html`: a header (the scale and what it means, when the report was made,
+  which tables exist and which expected ones have not run yet), the summary table, then every
+  table's Markdown rendered to HTML in notebook order, each followed by its figures (PNG embedded
+  as base64, so the file stands alone);
+- `results/<scale>/tables/summary.csv` and `summary.md`: the summary table, one line per
+  (table, row, task, metric) with our mean ± std beside the paper's number, each line labelled
+  with the scale and the backbone it ran at. A line the notebook could not measure (its `note`
+  says why, e.g. "data not available offline") carries that note and no number.
+
+Notebook 00 calls `build(scale)`; `fpt reproduce` runs it after all the others.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from .io import write_text_atomic
+from .paths import figures_dir, results_dir
+
+# Every table a numbered notebook writes, in notebook order: (notebook, table name, title).
+EXPECTED: list[tuple[str, str, str]] = [
+    ("01", "table01_02", "Tables 1-2: frozen pretrained vs frozen random transformer vs fully trained LSTM"),
+    ("02", "table02_bit", "Table 2: importance of the pretraining modality (language, random, Bit Memory)"),
+    ("03", "table06_07_convergence_fit", "Tables 6-7: compute efficiency and fit (train vs test accuracy)"),
+    ("03", "table06_convergence", "Table 6: gradient steps to convergence"),
+    ("04", "attention_xor", "Attention on Bit XOR"),
+    ("05", "table03_05_lstm", "Tables 3-5: frozen random transformer vs frozen random LSTM and its variants"),
+    ("06", "table08_model_size", "Table 8: model size"),
+    ("07", "table09_stats_init", "Table 9: pretrained vs statistics-only vs default random initialisation"),
+    ("08", "table10_output_only", "Table 10: training only the output layer"),
+    ("08", "table10_cache_speedup", "Table 10: speed-up of the feature cache"),
+    ("09", "table11_depth", "Table 11: depth, output layer and layer norm trained"),
+    ("09", "table12_depth_output_only", "Table 12: depth, output layer only"),
+    ("10", "table13_14_more_params", "Tables 13-14: training more parameters"),
+    ("11", "table15_ablation_pretrained", "Table 15: successive parameter ablation, pretrained frozen transformer"),
+    ("11", "table21_ablation_random", "Table 21: successive parameter ablation, random frozen transformer"),
+    ("12", "table16_frozen_ln", "Table 16: frozen vs finetuned layer norm"),
+    ("13", "table17_backbones", "Table 17: other pretrained transformers as the frozen backbone"),
+    ("14", "lr_sensitivity", "Beyond the paper: learning-rate sensitivity"),
+]
+SUMMARY_NAME = "summary"  # the report's own table, never one of the studies
+# Columns a study table's CSV has (experiments.Study.summary); other CSVs are shown, not summarised.
+STUDY_COLUMNS = {"study", "row", "task", "metric", "mean"}
+SUMMARY_COLUMNS = ["table", "row", "task", "metric", "ours", "mean", "std", "n_seeds", "paper", "scale",
+                   "backbone", "steps", "seeds", "note", "paper_source"]
+
+
+@dataclass
+class TableFiles:
+    name: str
+    title: str
+    notebook: str = ""          # "" for a table no notebook is known to write
+    csv: Path | None = None
+    md: Path | None = None
+    figures: list[Path] = field(default_factory=list)
+
+    @property
+    def found(self) -> bool:
+        return self.csv is not None or self.md is not None
+
+
+def _tables_dir(scale: str) -> Path:
+    return results_dir(scale) / "tables"
+
+
+def find_tables(scale: str) -> list[TableFiles]:
+    """Every expected table (found or not) in notebook order, then any other table found, each with
+    its files and its figures. Figures belong to the table whose name is the longest prefix of theirs
+    (`table01_02_bars.png` -> table01_02); figures no table claims go to a last entry named ''."""
+    tdir = _tables_dir(scale)
+    on_disk = {} if not tdir.is_dir() else {
+        p.stem: p.parent for p in sorted(tdir.iterdir())
+        if p.suffix in (".csv", ".md") and not p.name.startswith(".") and p.stem != SUMMARY_NAME and p.is_file()}
+    tables = [TableFiles(name, title, nb) for nb, name, title in EXPECTED]
+    known = {t.name for t in tables}
+    tables += [TableFiles(name, name) for name in sorted(on_disk) if name not in known]
+    for t in tables:
+        csv, md = tdir / f"{t.name}.csv", tdir / f"{t.name}.md"
+        t.csv = csv if csv.is_file() else None
+        t.md = md if md.is_file() else None
+    fdir = figures_dir(scale)
+    pngs = sorted(p for p in fdir.glob("*.png") if not p.name.startswith(".")) if fdir.is_dir() else []
+    other = TableFiles("", "Other figures")
+    by_name = {t.name: t for t in tables}
+    for p in pngs:
+        owners = [n for n in by_name if p.stem == n or p.stem.startswith(n + "_")]
+        (by_name[max(owners, key=len)] if owners else other).figures.append(p)
+    return tables + ([other] if other.figures else [])
+
+
+# ---- the summary table ------------------------------------------------------------------------
+
+def _blank(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v)) or (isinstance(v, str) and not v.strip())
+
+
+def _num(v, metric: str = "") -> str:
+    if _blank(v):
+        return ""
+    v = float(v)
+    return f"{v:.1f}" if "accuracy" in metric or metric == "" else f"{v:.4g}"
+
+
+def _ours(mean, std, n_seeds, metric) -> str:
+    if _blank(mean):
+        return ""
+    if _blank(std) or (not _blank(n_seeds) and float(n_seeds) < 2):
+        return _num(mean, metric) + ("" if _blank(n_seeds) else f" ({int(float(n_seeds))} seed)")
+    return f"{_num(mean, metric)} ± {_num(std, metric)}"
+
+
+def _short_source(src) -> str:
+    """'Lu et al. 2021 (arXiv ...) Table 2, via shared/reference/paper.md §2.2, row 'FPT'' ->
+    'Lu et al. 2021 (arXiv ...) Table 2, row 'FPT''."""
+    return "" if _blank(src) else re.sub(r", via [^,]*", "", str(src))
+
+
+def _int_text(v) -> str:
+    if _blank(v):
+        return ""
+    try:
+        return str(int(float(v)))
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def _read_study_csv(path: Path) -> pd.DataFrame | None:
+    """A study table's CSV, or None when the CSV has another shape (per-run tables, speed-ups)."""
+    df = pd.read_csv(path, dtype={"seeds": str, "note": str, "backbone": str, "provenance": str})
+    return df if STUDY_COLUMNS <= set(df.columns) else None
+
+
+def summary_table(scale: str, tables: list[TableFiles] | None = None) -> pd.DataFrame:
+    """One line per (table, row, task, metric) of every study table found, in notebook order: our
+    mean ± std (`ours`, and `mean`, `std`, `n_seeds` as numbers), the paper's number (`paper`, empty
+    where it gives none), and the `scale` and `backbone` of our runs. Lines that were not measured
+    carry their `note` (e.g. 'data not available offline: ...') and no number at all."""
+    tables = find_tables(scale) if tables is None else tables
+    out = []
+    for t in tables:
+        if t.csv is None:
+            continue
+        try:
+            df = _read_study_csv(t.csv)
+        except Exception:  # noqa: BLE001 - an unreadable table is shown as such in the report
+            continue
+        if df is None:
+            continue
+        for r in df.to_dict("records"):
+            metric = "" if _blank(r.get("metric")) else str(r["metric"])
+            note = "" if _blank(r.get("note")) else str(r["note"])
+            prov = "" if _blank(r.get("provenance")) else str(r["provenance"])
+            measured = not note and not _blank(r.get("mean"))
+            if not measured and not note:
+                note = "no result"
+            if prov:
+                note = (note + "; " if note else "") + f"mixed versions: {prov}"
+            out.append({
+                "table": t.name, "row": str(r.get("row", "")), "task": str(r.get("task", "")), "metric": metric,
+                "ours": _ours(r.get("mean"), r.get("std"), r.get("n_seeds"), metric) if measured else "",
+                "mean": float(r["mean"]) if measured else math.nan,
+                "std": float(r["std"]) if measured and not _blank(r.get("std")) else math.nan,
+                "n_seeds": float(r["n_seeds"]) if measured and not _blank(r.get("n_seeds")) else math.nan,
+                "paper": float(r["paper"]) if measured and not _blank(r.get("paper")) else math.nan,
+                "scale": "" if _blank(r.get("scale")) else str(r["scale"]),
+                "backbone": "" if _blank(r.get("backbone")) else str(r["backbone"]),
+                "steps": _int_text(r.get("steps")) if measured else "",
+                "seeds": "" if not measured or _blank(r.get("seeds")) else str(r["seeds"]),
+                "note": note,
+                "paper_source": _short_source(r.get("paper_source")) if measured else "",
+            })
+    return pd.DataFrame(out, columns=SUMMARY_COLUMNS)
+
+
+def _paper_text(row) -> str:
+    if row["note"] and _blank(row["mean"]):
+        return "–"  # not measured: nothing to compare
+    return "none" if _blank(row["paper"]) else f"{row['paper']:g}"
+
+
+def _md_cell(v) -> str:
+    return str(v).replace("|", "\\|").replace("\n", " ")
+
+
+def summary_markdown(summary: pd.DataFrame, scale: str) -> str:
+    from .config import PRESETS
+    lines = [f"Summary at scale `{scale}` ({PRESETS.get(scale, {}).get('about', 'unknown scale')}). "
+             "Ours: mean ± std over seeds (test accuracy in %, unless the metric says otherwise), at the "
+             "scale and backbone of its line; paper: Lu et al. 2021 (GPT-2 base unless the source says "
+             "otherwise), `none` where the paper gives no number; `–` where we have no number to compare.", ""]
+    if summary.empty:
+        return "\n".join(lines + [f"Nothing has run yet at scale `{scale}`: no tables in "
+                                  f"{_tables_dir(scale)}.", ""])
+    lines += ["| table | row | task | metric | ours | paper | scale | backbone | steps | note |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for _, r in summary.iterrows():
+        ours = r["ours"] or ("not measured" if r["note"] else "")
+        lines.append("| " + " | ".join(_md_cell(v) for v in (
+            r["table"], r["row"], r["task"], r["metric"], ours, _paper_text(r), r["scale"] or "–",
+            r["backbone"] or "–", r["steps"] or "–", r["note"])) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# ---- HTML -------------------------------------------------------------------------------------
+
+_CSS = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1300px;
+       padding: 0 1em; color: #222; line-height: 1.4; }
+table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.88em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: left; vertical-align: top; }
+th { background: #f2f2f2; }
+tr.absent td { color: #777; font-style: italic; }
+td.num { text-align: right; white-space: nowrap; }
+.missing { color: #a00; }
+.meta { color: #555; font-size: 0.9em; }
+img { max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; }
+figure { margin: 1em 0; }
+figcaption { color: #555; font-size: 0.85em; }
+code { background: #f5f5f5; padding: 0 0.2em; }
+section { border-top: 2px solid #ddd; margin-top: 2em; }
+"""
+
+
+def markdown_to_html(text: str) -> str:
+    """Markdown (pipe tables included) to HTML with mistune (installed with nbconvert); any raw HTML
+    in the text is escaped. Without mistune the text is shown as preformatted."""
+    try:
+        import mistune
+    except ImportError:  # pragma: no cover - mistune comes with jupyterlab's nbconvert
+        return f"<pre>{html.escape(text)}</pre>"
+    return mistune.create_markdown(escape=True, plugins=["table", "strikethrough"])(text)
+
+
+def _e(v) -> str:
+    return html.escape("" if _blank(v) else str(v))
+
+
+def _png_figure(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        return f'<p class="missing">figure {_e(path.name)} could not be read: {_e(err)}</p>'
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return f'<p class="missing">figure {_e(path.name)} is not a PNG file; not embedded</p>'
+    b64 = base64.b64encode(data).decode("ascii")
+    return (f'<figure><img alt="{_e(path.name)}" src="data:image/png;base64,{b64}">'
+            f"<figcaption>{_e(path.name)}</figcaption></figure>")
+
+
+def _mtime(path: Path) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(path.stat().st_mtime))
+
+
+def _summary_html(summary: pd.DataFrame, scale: str) -> str:
+    if summary.empty:
+        return f"<p><strong>Nothing has run yet at scale <code>{_e(scale)}</code></strong>: no study tables.</p>"
+    head = ("<tr><th>table</th><th>row</th><th>task</th><th>metric</th><th>ours (mean ± std)</th>"
+            "<th>paper</th><th>scale</th><th>backbone</th><th>steps</th><th>seeds</th><th>note / paper source</th></tr>")
+    body = []
+    for _, r in summary.iterrows():
+        absent = bool(r["note"]) and _blank(r["mean"])
+        ours = "not measured" if absent else _e(r["ours"])
+        note = _e(r["note"]) if r["note"] else ""
+        src = f'<span class="meta">{_e(r["paper_source"])}</span>' if r["paper_source"] else ""
+        body.append(
+            f'<tr{" class=absent" if absent else ""}><td>{_e(r["table"])}</td><td>{_e(r["row"])}</td>'
+            f'<td>{_e(r["task"])}</td><td>{_e(r["metric"])}</td><td class="num">{ours}</td>'
+            f'<td class="num">{_e(_paper_text(r))}</td><td>{_e(r["scale"]) or "–"}</td>'
+            f'<td>{_e(r["backbone"]) or "–"}</td><td class="num">{_e(r["steps"]) or "–"}</td>'
+            f'<td>{_e(r["seeds"]) or "–"}</td><td>{note}{"<br>" if note and src else ""}{src}</td></tr>')
+    return "<table>\n" + head + "\n" + "\n".join(body) + "\n</table>"
+
+
+def _table_section(t: TableFiles) -> str:
+    anchor = t.name or "other-figures"
+    nb = f" <span class='meta'>(notebook {t.notebook})</span>" if t.notebook else ""
+    parts = [f'<section id="{_e(anchor)}"><h2>{_e(t.title)}{nb}</h2>']
+    if t.name:
+        files = ", ".join(f"<code>{_e(p.name)}</code> (written {_mtime(p)})" for p in (t.md, t.csv) if p)
+        parts.append(f'<p class="meta">Table <code>{_e(t.name)}</code>: '
+                     + (files or "<span class='missing'>not run yet</span>") + "</p>")
+    if t.md is not None:
+        try:
+            parts.append(markdown_to_html(t.md.read_text()))
+        except (OSError, UnicodeDecodeError) as err:
+            parts.append(f'<p class="missing">{_e(t.md.name)} could not be read: {_e(err)}</p>')
+    elif t.csv is not None:
+        try:
+            parts.append(pd.read_csv(t.csv).to_html(index=False, escape=True, na_rep="", border=0))
+        except Exception as err:  # noqa: BLE001 - a broken file is reported, not fatal
+            parts.append(f'<p class="missing">{_e(t.csv.name)} could not be read: {_e(err)}</p>')
+    parts += [_png_figure(p) for p in t.figures]
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def render_html(scale: str, tables: list[TableFiles] | None = None, summary: pd.DataFrame | None = None) -> str:
+    from .config import PRESETS
+    tables = find_tables(scale) if tables is None else tables
+    summary = summary_table(scale, tables) if summary is None else summary
+    expected = [t for t in tables if t.notebook]
+    found = [t for t in tables if t.found]
+    absent = [t for t in expected if not t.found]
+    extra = [t for t in tables if t.name and not t.notebook and t.found]
+    about = PRESETS.get(scale, {}).get("about", "a scale fptlib does not define")
+    now = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+           f"<title>FPT reproduction report - scale {_e(scale)}</title>", f"<style>{_CSS}</style></head><body>",
+           f"<h1>Pretrained Transformers as Universal Computation Engines: reproduction report, "
+           f"scale <code>{_e(scale)}</code></h1>",
+           f"<p><strong>Scale <code>{_e(scale)}</code></strong>: {_e(about)}.</p>",
+           f'<p class="meta">Generated {_e(now)} by <code>fptlib.report</code> from the files in '
+           f"<code>{_e(_tables_dir(scale))}</code> and <code>{_e(figures_dir(scale))}</code>; nothing was "
+           "trained or rerun to make it. Paper: Lu, Grover, Abbeel, Mordatch 2021, arXiv 2103.05247v2 "
+           "(GPT-2 base unless a table says otherwise).</p>"]
+    if not found:
+        out.append(f"<p><strong>Nothing has run yet at scale <code>{_e(scale)}</code></strong>: no tables in "
+                   f"<code>{_e(_tables_dir(scale))}</code>. Run <code>fpt reproduce --scale {_e(scale)}</code>."
+                   "</p>")
+    out.append(f"<h2>Tables</h2><p>{len(found)} table(s) found, {len(absent)} of the {len(expected)} expected "
+               "not run yet.</p><table><tr><th>notebook</th><th>table</th><th>title</th><th>status</th></tr>")
+    for t in expected + extra:
+        status = (f'<a href="#{_e(t.name)}">found</a>' if t.found else '<span class="missing">not run yet</span>')
+        out.append(f"<tr><td>{_e(t.notebook) or '–'}</td><td><code>{_e(t.name)}</code></td><td>{_e(t.title)}</td>"
+                   f"<td>{status}</td></tr>")
+    out.append("</table>")
+    out += ["<h2>Summary</h2>",
+            f"<p>One line per table, row, task and metric. <em>Ours</em>: mean ± std over seeds (accuracy in %) "
+            f"at the scale and backbone of its line (our <code>{_e(scale)}</code> scale, not the paper's "
+            "settings); <em>paper</em>: the paper's number, <code>none</code> where it gives none, "
+            "<code>–</code> where we have no number to set beside it. A line that was not measured says why "
+            "and carries no number. Tables with another shape (per-run steps, speed-ups) are shown in their "
+            "own sections only.</p>",
+            _summary_html(summary, scale)]
+    out += [_table_section(t) for t in tables if t.found or t.figures]
+    out.append("</body></html>\n")
+    return "\n".join(out)
+
+
+def build(scale: str = "cpu") -> dict:
+    """Write results/SCALE/report.html and results/SCALE/tables/summary.{csv,md} (each atomically)
+    from the tables and figures on disk. Returns the paths, the summary DataFrame and which expected
+    tables were found and which are absent."""
+    tables = find_tables(scale)
+    summary = summary_table(scale, tables)
+    paths = {"html": results_dir(scale) / "report.html", "csv": _tables_dir(scale) / f"{SUMMARY_NAME}.csv",
+             "md": _tables_dir(scale) / f"{SUMMARY_NAME}.md"}
+    write_text_atomic(paths["csv"], summary.to_csv(index=False, float_format="%.4f"))
+    write_text_atomic(paths["md"], summary_markdown(summary, scale))
+    write_text_atomic(paths["html"], render_html(scale, tables, summary))
+    return {**paths, "summary": summary, "found": [t.name for t in tables if t.name and t.found],
+            "absent": [t.name for t in tables if t.notebook and not t.found]}

@@ -1,0 +1,199 @@
+"""The summary report (fptlib.report, notebook 00): built from result files only, every number
+labelled with its scale and backbone, beside the paper's; absent tables and data said so, never a number."""
+import base64
+import json
+import re
+import subprocess
+
+import pandas as pd
+import papermill as pm
+import pytest
+
+from fptlib import report
+from fptlib.config import PRESETS
+from fptlib.paths import figures_dir, results_dir
+
+SCALE = "smoke"
+CSV_COLUMNS = ["study", "row", "task", "metric", "mean", "std", "n_seeds", "seeds", "backbone", "steps", "scale",
+               "provenance", "paper", "paper_source", "note"]
+SOURCE = "Lu et al. 2021 (arXiv 2103.05247v2) Table 2, via shared/reference/paper.md §2.2, row 'FPT'"
+ABSENT = "data not available offline: CIFAR-10 not in the data directory: run `fpt data fetch cifar10`"
+
+
+def _line(row, task, metric="test_accuracy", mean=None, std=None, backbone="minilm", paper=None, note=""):
+    measured = mean is not None
+    return {"study": "table01_02", "row": row, "task": task, "metric": metric, "mean": mean, "std": std,
+            "n_seeds": 3 if measured else None, "seeds": "0,1,2" if measured else None,
+            "backbone": backbone if measured else None, "steps": 20 if measured else None, "scale": SCALE,
+            "provenance": None, "paper": paper, "paper_source": SOURCE if measured else None, "note": note}
+
+
+def fake_results(scale=SCALE) -> dict:
+    """A results tree as notebook 01 would leave it (one study table, two figures), plus a CSV of
+    another shape (notebook 08's speed-ups) and a figure no table claims."""
+    tables, figs = results_dir(scale) / "tables", figures_dir(scale)
+    tables.mkdir(parents=True)
+    figs.mkdir(parents=True)
+    lines = [_line("FPT", "bit-xor", mean=97.1234, std=1.2345, paper=93.7),
+             _line("FPT", "bit-memory", metric="test_masked_accuracy", mean=61.4495, std=1.0082),
+             _line("LSTM", "bit-xor", mean=88.4444, std=0.5555, backbone="lstm", paper=50.1),
+             _line("FPT", "cifar10", note=ABSENT), _line("LSTM", "cifar10", note=ABSENT)]
+    pd.DataFrame(lines, columns=CSV_COLUMNS).to_csv(tables / "table01_02.csv", index=False, float_format="%.4f")
+    (tables / "table01_02.md").write_text(
+        "Test accuracy (%), mean ± std over seeds [0, 1, 2]. Ours: scale `smoke`, backbone minilm.\n\n"
+        "| | Bit XOR | CIFAR-10 |\n|---|---|---|\n"
+        "| FPT | 97.1 ± 1.2 (paper 93.7) | data not available offline |\n"
+        "| LSTM | 88.4 ± 0.6 (paper 50.1) | data not available offline |\n")
+    pd.DataFrame({"task": ["mnist"], "seed": [0], "first_epoch_s": [4.0], "later_epoch_s": [0.5],
+                  "speedup": [8.0]}).to_csv(tables / "table10_cache_speedup.csv", index=False)
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    paths = {}
+    for name in ("table01_02_bars", "scratch_plot"):
+        fig, ax = plt.subplots(figsize=(1, 1), dpi=20)
+        ax.plot([0, 1], [0, 1])
+        paths[name] = figs / f"{name}.png"
+        fig.savefig(paths[name])
+        plt.close(fig)
+    return paths
+
+
+def _summary_row(html: str, row: str, task: str, metric: str = "test_accuracy") -> str:
+    hits = [tr for tr in re.findall(r"<tr[^>]*>.*?</tr>", html, flags=re.S)
+            if f"<td>{row}</td><td>{task}</td><td>{metric}</td>" in tr]
+    assert len(hits) == 1, hits
+    return hits[0]
+
+
+def test_report_has_our_number_the_papers_the_figure_and_what_is_absent():
+    figs = fake_results()
+    built = report.build(SCALE)
+    assert built["html"] == results_dir(SCALE) / "report.html"
+    html = built["html"].read_text()
+    # header: the scale, what it means, which tables exist and which have not run yet
+    assert f"scale <code>{SCALE}</code>" in html and PRESETS[SCALE]["about"] in html and "Generated " in html
+    assert built["found"] == ["table01_02", "table10_cache_speedup"]
+    assert "table09_stats_init" in built["absent"] and "table01_02" not in built["absent"]
+    absent_row = re.search(r"<tr><td>07</td><td><code>table09_stats_init</code></td>.*?</tr>", html).group(0)
+    assert "not run yet" in absent_row
+    # the summary line: our mean ± std, the paper's number, labelled with scale and backbone
+    fpt = _summary_row(html, "FPT", "bit-xor")
+    assert "97.1 ± 1.2" in fpt and ">93.7<" in fpt and f"<td>{SCALE}</td><td>minilm</td>" in fpt
+    lstm = _summary_row(html, "LSTM", "bit-xor")
+    assert "88.4 ± 0.6" in lstm and ">50.1<" in lstm and f"<td>{SCALE}</td><td>lstm</td>" in lstm
+    assert ">none<" in _summary_row(html, "FPT", "bit-memory", "test_masked_accuracy")  # the paper gives none
+    # the table's Markdown rendered, then its figure embedded (not linked)
+    assert "<td>97.1 ± 1.2 (paper 93.7)</td>" in html
+    b64 = base64.b64encode(figs["table01_02_bars"].read_bytes()).decode()
+    section = html[html.index('<section id="table01_02">'):]
+    assert f"data:image/png;base64,{b64}" in section.split("</section>")[0]
+    assert 'src="data:image/png;base64,' + base64.b64encode(figs["scratch_plot"].read_bytes()).decode() in html
+    assert "Other figures" in html
+    assert "file://" not in html and 'src="/' not in html and "<link" not in html  # self-contained
+    # a CSV of another shape is shown in its own section, as a table
+    assert '<section id="table10_cache_speedup">' in html and "first_epoch_s" in html
+
+
+def test_summary_csv_has_one_line_per_table_row_task_metric():
+    fake_results()
+    built = report.build(SCALE)
+    s = pd.read_csv(built["csv"], dtype={"note": str, "ours": str, "steps": str})  # steps: "400" or "400,800"
+    assert list(s.columns) == report.SUMMARY_COLUMNS
+    assert set(zip(s.table, s.row, s.task, s.metric)) == {
+        ("table01_02", "FPT", "bit-xor", "test_accuracy"), ("table01_02", "FPT", "bit-memory", "test_masked_accuracy"),
+        ("table01_02", "LSTM", "bit-xor", "test_accuracy"), ("table01_02", "FPT", "cifar10", "test_accuracy"),
+        ("table01_02", "LSTM", "cifar10", "test_accuracy")}  # the speed-up CSV is not a study table
+    fpt = s[(s.row == "FPT") & (s.task == "bit-xor")].iloc[0]
+    assert (fpt["mean"], fpt["std"], fpt["paper"], fpt["ours"]) == (97.1234, 1.2345, 93.7, "97.1 ± 1.2")
+    assert (fpt["scale"], fpt["backbone"], fpt["n_seeds"], str(fpt["steps"])) == (SCALE, "minilm", 3, "20")
+    assert "Lu et al. 2021" in fpt["paper_source"] and "via" not in fpt["paper_source"]
+    assert s.scale.eq(SCALE).all()
+    assert built["summary"].equals(report.summary_table(SCALE))  # the DataFrame the notebook shows
+    md = built["md"].read_text()
+    assert "| table01_02 | FPT | bit-xor | test_accuracy | 97.1 ± 1.2 | 93.7 | smoke | minilm | 20 |" in md
+
+
+def test_data_not_available_line_carries_no_number():
+    fake_results()
+    built = report.build(SCALE)
+    s = pd.read_csv(built["csv"], dtype={"note": str, "ours": str, "steps": str})
+    absent = s[s.task == "cifar10"]
+    assert len(absent) == 2 and absent.note.str.startswith("data not available offline").all()
+    assert absent[["mean", "std", "n_seeds", "paper", "ours", "steps", "backbone"]].isna().all().all()
+    tr = _summary_row(built["html"].read_text(), "FPT", "cifar10")
+    assert "not measured" in tr and "data not available offline" in tr
+    assert not re.search(r"\d+\.\d", tr)  # no number of any kind on that line
+    md_line = next(line for line in built["md"].read_text().splitlines() if "| FPT | cifar10 |" in line)
+    assert "not measured" in md_line and not re.search(r"\d+\.\d", md_line)
+
+
+def test_empty_results_dir_says_nothing_has_run():
+    built = report.build(SCALE)  # neither results/ nor figures/ exist
+    html = built["html"].read_text()
+    assert "Nothing has run yet" in html
+    assert built["found"] == [] and built["absent"] == [name for _, name, _ in report.EXPECTED]
+    assert html.count("not run yet") >= len(report.EXPECTED)
+    assert built["summary"].empty and "<img" not in html
+    assert pd.read_csv(built["csv"]).empty
+    assert "Nothing has run yet" in built["md"].read_text()
+
+
+def test_report_never_trains_and_writes_only_its_three_files(monkeypatch):
+    import fptlib
+    import fptlib.training
+
+    def forbidden(*a, **k):
+        raise AssertionError("the report must not train")
+    monkeypatch.setattr(fptlib.training, "train", forbidden)
+    monkeypatch.setattr(fptlib, "train", forbidden)
+    fake_results()
+    roots = [results_dir(SCALE).parent, figures_dir(SCALE).parent]
+    before = {p: p.read_bytes() for r in roots for p in r.rglob("*") if p.is_file()}
+    built = report.build(SCALE)
+    after = {p: p.read_bytes() for r in roots for p in r.rglob("*") if p.is_file()}
+    assert set(after) - set(before) == {built["html"], built["csv"], built["md"]}
+    assert all(after[p] == data for p, data in before.items())  # every input left as it was
+    assert not (results_dir(SCALE) / "runs").exists()
+    report.build(SCALE)  # a rebuild replaces the summary, which is never read as a study table
+    assert "summary" not in report.build(SCALE)["found"]
+
+
+def test_malformed_table_and_figure_are_reported_not_fatal():
+    fake_results()
+    tables, figs = results_dir(SCALE) / "tables", figures_dir(SCALE)
+    (tables / "table10_cache_speedup.csv").write_bytes(b"\xff\xfe\x00garbage\x00")
+    (figs / "table01_02_curves.png").write_text("not a png")
+    md = (tables / "table01_02.md").read_text()
+    (tables / "table01_02.md").write_text(md + "\n<script>alert(1)</script>\n")
+    html = report.build(SCALE)["html"].read_text()
+    assert "table10_cache_speedup.csv could not be read" in html
+    assert "table01_02_curves.png is not a PNG file" in html
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert "97.1 ± 1.2" in html  # the rest of the report is intact
+
+
+def test_notebook_00_parameters_and_storage(repo_root):
+    nb_path = repo_root / "notebooks" / "00_summary.ipynb"
+    assert list(pm.inspect_notebook(str(nb_path))) == ["scale"]
+    cells = json.loads(nb_path.read_text())["cells"]
+    assert [c["id"] for c in cells] == [f"cell-{i:02d}" for i in range(len(cells))]
+    assert cells[1]["metadata"]["tags"] == ["parameters"] and "".join(cells[1]["source"]).startswith('scale: str = "cpu"')
+
+
+@pytest.mark.slow
+def test_notebook_00_runs_through_fpt_reproduce_on_a_fake_tree(fpt_cmd, tmp_path, monkeypatch):
+    res, fig = tmp_path / "res", tmp_path / "fig"
+    monkeypatch.setenv("FPT_RESULTS_DIR", str(res))
+    monkeypatch.setenv("FPT_FIGURES_DIR", str(fig))
+    fake_results()
+    r = subprocess.run(fpt_cmd + ["reproduce", "--scale", SCALE, "--only", "00", "--results-dir", str(res),
+                                  "--figures-dir", str(fig)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    html = (res / SCALE / "report.html").read_text()
+    assert "97.1 ± 1.2" in html and "data:image/png;base64," in html
+    assert not (res / SCALE / "runs").exists()  # nothing trained
+    executed = json.loads((res / SCALE / "executed" / "00_summary.ipynb").read_text())
+    text = json.dumps([c.get("outputs", []) for c in executed["cells"]], ensure_ascii=False)
+    assert "report.html" in text and "97.1 ± 1.2" in text
+    assert json.loads((res / SCALE / "reproduce_summary.json").read_text())["failed"] == []

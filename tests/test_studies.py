@@ -1,0 +1,114 @@
+"""The studies behind notebooks 02-14: the configs of their rows, the paper numbers beside them, and
+the analyses that need no training (convergence criterion, summary merging)."""
+import json
+
+import pandas as pd
+import pytest
+
+from fptlib import paper
+from fptlib import studies as S
+from fptlib.experiments import Table12
+from fptlib.model import FPT_GROUPS
+
+ALL = [S.BitInit, S.StatsInit, S.OutputOnly, S.Ablation, S.MoreParams, S.FrozenLN, S.Depth, S.Backbones,
+       S.ModelSize, S.LSTMVariants, S.LRSweep, S.Convergence, Table12]
+
+
+@pytest.mark.parametrize("cls", ALL, ids=lambda c: c.__name__)
+def test_rows_are_distinct_computations(cls):
+    st = cls(scale="cpu", seeds=[0])
+    runs = st.runs()
+    assert runs, "a study with no runs"
+    assert {r.row for r in runs} == set(st.rows)
+    for task in st.tasks_with_data:
+        hashes = [r.config.hash() for r in runs if r.config.task == task]
+        assert len(hashes) == len(set(hashes)), f"two rows of {cls.__name__} are the same run on {task}"
+
+
+@pytest.mark.parametrize("cls", [c for c in ALL if c not in (S.LSTMVariants, S.LRSweep)], ids=lambda c: c.__name__)
+def test_every_row_the_paper_has_finds_its_number(cls):
+    st = cls(scale="paper" if cls in (S.ModelSize, S.Backbones) else "cpu")
+    found = {r: [t for t in paper.TASK_COLUMNS if (ref := st.paper_ref(r)) and paper.lookup(*ref, t) is not None]
+             for r in st.rows}
+    assert any(found.values()), f"{cls.__name__}: no row finds a paper number"
+
+
+def test_shared_rows_are_the_same_runs_across_notebooks():
+    """FPT and Random of Table 2 (01) are reused by 02, 03, 07 and 10: same config, same run."""
+    t12 = {(r.row, r.config.task): r.config.hash() for r in Table12(seeds=[0]).runs()}
+    bit = {(r.row, r.config.task): r.config.hash() for r in S.BitInit(seeds=[0]).runs()}
+    stats = {(r.row, r.config.task): r.config.hash() for r in S.StatsInit(seeds=[0]).runs()}
+    for task in ("bit-xor", "mnist"):
+        assert bit[("FPT", task)] == t12[("FPT", task)] == stats[("Pretrained", task)]
+        assert bit[("Random", task)] == t12[("Random", task)] == stats[("Default random", task)]
+
+
+def test_ablation_and_more_params_train_the_papers_groups():
+    abl = {r.row: r.config for r in S.Ablation(seeds=[0], tasks=["mnist"]).runs()}
+    assert abl["Output only"].train == ("output",)
+    assert set(abl["+ Layernorm"].train) == {"output", "layernorm"}
+    assert set(abl["+ Input"].train) == {"output", "layernorm", "input"}
+    assert set(abl["+ Positions"].train) == set(FPT_GROUPS)
+    assert S.Ablation(init="random").name == "table21_ablation_random"
+    with pytest.raises(ValueError, match="pretrained' or 'random"):
+        S.Ablation(init="stats")
+    more = {r.row: r.config for r in S.MoreParams(tasks=["mnist"]).runs()}
+    assert "attention_last" in more["+ Feedforward + last attention layer"].train
+    assert {"feedforward", "attention"} <= set(more["+ Both"].train)
+
+
+def test_output_only_caches_exactly_where_a_fixed_training_set_exists():
+    cfgs = {(r.row, r.config.task): r.config for r in S.OutputOnly(tasks=["bit-xor", "mnist", "listops"]).runs()}
+    assert cfgs[("Output only", "mnist")].cache_features and cfgs[("Output only", "listops")].cache_features
+    assert not cfgs[("Output only", "bit-xor")].cache_features
+    assert not cfgs[("FPT", "mnist")].cache_features
+
+
+def test_depth_rows_truncate_the_backbone():
+    rows = {r.row: r.config for r in S.Depth(depths=[1, 3]).runs()}
+    assert rows["1 layers, pretrained"].n_layers == 1 and rows["3 layers, random"].init == "random"
+    assert set(rows["1 layers, random"].train) == {"output", "layernorm"}
+    d12 = {r.row: r.config for r in S.Depth(depths=[1], output_only=True).runs()}
+    assert d12["1 layers, pretrained"].train == ("output",) and d12["1 layers, pretrained"].cache_features
+
+
+def _curve(tmp_path, name, accs, step=100):
+    d = tmp_path / name
+    d.mkdir()
+    (d / "metrics.jsonl").write_text("".join(json.dumps({"step": i * step, "val_accuracy": a}) + "\n"
+                                             for i, a in enumerate(accs)))
+    return str(d)
+
+
+def test_convergence_criterion(tmp_path):
+    runs = pd.DataFrame([
+        {"row": "FPT", "task": "bit-xor", "seed": 0, "run_dir": _curve(tmp_path, "a", [0.5, 0.9, 0.995, 1.0, 1.0])},
+        {"row": "Random", "task": "bit-xor", "seed": 0, "run_dir": _curve(tmp_path, "b", [0.5, 0.6, 0.7, 0.8, 0.9])},
+    ])
+    st = S.Convergence(tasks=["bit-xor"], seeds=[0])
+    conv = st.convergence(runs).set_index("row")
+    assert conv.loc["FPT", "steps_to_converge"] == 200 and conv.loc["FPT", "converged"]
+    assert conv.loc["Random", "steps_to_converge"] == 400 and not conv.loc["Random", "converged"]
+    md = st.convergence_markdown(conv.reset_index())
+    assert "| FPT | 200 (paper 5e2) |" in md and "| Random | >400 (paper 2e4) |" in md
+    assert ">2.0×" in md  # a lower bound: Random was still improving
+
+
+def test_lr_sweep_table_sets_rothermel_beside_ours():
+    st = S.LRSweep(tasks=["mnist"], lrs=[1e-3])
+    summary = pd.DataFrame([{"row": f"{s}, lr 0.001", "task": "mnist", "metric": "test_accuracy", "mean": 90.0,
+                             "std": float("nan")} for s in st.SETTINGS])
+    md = st.markdown(summary)
+    assert "| Frozen pretrained | 90.0 | 90.0 | 98.5 |" in md
+    assert st.grid(summary).shape == (4, 1)
+
+
+def test_a_partial_reproduce_keeps_the_record_of_the_others(tmp_path):
+    from fptlib.reproduce import _merged
+    (tmp_path / "reproduce_summary.json").write_text(json.dumps({"notebooks": [
+        {"notebook": "01_a.ipynb", "status": "ok", "wall_seconds": 5},
+        {"notebook": "02_b.ipynb", "status": "failed", "error": "x"}]}))
+    m = _merged(tmp_path, {"notebooks": [{"notebook": "02_b.ipynb", "status": "ok", "wall_seconds": 3}],
+                           "failed": []})
+    assert [e["notebook"] for e in m["notebooks"]] == ["01_a.ipynb", "02_b.ipynb"]
+    assert m["failed"] == [] and m["this_invocation"] == ["02_b.ipynb"]
