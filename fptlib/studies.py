@@ -13,7 +13,7 @@ import pandas as pd
 
 from . import paper
 from .config import PRESETS
-from .experiments import Study
+from .experiments import Study, Table12
 from .model import FPT_GROUPS
 from .results import fmt_cell, load_curve
 
@@ -356,7 +356,7 @@ class LRSweep(Study):
 
 
 @dataclass
-class Convergence(Study):
+class Convergence(Table12):
     """Tables 6-7 from the runs of Tables 1-2 (nothing new is trained): gradient steps to convergence,
     FPT vs Random, and train vs test accuracy for every row.
 
@@ -368,14 +368,7 @@ class Convergence(Study):
     tolerance: float = 1.0
     name: ClassVar[str] = "table06_07_convergence_fit"
     title: ClassVar[str] = "Tables 6-7: compute efficiency and fit"
-    rows: ClassVar[list] = ["FPT", "Random", "LSTM"]
-    paper_rows: ClassVar[dict] = {"FPT": ("table2", "FPT"), "Random": ("table2", "Random"),
-                                  "LSTM": ("table1", "Full LSTM")}
     metric_titles: ClassVar[dict] = {"test_accuracy": " test", "train_accuracy": " train"}
-
-    def arms(self, task):
-        return [("FPT", FPT_ROW), ("Random", RANDOM_ROW),
-                ("LSTM", {"backbone": "lstm", "init": "random", "train": ("full",)})]
 
     def convergence(self, runs: pd.DataFrame) -> pd.DataFrame:
         out = []

@@ -1,0 +1,614 @@
+"""Attention maps of the frozen pretrained transformer on Bit XOR and Bit Memory (paper §3).
+
+The paper's demo trains FPT (GPT-2) on Bit XOR and shows the first layer's attention averaged over
+its 12 heads: output token 5+i, which must XOR bits i and 5+i, puts its strongest attention on input
+token i and on itself (two parallel diagonal stripes). This module measures that, rather than
+assuming it, for whatever backbone a scale uses (cpu: MiniLM, a bidirectional BERT; paper: GPT-2):
+
+- `trained_model(cfg)`: an FPT trained the way `fptlib.training.train` trains it (same `build`,
+  seeding, batches, `train_step` and Adam, the full step budget, no early stopping), with eager
+  attention so that the maps exist. A finished `train` run keeps only result.json, so here the
+  trained tensors (input, output, layer norms, positions) are cached in
+  results/<scale>/attention/<run id>.safetensors, beside a .json with the accuracies and a digest
+  of the frozen tensors (checked when the cache is loaded).
+- `attention_batch` / `attention_maps`: per layer, (heads, T, T) attention probabilities.
+- `xor_alignment`: per output token 5+i, the attention mass on {i, 5+i} against uniform attention,
+  and whether the two most attended positions are exactly {i, 5+i}; `memory_alignment` is the
+  Bit Memory analogue (mass on the tokens of the stored pattern the query repeats).
+- `analyse(task, ...)`: trained and untrained model (the same model before training: random input
+  layer, frozen pretrained backbone), maps over test examples, a per-layer table, and figures.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .config import RunConfig, resolve
+from .io import FileLock, read_json, sha256_file, write_bytes_atomic, write_json_atomic
+
+TASKS = ("bit-xor", "bit-memory")
+FIGURE_PREFIX = {"bit-xor": "attention_xor", "bit-memory": "attention_bitmemory"}
+
+
+# ---- models ------------------------------------------------------------------------------------
+def attention_config(task: str, scale: str = "cpu", seed: int = 0, steps: int | None = None,
+                     backbone: str | None = None) -> RunConfig:
+    """The resolved config of an attention-study run: the scale's preset for the task, eager attention
+    (sdpa returns no attention weights); steps 0 or None = the scale's default."""
+    if task not in TASKS:
+        raise ValueError(f"the attention study covers {', '.join(TASKS)}, not {task!r}")
+    return resolve(RunConfig(task=task, backbone=backbone or None, scale=scale, seed=seed,
+                             steps=steps or None, attn_implementation="eager"))
+
+
+def cache_paths(cfg: RunConfig) -> tuple[Path, Path]:
+    from .paths import results_dir
+    d = results_dir(cfg.scale) / "attention"
+    return d / f"{cfg.run_id()}.safetensors", d / f"{cfg.run_id()}.json"
+
+
+def frozen_digest(model) -> str:
+    """One sha256 over the per-tensor fingerprints of every frozen tensor."""
+    fp = model.frozen_fingerprint()
+    return hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()
+
+
+def trainable_state(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def train_in_process(cfg: RunConfig, progress: bool) -> tuple:
+    """`fptlib.training.train`'s loop without its run directory: the same build, seeds, batches,
+    optimizer and step; returns the trained model, its task and a summary."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+
+    from .tasks import _generator
+    from .training import NonFiniteLoss, RunError, build, evaluate, train_step
+
+    if cfg.cache_features:
+        raise RunError("the attention study trains the whole FPT path; cache_features does not apply")
+    t0 = time.time()
+    model, task = build(cfg)
+    digest_before = frozen_digest(model)
+    acc = Accelerator(cpu=not torch.cuda.is_available(),
+                      mixed_precision="no" if cfg.precision == "fp32" else cfg.precision)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=cfg.lr)
+    model, opt = acc.prepare(model, opt)
+    set_seed(int(_generator(cfg.seed, 11).initial_seed()) % 2**32)  # as train() seeds a fresh run
+    device = acc.device
+    losses: list[torch.Tensor] = []
+    bar = tqdm(total=cfg.steps, disable=not progress, leave=False, dynamic_ncols=True,
+               desc=f"attention: {cfg.task} {cfg.backbone} s{cfg.seed}")
+    for step in range(cfg.steps):
+        micro = ({k: v.to(device) for k, v in task.train_batch(step * cfg.grad_accum + m, cfg.batch_size).items()}
+                 for m in range(cfg.grad_accum))
+        losses += train_step(acc, model, opt, params, micro, cfg.grad_accum, task.n_classes, cfg.clip_norm)
+        bar.update(1)
+    bar.close()
+    curve = torch.stack(losses).float().reshape(-1, cfg.grad_accum).mean(1) if losses else torch.zeros(0)
+    if not bool(torch.isfinite(curve).all()):
+        bad = int((~torch.isfinite(curve)).nonzero()[0]) + 1
+        raise NonFiniteLoss(f"loss became non-finite at step {bad} of the attention run {cfg.run_id()}; "
+                            f"nothing was cached. Try a lower lr (now {cfg.lr}).")
+    model = acc.unwrap_model(model)
+    test = evaluate(model, task, "test", cfg.eval_batch_size, device)
+    digest_after = frozen_digest(model)
+    tail = curve[-max(1, len(curve) // 10):]
+    info = {"run_id": cfg.run_id(), "config": cfg.to_dict(), "config_hash": cfg.hash(), "steps": cfg.steps,
+            "test_accuracy": test["accuracy"], "test_masked_accuracy": test.get("masked_accuracy"),
+            "final_train_loss": float(tail.mean()) if len(tail) else None,
+            "frozen_digest": digest_before, "frozen_unchanged": digest_after == digest_before,
+            "train_seconds": round(time.time() - t0, 2)}
+    acc.free_memory()
+    return model.cpu().eval(), task, info
+
+
+def trained_model(cfg: RunConfig, progress: bool = False) -> tuple:
+    """(model, task, info) for a resolved config with eager attention, trained now or loaded from
+    results/<scale>/attention/. The cache holds only the trained tensors; the frozen ones are rebuilt
+    from the seed and must match the digest recorded when the model was trained."""
+    from safetensors.torch import load as st_load
+    from safetensors.torch import save as st_save
+
+    from .training import RunError, build
+
+    if cfg.attn_implementation != "eager":
+        raise RunError("attention maps need attn_implementation='eager' (sdpa returns no attention "
+                       "weights); use fptlib.attention.attention_config")
+    weights, meta = cache_paths(cfg)
+    with FileLock(weights.with_name(f".{weights.stem}.lock"), wait=True):
+        if weights.is_file() and meta.is_file():
+            info = read_json(meta)
+            if info.get("config_hash") != cfg.hash() or info.get("sha256") != sha256_file(weights):
+                raise RunError(f"{weights} or {meta} is damaged or belongs to another config; delete both "
+                               "to train the model again")
+            model, task = build(cfg)
+            if frozen_digest(model) != info["frozen_digest"]:
+                raise RunError(f"the frozen tensors rebuilt for {cfg.run_id()} differ from those it was "
+                               f"trained with (another backbone file or library version); delete {weights} "
+                               "and its .json to train again")
+            state = st_load(weights.read_bytes())
+            names = {n for n, p in model.named_parameters() if p.requires_grad}
+            if set(state) != names:
+                raise RunError(f"{weights} holds {len(state)} tensors, not the {len(names)} trainable ones; "
+                               "delete it and its .json to train again")
+            model.load_state_dict(state, strict=False)
+            return model.eval(), task, info | {"cached": True}
+        model, task, info = train_in_process(cfg, progress)
+        write_bytes_atomic(weights, st_save(trainable_state(model)))
+        info["sha256"] = sha256_file(weights)
+        write_json_atomic(meta, info)  # written last: its presence marks a complete cache entry
+        return model, task, info | {"cached": False}
+
+
+def untrained_model(cfg: RunConfig) -> tuple:
+    """The same FPT before any step: random (orthogonal) input layer, frozen pretrained backbone."""
+    from .training import build
+    model, task = build(cfg)
+    return model.eval(), task
+
+
+# ---- maps --------------------------------------------------------------------------------------
+@torch.inference_mode()
+def attention_batch(model, x: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                    batch_size: int = 64) -> np.ndarray:
+    """Attention probabilities for a batch of inputs: float32 array (layers, B, heads, T, T).
+    The model is evaluated in eval mode (no dropout)."""
+    was = model.training
+    model.eval()
+    try:
+        out = []
+        for i in range(0, len(x), batch_size):
+            m = None if attention_mask is None else attention_mask[i:i + batch_size]
+            _, attn = model(x[i:i + batch_size], m, output_attentions=True)
+            if attn is None or any(a is None for a in attn):
+                raise ValueError("the backbone returned no attention weights; build it with "
+                                 "attn_implementation='eager'")
+            out.append(torch.stack([a.float() for a in attn]).cpu().numpy())
+    finally:
+        model.train(was)
+    return np.concatenate(out, axis=1)
+
+
+def attention_maps(model, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> list[np.ndarray]:
+    """One example (T, d_in), or (T,) token ids -> per layer a (heads, T, T) array whose rows sum to 1."""
+    a = attention_batch(model, x[None], None if attention_mask is None else attention_mask[None])
+    return [layer[0] for layer in a]
+
+
+def is_causal(maps: np.ndarray, atol: float = 1e-6) -> bool:
+    """True when no query attends to a later position (GPT-2), False for bidirectional (BERT)."""
+    a = np.asarray(maps)
+    return bool(np.abs(np.triu(a.reshape(-1, a.shape[-2], a.shape[-1]).max(0), 1)).max() <= atol)
+
+
+def _as_batch(maps) -> np.ndarray:
+    a = np.asarray(maps, dtype=np.float64)
+    if a.ndim == 3:
+        a = a[None]
+    if a.ndim != 4 or a.shape[-1] != a.shape[-2]:
+        raise ValueError(f"expected maps of shape (heads, T, T) or (examples, heads, T, T), got {a.shape}")
+    return a
+
+
+def xor_alignment(maps, n_bits: int = 5, causal: bool | None = None) -> pd.DataFrame:
+    """How much each output token of Bit XOR attends to the two bits it must combine.
+
+    maps: one layer, (heads, T, T) for one example or (examples, heads, T, T); T = 2 n_bits.
+    One row per output token 5+i (for n_bits=5): `mass_pair`, the attention on {i, 5+i} (mean over
+    heads and examples), split into `mass_partner` (token i) and `mass_self` (5+i); `uniform_pair`,
+    what uniform attention over the positions the token can see would give (2/T bidirectional,
+    2/(5+i+1) causal); `top2_exact`, the fraction of examples whose head-averaged row has exactly
+    {i, 5+i} as its two largest entries (1.0 or 0.0 for one example), `top1_partner` the fraction
+    whose largest entry is token i; `best_head` and
+    `best_head_mass_pair`, the head with the most mass on the pair.
+    """
+    a = _as_batch(maps)
+    B, H, T, _ = a.shape
+    if T != 2 * n_bits:
+        raise ValueError(f"Bit XOR with n_bits={n_bits} has {2 * n_bits} tokens, the maps have {T}")
+    if causal is None:
+        causal = is_causal(a)
+    rows = []
+    for i in range(n_bits):
+        q = n_bits + i
+        r = a[:, :, q, :]                       # (B, H, T): what output token q attends to
+        pair = r[..., i] + r[..., q]            # (B, H)
+        avg = r.mean(1)                         # (B, T) head-averaged row
+        top2 = np.argsort(-avg, axis=-1, kind="stable")[:, :2]
+        exact = np.sort(top2, axis=-1) == np.array([i, q])
+        per_head = pair.mean(0)
+        visible = q + 1 if causal else T
+        rows.append({"out_token": q, "partner": i, "mass_pair": pair.mean(), "mass_partner": r[..., i].mean(),
+                     "mass_self": r[..., q].mean(), "uniform_pair": 2 / visible,
+                     "top1_partner": (avg.argmax(-1) == i).mean(), "top2_exact": exact.all(-1).mean(), "best_head": int(per_head.argmax()),
+                     "best_head_mass_pair": per_head.max()})
+    return pd.DataFrame(rows)
+
+
+def query_patterns(x: torch.Tensor | np.ndarray, n_patterns: int) -> np.ndarray:
+    """Bit Memory: which stored pattern each example's query repeats (the unmasked query bits agree
+    with it exactly; with hundreds of bits another pattern agreeing as well is vanishingly rare)."""
+    x = np.asarray(x, dtype=np.float64)
+    seq = x.reshape(len(x), n_patterns + 1, -1)
+    agree = (seq[:, :-1] * seq[:, -1:]).sum(-1)
+    return agree.argmax(1)
+
+
+def memory_alignment(maps, x, n_patterns: int = 5, causal: bool | None = None) -> pd.DataFrame:
+    """Bit Memory analogue of `xor_alignment`: the query's j-th token must read the j-th token of the
+    stored pattern it repeats. maps: one layer, (examples, heads, T, T); x: the inputs (examples, T, d).
+
+    One row per query token: `mass_pattern`, the attention on all tokens of the repeated pattern,
+    against `uniform_pattern` (k/T for k tokens per pattern); `mass_slot`, on the pattern's j-th token,
+    against `uniform_slot`; `mass_query`, on the query's own tokens; `top1_slot`, the fraction of
+    examples whose head-averaged row peaks at that token; `best_head` / `best_head_mass_pattern`.
+    """
+    a = _as_batch(maps)
+    B, H, T, _ = a.shape
+    if T % (n_patterns + 1):
+        raise ValueError(f"{T} tokens do not split into {n_patterns + 1} patterns")
+    k = T // (n_patterns + 1)
+    which = query_patterns(x, n_patterns)
+    if len(which) != B:
+        raise ValueError(f"{B} maps but {len(which)} inputs")
+    if causal is None:
+        causal = is_causal(a)
+    rows = []
+    ex = np.arange(B)
+    for j in range(k):
+        q = n_patterns * k + j
+        r = a[:, :, q, :]                                           # (B, H, T)
+        tokens = which[:, None] * k + np.arange(k)[None]           # (B, k) the repeated pattern
+        pattern = np.take_along_axis(r, tokens[:, None, :].repeat(H, 1), axis=-1).sum(-1)  # (B, H)
+        slot = r[ex, :, which * k + j]                              # (B, H)
+        visible = q + 1 if causal else T
+        # under causal attention every stored pattern precedes the query, so all k tokens are visible
+        per_head = pattern.mean(0)
+        rows.append({"query_token": q, "mass_pattern": pattern.mean(), "uniform_pattern": k / visible,
+                     "mass_slot": slot.mean(), "uniform_slot": 1 / visible,
+                     "mass_query": r[..., n_patterns * k:].sum(-1).mean(),
+                     "top1_slot": (r.mean(1).argmax(-1) == which * k + j).mean(),
+                     "best_head": int(per_head.argmax()), "best_head_mass_pattern": per_head.max()})
+    return pd.DataFrame(rows)
+
+
+# ---- the study -----------------------------------------------------------------------------------
+@dataclass
+class Analysis:
+    """Trained and untrained FPT on one task, their maps over test examples, and per-layer numbers."""
+
+    task_name: str
+    cfg: RunConfig
+    info: dict                          # the trained model: accuracy, steps, cache
+    untrained_accuracy: dict
+    x: torch.Tensor                     # the examples the maps are taken on
+    maps: dict = field(repr=False)      # "trained" / "untrained" -> (layers, B, heads, T, T)
+    table: pd.DataFrame = field(repr=False, default=None)
+    n_patterns: int = 5                 # Bit Memory: stored patterns before the query
+    seconds: float = 0.0
+
+    @property
+    def n_layers(self) -> int:
+        return self.maps["trained"].shape[0]
+
+    @property
+    def name(self) -> str:
+        return FIGURE_PREFIX[self.task_name]
+
+    def head_mean(self, which: str, layer: int, examples=None) -> np.ndarray:
+        a = self.maps[which][layer]
+        if examples is not None:
+            a = a[examples]
+        return a.mean(axis=(0, 1))
+
+    def save_tables(self) -> dict[str, Path]:
+        from .paths import results_dir
+        from .results import save_table
+        return save_table(self.table, self.markdown(), results_dir(self.cfg.scale) / "tables", self.name)
+
+    def caption(self) -> str:
+        c, i = self.cfg, self.info
+        acc = f"test accuracy {100 * i['test_accuracy']:.1f} % trained, {100 * self.untrained_accuracy['accuracy']:.1f} % untrained"
+        if i.get("test_masked_accuracy") is not None:
+            acc += (f"; masked bits {100 * i['test_masked_accuracy']:.1f} % trained, "
+                    f"{100 * self.untrained_accuracy.get('masked_accuracy', float('nan')):.1f} % untrained")
+        return (f"Attention of FPT on {c.task}, scale `{c.scale}`: backbone {c.backbone}"
+                f"{'' if c.n_layers is None else f' cut to {c.n_layers} blocks'}, {c.steps} steps, seed {c.seed} "
+                f"({acc}). Maps over {len(self.x)} test examples, eval mode; layer 1 = the first block. "
+                "`untrained`: the same model before training (random input layer, frozen pretrained backbone).")
+
+    def markdown(self) -> str:
+        return f"{self.caption()}\n\n{_frame_markdown(self.table)}\n\n{self.verdict()}\n"
+
+    def verdict(self) -> str:
+        return xor_verdict(self.table) if self.task_name == "bit-xor" else memory_verdict(self.table)
+
+    def figures(self, directory: Path | None = None) -> dict[str, Path]:
+        """Write the figures of this task into figures/<scale>/; returns name -> path."""
+        import matplotlib.pyplot as plt
+
+        from .paths import figures_dir
+        from .plots import save
+        d = Path(directory) if directory is not None else figures_dir(self.cfg.scale)
+        out = {}
+        for key, make in (("layer1", lambda: layer_figure(self, 0)), ("heads", lambda: heads_figure(self, 0)),
+                          ("layers", lambda: layers_figure(self)), ("all_layers", lambda: all_layers_figure(self))):
+            fig = make()
+            out[key] = save(fig, d / f"{self.name}_{key}.png")
+            plt.close(fig)
+        return out
+
+
+def _frame_markdown(df: pd.DataFrame) -> str:
+    def cell(v):
+        if isinstance(v, float):
+            return "" if v != v else f"{v:.3f}"
+        return str(v)
+    cols = [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def eval_examples(task, n: int, seed: int = 0) -> dict:
+    """A fixed random subset of n test examples (the whole test split if it is smaller)."""
+    data = next(task.eval_batches("test", task.split_size("test")))
+    g = torch.Generator().manual_seed(1_000_003 + seed)
+    idx = torch.randperm(len(data["y"]), generator=g)[:n]
+    return {k: v[idx] for k, v in data.items()}
+
+
+def layer_table(task_name: str, maps: dict, x, n_patterns: int = 5) -> pd.DataFrame:
+    """One row per (model, layer): the alignment numbers averaged over output tokens."""
+    rows = []
+    for which, a in maps.items():
+        for layer in range(a.shape[0]):
+            if task_name == "bit-xor":
+                n_bits = a.shape[-1] // 2
+                per_tok = xor_alignment(a[layer], n_bits)
+                per_head = (a[layer][:, :, n_bits:, :n_bits].diagonal(axis1=-2, axis2=-1).sum(-1)
+                            + a[layer][:, :, n_bits:, n_bits:].diagonal(axis1=-2, axis2=-1).sum(-1)).mean(0) / n_bits
+                rest = per_tok[per_tok.partner > 0]
+                row = {"model": which, "layer": layer + 1,
+                       **{c: per_tok[c].mean() for c in ("mass_pair", "mass_partner", "mass_self", "uniform_pair")},
+                       "ratio_to_uniform": per_tok.mass_pair.mean() / per_tok.uniform_pair.mean(),
+                       # BERT-family models pour attention onto the first token whatever it holds (a
+                       # "sink"), which is output token 5's partner: the pair mass without that token
+                       "mass_pair_i>0": rest.mass_pair.mean(), "uniform_pair_i>0": rest.uniform_pair.mean(),
+                       "top1_partner": per_tok.top1_partner.mean(), "top2_exact": per_tok.top2_exact.mean(),
+                       "heads_over_half": int((per_head >= 0.5).sum()),
+                       "best_head": int(per_head.argmax()) + 1, "best_head_mass_pair": per_head.max()}
+            else:
+                per_tok = memory_alignment(a[layer], x, n_patterns)
+                row = {"model": which, "layer": layer + 1,
+                       **{c: per_tok[c].mean() for c in ("mass_pattern", "uniform_pattern", "mass_slot",
+                                                          "uniform_slot", "mass_query", "top1_slot")},
+                       "ratio_to_uniform": per_tok.mass_pattern.mean() / per_tok.uniform_pattern.mean()}
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def analyse(task: str, scale: str = "cpu", seed: int = 0, steps: int = 0, n_examples: int = 256,
+            backbone: str | None = None, progress: bool = False) -> Analysis:
+    """Train (or load) the FPT of `task` at `scale`, take the attention maps of it and of the untrained
+    model on `n_examples` test examples, and tabulate the alignment per layer."""
+    from .training import evaluate
+    t0 = time.time()
+    cfg = attention_config(task, scale, seed, steps, backbone)
+    model, task_obj, info = trained_model(cfg, progress=progress)
+    base, _ = untrained_model(cfg)
+    base_acc = evaluate(base, task_obj, "test", cfg.eval_batch_size, torch.device("cpu"))
+    ex = eval_examples(task_obj, n_examples, seed)
+    maps = {"trained": attention_batch(model, ex["x"]), "untrained": attention_batch(base, ex["x"])}
+    n_patterns = getattr(task_obj, "n_patterns", 5)
+    an = Analysis(task, cfg, info, base_acc, ex["x"], maps, n_patterns=n_patterns)
+    an.table = layer_table(task, maps, ex["x"].numpy(), n_patterns)
+    an.seconds = round(time.time() - t0, 1)
+    return an
+
+
+# ---- verdicts (the text the notebook prints; computed, never written by hand) --------------------
+def xor_verdict(table: pd.DataFrame, factor: float = 1.5) -> str:
+    """What the per-layer numbers say, as text (computed from the table, never written by hand)."""
+    t = table.set_index(["model", "layer"])
+    lines = []
+    for which in ("trained", "untrained"):
+        sub = t.loc[which]
+        strong = [int(layer) for layer, r in sub.iterrows() if r.mass_pair >= factor * r.uniform_pair]
+        best = int(sub.mass_pair.idxmax())
+        r1 = sub.loc[1]
+        lines.append(
+            f"- {which}: output token 5+i attends to {{i, 5+i}} most in layer {best} ({sub.mass_pair[best]:.3f} "
+            f"against {sub.uniform_pair[best]:.3f} for uniform attention, {sub.mass_pair[best] / sub.uniform_pair[best]:.2f}x); "
+            f"layers with at least {factor}x uniform: {strong or 'none'}. Layer 1: {r1.mass_pair:.3f} "
+            f"({r1.mass_partner:.3f} on the partner bit i, {r1.mass_self:.3f} on itself; {r1['mass_pair_i>0']:.3f} "
+            f"without output token 5, whose partner is the first token); the head-averaged row peaks at the "
+            f"partner in {100 * r1.top1_partner:.0f} % of rows, its top two are exactly {{i, 5+i}} in "
+            f"{100 * r1.top2_exact:.0f} %; {int(r1.heads_over_half)} head(s) put at least half their attention on "
+            f"the pair (best: head {int(r1.best_head)}, {r1.best_head_mass_pair:.3f}).")
+    tr, un = t.loc["trained"], t.loc["untrained"]
+    gain = tr.mass_pair - un.mass_pair
+    g = int(gain.idxmax())
+    lines.append(f"- training moves the pair mass most in layer {g} ({un.mass_pair[g]:.3f} -> {tr.mass_pair[g]:.3f}); "
+                 "the query and key weights are frozen, so this comes from what training changed below them: the "
+                 "input layer, the positional embeddings and the layer norms.")
+    return "\n".join(lines)
+
+
+def memory_verdict(table: pd.DataFrame) -> str:
+    t = table.set_index(["model", "layer"])
+    lines = []
+    for which in ("trained", "untrained"):
+        sub = t.loc[which]
+        best = sub.mass_pattern.idxmax()
+        lines.append(f"- {which}: query tokens put the most attention on the repeated pattern in layer {best} "
+                     f"({sub.mass_pattern[best]:.3f} vs {sub.uniform_pattern[best]:.3f} uniform; on its "
+                     f"matching token {sub.mass_slot[best]:.3f} vs {sub.uniform_slot[best]:.3f}, peak there in "
+                     f"{100 * sub.top1_slot[best]:.0f} % of rows).")
+    return "\n".join(lines)
+
+
+# ---- figures ---------------------------------------------------------------------------------------
+def _token_labels(an: Analysis) -> tuple[list[str], int]:
+    T = an.maps["trained"].shape[-1]
+    if an.task_name == "bit-xor":
+        n = T // 2
+        return [f"a{i}" for i in range(n)] + [f"b{i}" for i in range(n)], n
+    k = T // (an.n_patterns + 1)
+    return [f"p{t // k}.{t % k}" if t < T - k else f"q.{t % k}" for t in range(T)], T - k
+
+
+def _memory_examples(an: Analysis) -> tuple[np.ndarray, int]:
+    """Bit Memory: the examples whose query repeats the same stored pattern as the first example,
+    so that an average over them keeps the retrieval pattern in place."""
+    which = query_patterns(an.x.numpy(), an.n_patterns)
+    return np.flatnonzero(which == which[0]), int(which[0])
+
+
+def _draw_map(ax, m: np.ndarray, an: Analysis, title: str, vmax: float | None = None, small: bool = False,
+              pattern: int | None = None):
+    im = ax.imshow(m, cmap="viridis", vmin=0, vmax=vmax, interpolation="nearest")
+    labels, first_out = _token_labels(an)
+    T = m.shape[0]
+    ax.axhline(first_out - 0.5, color="white", lw=0.8, ls="--")
+    if an.task_name == "bit-xor":
+        n = T // 2
+        for i in range(n):  # where output token n+i should look: its partner i and itself
+            for col in (i, n + i):
+                ax.add_patch(_box(col, n + i, small))
+    elif pattern is not None:
+        k = T - first_out
+        for j in range(k):
+            ax.add_patch(_box(pattern * k + j, first_out + j, small))
+    if small:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    else:
+        step = max(1, T // 12)
+        ax.set_xticks(range(0, T, step), labels[::step], rotation=90, fontsize=7)
+        ax.set_yticks(range(0, T, step), labels[::step], fontsize=7)
+        ax.set_xlabel("attended token (key)", fontsize=8)
+        ax.set_ylabel("attending token (query)", fontsize=8)
+    ax.set_title(title, fontsize=8 if small else 9)
+    return im
+
+
+def _box(col: int, row: int, small: bool):
+    from matplotlib.patches import Rectangle
+    return Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, edgecolor="red", lw=0.6 if small else 1.2)
+
+
+def _maps_for_plot(an: Analysis, which: str, layer: int):
+    if an.task_name == "bit-memory":
+        ex, pattern = _memory_examples(an)
+        return an.maps[which][layer][ex], pattern, len(ex)
+    return an.maps[which][layer], None, an.maps[which].shape[1]
+
+
+def _subtitle(an: Analysis, n: int, pattern: int | None, heads: bool = True) -> str:
+    over = "mean over heads and" if heads else "mean over"
+    if pattern is None:
+        return f"{over} {n} test examples; red boxes: tokens i and 5+i for output token 5+i"
+    return (f"{over} the {n} test examples whose query repeats pattern {pattern}; red boxes: "
+            f"query token j -> token j of pattern {pattern}")
+
+
+def layer_figure(an: Analysis, layer: int = 0):
+    """Head-averaged map of one layer, trained beside untrained (the demo's figure: layer 1)."""
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(10.5, 5.0))
+    row = an.table.set_index(["model", "layer"])
+    for ax, which in zip(axes, ("trained", "untrained")):
+        a, pattern, n = _maps_for_plot(an, which, layer)
+        r = row.loc[(which, layer + 1)]
+        if an.task_name == "bit-xor":
+            stat = f"mass on {{i, 5+i}} {r.mass_pair:.2f} (uniform {r.uniform_pair:.2f}), top-2 exact {100 * r.top2_exact:.0f} %"
+        else:
+            stat = f"mass on repeated pattern {r.mass_pattern:.2f} (uniform {r.uniform_pattern:.2f})"
+        im = _draw_map(ax, a.mean(axis=(0, 1)), an, f"{which}, layer {layer + 1}\n{stat}", pattern=pattern)
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    a, pattern, n = _maps_for_plot(an, "trained", layer)
+    fig.suptitle(f"{an.cfg.task}, {an.cfg.backbone} ({an.cfg.scale} scale), layer {layer + 1}: "
+                 f"{_subtitle(an, n, pattern)}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def heads_figure(an: Analysis, layer: int = 0):
+    """Every head of one layer (mean over examples), trained rows above untrained rows."""
+    import matplotlib.pyplot as plt
+    H = an.maps["trained"].shape[2]
+    ncols = min(H, 6)
+    nrows = math.ceil(H / ncols)
+    fig, axes = plt.subplots(2 * nrows, ncols, figsize=(1.9 * ncols, 2.0 * 2 * nrows + 0.6), squeeze=False)
+    for m, which in enumerate(("trained", "untrained")):
+        a, pattern, n = _maps_for_plot(an, which, layer)
+        per_head = a.mean(0)
+        for h in range(nrows * ncols):
+            ax = axes[m * nrows + h // ncols][h % ncols]
+            if h >= H:
+                ax.axis("off")
+                continue
+            _draw_map(ax, per_head[h], an, f"{which} head {h + 1}", small=True, pattern=pattern)
+    a, pattern, n = _maps_for_plot(an, "trained", layer)
+    fig.suptitle(f"{an.cfg.task}, {an.cfg.backbone}, layer {layer + 1}, each head (own colour scale): "
+                 f"{_subtitle(an, n, pattern, heads=False)}", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def all_layers_figure(an: Analysis):
+    """Head-averaged maps of every layer: trained (top) and untrained (bottom)."""
+    import matplotlib.pyplot as plt
+    L = an.n_layers
+    fig, axes = plt.subplots(2, L, figsize=(2.4 * L + 0.5, 5.2), squeeze=False)
+    for m, which in enumerate(("trained", "untrained")):
+        for layer in range(L):
+            a, pattern, n = _maps_for_plot(an, which, layer)
+            _draw_map(axes[m][layer], a.mean(axis=(0, 1)), an, f"{which}, layer {layer + 1}", small=True,
+                      pattern=pattern)
+    a, pattern, n = _maps_for_plot(an, "trained", 0)
+    fig.suptitle(f"{an.cfg.task}, {an.cfg.backbone}, every layer: {_subtitle(an, n, pattern)}", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def layers_figure(an: Analysis):
+    """The alignment number of every layer, trained against untrained and uniform attention."""
+    import matplotlib.pyplot as plt
+    t = an.table
+    xor = an.task_name == "bit-xor"
+    mass, uni = ("mass_pair", "uniform_pair") if xor else ("mass_pattern", "uniform_pattern")
+    second, second_title = ("top1_partner", "output rows peaking at partner bit i") if xor else \
+        ("top1_slot", "query rows peaking at the matching token")
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    for which, color in (("trained", "#1f77b4"), ("untrained", "#ff7f0e")):
+        s = t[t.model == which]
+        axes[0].plot(s.layer, s[mass], marker="o", color=color, label=which)
+        axes[1].plot(s.layer, 100 * s[second], marker="o", color=color, label=which)
+    s = t[t.model == "trained"]
+    axes[0].plot(s.layer, s[uni], color="grey", ls="--", label="uniform attention")
+    axes[1].axhline(100 / an.maps["trained"].shape[-1], color="grey", ls="--", label="1 / tokens")
+    axes[0].set_ylabel("attention mass on {i, 5+i}" if xor else "attention mass on the repeated pattern",
+                       fontsize=8)
+    axes[1].set_ylabel(f"% {second_title}", fontsize=8)
+    for ax in axes:
+        ax.set_xlabel("layer")
+        ax.set_xticks(list(s.layer))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{an.cfg.task}, {an.cfg.backbone} ({an.cfg.scale} scale): alignment per layer", fontsize=9)
+    fig.tight_layout()
+    return fig
