@@ -455,6 +455,8 @@ def _train_locked(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool) -
 
     t_start = time.time()
     model, task = build(cfg)
+    if cfg.cache_features:
+        check_cacheable(cfg, task)  # before anything is written into the run directory
     trainable_names = {n for n, p in model.named_parameters() if p.requires_grad}
     if not trainable_names:
         raise RunError(f"nothing to train: groups {list(cfg.train)} hold no parameters in this model")
@@ -505,7 +507,6 @@ def _train_locked(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool) -
 
     cache = None
     if cfg.cache_features:
-        check_cacheable(cfg, task)
         cache = FeatureCache(acc.unwrap_model(model), task, cfg.eval_batch_size, device,
                              ("train", "val", "test", *task.extra_splits))
     out_layer = acc.unwrap_model(model).output

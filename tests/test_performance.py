@@ -161,6 +161,7 @@ def test_cache_features_refuses_what_it_cannot_cache(tmp_path, task, train_group
     with pytest.raises(RunError, match=why):
         train(RunConfig(task, scale="smoke", train=train_groups, cache_features=True), tmp_path / "r",
               progress=False)
+    assert not (tmp_path / "r" / "config.json").exists()  # refused before anything was written
 
 
 def test_step_flops_by_hand():
