@@ -52,6 +52,11 @@ def parser() -> argparse.ArgumentParser:
                    "validation improvement (0: run the whole budget)")
     t.add_argument("--n-layers", type=int, default=None, help="keep only the first N backbone blocks")
     t.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    t.add_argument("--attention-dropout", type=float, default=None, metavar="P",
+                   help="dropout on the attention weights (default: the backbone's, 0.1); 0 lets PyTorch use "
+                        "fused attention (much faster and leaner at long sequences; changes the model)")
+    t.add_argument("--cache-features", action="store_true", help="with --train output: compute the frozen "
+                   "features once (without dropout) and train the output layer on them (paper Table 10)")
     t.add_argument("--option", action="append", type=_task_option, default=[], metavar="KEY=VALUE",
                    help="task option, e.g. n_bits=250, patch_size=7, source=idx (repeatable)")
     t.add_argument("--resume", action="store_true", help="continue an unfinished run in --out from its "
@@ -169,7 +174,8 @@ def _train(args) -> int:
                                 scale=args.scale, seed=args.seed, steps=args.steps,
                                 batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr,
                                 eval_every=args.eval_every, patience=args.patience, n_layers=args.n_layers,
-                                precision=args.precision, task_options=dict(args.option)))
+                                precision=args.precision, task_options=dict(args.option),
+                                attention_dropout=args.attention_dropout, cache_features=args.cache_features))
         out = args.out or run_dir_for(cfg)
         result = train(cfg, out, resume=args.resume, progress=not args.no_progress)
     except (ValueError, RunError) as e:

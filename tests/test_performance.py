@@ -205,3 +205,13 @@ def test_cli_bench_rejects_an_unknown_shape(fpt_cmd, tmp_path, reliability):
     r = subprocess.run(fpt_cmd + ["bench", "--quick", "--shapes", "imagenet", "--out", str(tmp_path)],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "unknown bench shape" in r.stderr and "cifar10" in r.stderr
+
+
+def test_cli_passes_the_speed_options(fpt_cmd, tmp_path):
+    r = subprocess.run(fpt_cmd + ["train", "mnist", "--scale", "smoke", "--train", "output", "--cache-features",
+                                  "--attention-dropout", "0", "--steps", "3", "--no-progress",
+                                  "--out", str(tmp_path / "r")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    cfg = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert cfg["cache_features"] is True and cfg["attention_dropout"] == 0.0
+    assert "feature_cache" in json.loads((tmp_path / "r" / "result.json").read_text())
