@@ -173,8 +173,11 @@ def _load_hf(name: str, family: str, init: str, attn_impl: str) -> nn.Module:
 def redraw_with_stats(module: nn.Module, generator: torch.Generator) -> None:
     """Paper Table 9 'statistics only': every tensor redrawn from N(mean, std) of its pretrained values."""
     for p in module.parameters():
-        mean = p.float().mean()
-        std = p.float().std() if p.numel() > 1 else torch.tensor(0.0)
+        # numpy's float64 reductions do not depend on torch's thread count (torch's parallel ones do,
+        # in the last bits), so a run resumed with other threads rebuilds the same frozen tensors.
+        v = p.detach().double().cpu().numpy()
+        mean = float(v.mean())
+        std = float(v.std(ddof=1)) if v.size > 1 else 0.0
         draw = torch.randn(p.shape, generator=generator) * std + mean
         p.copy_(draw.to(p.dtype))
 

@@ -215,3 +215,20 @@ def test_cli_passes_the_speed_options(fpt_cmd, tmp_path):
     cfg = json.loads((tmp_path / "r" / "config.json").read_text())
     assert cfg["cache_features"] is True and cfg["attention_dropout"] == 0.0
     assert "feature_cache" in json.loads((tmp_path / "r" / "result.json").read_text())
+
+
+def test_stats_init_does_not_depend_on_the_thread_count():
+    """A stats-init run resumed with another thread count rebuilds bit-identical frozen tensors (found
+    when a cpu-scale run resumed with 1 thread after starting with 2 reported frozen_unchanged False)."""
+    n = torch.get_num_threads()
+    try:
+        prints = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            prints.append(_fpt("tiny-bert", seed=3).backbone.state_dict())
+            bb = build_backbone(BackboneSpec("minilm", init="stats", n_layers=1), 3)
+            prints.append(bb.state_dict())
+    finally:
+        torch.set_num_threads(n)
+    for a, b in ((prints[0], prints[2]), (prints[1], prints[3])):
+        assert all(torch.equal(a[k], b[k]) for k in a)
