@@ -276,9 +276,7 @@ class HFBackbone(Backbone):
         else:
             by_class = {mb.BertAttention: "attention", mb.BertIntermediate: "feedforward",
                         mb.BertOutput: "feedforward"}
-            e = m.embeddings
-            by_module = {id(e.position_embeddings): "positions", id(e.word_embeddings): "unused",
-                         id(e.token_type_embeddings): "token_type"}
+            by_module = _embedding_groups(m.embeddings)
         return _assign(m, "model.", by_class, by_module)
 
     def _t5_groups(self) -> dict[str, str]:
@@ -307,10 +305,7 @@ class HFBackbone(Backbone):
         # and the attention output dense; its LayerNorm is a layer norm.
         by_class = {ml.LongformerAttention: "attention", ml.LongformerIntermediate: "feedforward",
                     ml.LongformerOutput: "feedforward"}
-        e = m.embeddings
-        by_module = {id(e.position_embeddings): "positions", id(e.word_embeddings): "unused",
-                     id(e.token_type_embeddings): "token_type"}
-        return _assign(m, "model.", by_class, by_module)
+        return _assign(m, "model.", by_class, _embedding_groups(m.embeddings))
 
 
 def _longformer_max_positions(cfg) -> int:
@@ -347,6 +342,12 @@ class LSTMBackbone(Backbone):
         from .lstm import LayerNormLSTMLayer
         return _assign(self.model, "model.", {LayerNormLSTMLayer: "recurrent"},
                        {} if self.model.wpe is None else {id(self.model.wpe): "positions"})
+
+
+def _embedding_groups(e: nn.Module) -> dict:
+    """BERT-style embeddings (BERT, Longformer): positions train, the token table is bypassed."""
+    return {id(e.position_embeddings): "positions", id(e.word_embeddings): "unused",
+            id(e.token_type_embeddings): "token_type"}
 
 
 def _assign(root: nn.Module, prefix: str, by_class: dict, by_module: dict) -> dict[str, str]:

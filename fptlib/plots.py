@@ -48,6 +48,18 @@ def bar_chart(summary: pd.DataFrame, rows: list[str], tasks: list[str], title: s
     return fig
 
 
+def _finish_panels(fig, axes, xlabel: str, ylabel: str, title: str):
+    """Shared frame of the one-panel-per-task figures: axis labels, grid, one legend, title."""
+    for ax in axes[0]:
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(ylabel)
+    axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def learning_curves(runs: pd.DataFrame, rows: list[str], tasks: list[str], title: str,
                     metric: str = "val_accuracy"):
     """Validation accuracy against gradient steps; line = mean over seeds, band = min..max."""
@@ -63,13 +75,7 @@ def learning_curves(runs: pd.DataFrame, rows: list[str], tasks: list[str], title
             ax.plot(m.index, m.values, label=r, color=PALETTE.get(r))
             ax.fill_between(m.index, g.min() * 100, g.max() * 100, alpha=0.2, color=PALETTE.get(r))
         ax.set_title(TASK_TITLES.get(task, task), fontsize=10)
-        ax.set_xlabel("gradient steps")
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("validation accuracy (%)")
-    axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
+    return _finish_panels(fig, axes, "gradient steps", "validation accuracy (%)", title)
 
 
 def train_test(summary: pd.DataFrame, rows: list[str], tasks: list[str], title: str):
@@ -110,10 +116,4 @@ def lr_sweep(grid: pd.DataFrame, title: str):
             ax.plot(row.index.astype(float), row.values, marker="o", color=color, ls=ls, label=setting)
         ax.set_xscale("log")
         ax.set_title(TASK_TITLES.get(task, task), fontsize=10)
-        ax.set_xlabel("learning rate")
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("test accuracy (%)")
-    axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
+    return _finish_panels(fig, axes, "learning rate", "test accuracy (%)", title)
