@@ -18,6 +18,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 reproduce: setup
 	$(VENV)/bin/fpt reproduce --scale $(SCALE)
+	[ "$(SCALE)" != cpu ] || $(VENV)/bin/fpt readme   # the README's gallery shows the cpu scale
 
 test: setup
 	$(VENV)/bin/pytest -q

@@ -74,6 +74,12 @@ def parser() -> argparse.ArgumentParser:
                    "(sets FPT_FIGURES_DIR)")
     r.add_argument("--log-output", action="store_true", help="stream notebook output to the terminal")
 
+    g = sub.add_parser("readme", help="rewrite the README's results gallery (every table and figure of a "
+                       "scale) from results/ and figures/; trains nothing",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g.add_argument("--scale", default="cpu", choices=SCALES)
+    g.add_argument("--readme", default=None, help="the README to update (default: the repository's)")
+
     b = sub.add_parser("bench", help="time our training step, evaluation and output-only training "
                        "against the original implementation's, in one run; writes results/bench/",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -117,6 +123,8 @@ def main(argv=None) -> int:
         return _data(args)
     if args.cmd == "bench":
         return _bench(args)
+    if args.cmd == "readme":
+        return _readme(args)
     return _reproduce(args)
 
 
@@ -186,6 +194,20 @@ def _train(args) -> int:
             "total_params", "frozen_unchanged", "wall_seconds")
     print(json.dumps({k: result[k] for k in keys if k in result}, indent=2))
     print(f"run directory: {out}")
+    return 0
+
+
+def _readme(args) -> int:
+    from pathlib import Path
+    from .paths import PROJ_ROOT
+    from .report import update_readme
+    path = Path(args.readme) if args.readme else PROJ_ROOT / "README.md"
+    try:
+        changed = update_readme(path, args.scale)
+    except (OSError, ValueError) as e:
+        print(f"fpt readme: error: {e}", file=sys.stderr)
+        return 2
+    print(f"[fpt readme] {path}: gallery of scale {args.scale} " + ("rewritten" if changed else "already current"))
     return 0
 
 

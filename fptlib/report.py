@@ -31,6 +31,7 @@ from .paths import figures_dir, results_dir
 
 # Every table a numbered notebook writes, in notebook order: (notebook, table name, title).
 EXPECTED: list[tuple[str, str, str]] = [
+    ("00", "compute_time", "Compute time per notebook"),
     ("01", "table01_02", "Tables 1-2: frozen pretrained vs frozen random transformer vs fully trained LSTM"),
     ("02", "table02_bit", "Table 2: importance of the pretraining modality (language, random, Bit Memory)"),
     ("03", "table06_07_convergence_fit", "Tables 6-7: compute efficiency and fit (train vs test accuracy)"),
@@ -349,10 +350,78 @@ def render_html(scale: str, tables: list[TableFiles] | None = None, summary: pd.
     return "\n".join(out)
 
 
+# ---- compute time and the README gallery ------------------------------------------------------
+
+COMPUTE_NAME = "compute_time"
+
+
+def compute_time_markdown(times: pd.DataFrame, scale: str) -> str:
+    """The per-notebook cost table (studies.compute_times) with a total line."""
+    def minutes(s):
+        return f"{s / 60:.1f}"
+    lines = [f"Compute time per notebook at scale `{scale}`: the runs a notebook computes first on a machine "
+             "that has none (a run shared with an earlier notebook counts there), and the sum of their "
+             "training wall time from the result files (`wall_seconds`, plus the feature-cache build of "
+             "output-only runs). Notebooks 00 and 03 only read results.", "",
+             "| notebook | runs it uses | runs it computes first | computed so far | training time (min) | "
+             "longest run (min) |", "|---|---|---|---|---|---|"]
+    for _, r in times.iterrows():
+        lines.append(f"| {r.notebook} | {r.runs} | {r.new_runs} | {r.computed} | {minutes(r.train_seconds)} | "
+                     f"{minutes(r.longest_run_seconds)} |")
+    lines.append(f"| all | | {times.new_runs.sum()} | {times.computed.sum()} | "
+                 f"{minutes(times.train_seconds.sum())} | |")
+    return "\n".join(lines) + "\n"
+
+
+def gallery_markdown(scale: str = "cpu", root: Path | None = None) -> str:
+    """Every table the notebooks wrote at `scale`, in notebook order, each followed by its figures
+    (links relative to `root`, the repository): the README's results gallery, from files only."""
+    from .paths import PROJ_ROOT
+    root = Path(root or PROJ_ROOT)
+    parts = []
+    for t in find_tables(scale):
+        if not t.found or t.md is None:
+            continue
+        nb = f" (notebook {t.notebook})" if t.notebook else ""
+        parts += [f"#### {t.title}{nb}", "", t.md.read_text().strip(), ""]
+        for fig in t.figures:
+            rel = fig.resolve().relative_to(root.resolve()) if fig.resolve().is_relative_to(root.resolve()) else fig
+            parts += [f"![{fig.stem}]({rel.as_posix()})", ""]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+README_START = "<!-- gallery:start (written by `fpt readme` from results/ and figures/; do not edit by hand) -->"
+README_END = "<!-- gallery:end -->"
+
+
+def update_readme(readme: Path, scale: str = "cpu") -> bool:
+    """Replace the README's gallery block with the current one; True if the file changed."""
+    text = Path(readme).read_text()
+    if README_START not in text or README_END not in text:
+        raise ValueError(f"{readme} has no gallery block: add the lines {README_START!r} and {README_END!r}")
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    new = head + README_START + "\n\n" + gallery_markdown(scale) + "\n" + README_END + tail
+    if new != text:
+        write_text_atomic(Path(readme), new)
+    return new != text
+
+
+def readme_gallery_block(readme: Path) -> str:
+    """What the README's gallery block holds now (for the check that it matches the results)."""
+    text = Path(readme).read_text()
+    return text.split(README_START, 1)[1].split(README_END, 1)[0].strip("\n") + "\n"
+
+
 def build(scale: str = "cpu") -> dict:
     """Write results/SCALE/report.html and results/SCALE/tables/summary.{csv,md} (each atomically)
     from the tables and figures on disk. Returns the paths, the summary DataFrame and which expected
     tables were found and which are absent."""
+    from .studies import compute_times
+    times = compute_times(scale)
+    if times.computed.sum():  # a scale with no runs yet has no costs to report
+        write_text_atomic(_tables_dir(scale) / f"{COMPUTE_NAME}.csv", times.to_csv(index=False))
+        write_text_atomic(_tables_dir(scale) / f"{COMPUTE_NAME}.md", compute_time_markdown(times, scale))
     tables = find_tables(scale)
     summary = summary_table(scale, tables)
     paths = {"html": results_dir(scale) / "report.html", "csv": _tables_dir(scale) / f"{SUMMARY_NAME}.csv",

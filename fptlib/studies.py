@@ -13,13 +13,31 @@ import pandas as pd
 
 from . import paper
 from .config import PRESETS
-from .experiments import Study, Table12
+from .experiments import Study, Table12, run_dir_for
 from .model import FPT_GROUPS
 from .results import fmt_cell, load_curve
 
 FPT_ROW = {"init": "pretrained"}
 RANDOM_ROW = {"init": "random"}
 CACHEABLE = ("mnist", "listops", "cifar10", "cifar10-lra", "homology")
+# The cpu grid of the ablation notebooks leaves Bit Memory out: 1,500 steps a run, and ~2 h for them all.
+NO_BIT_MEMORY = ["bit-xor", "listops", "mnist", "cifar10", "cifar10-lra", "homology"]
+
+
+def keep_blocks(scale: str, backbone: str, n: int) -> int | None:
+    """`n_layers` for a backbone cut to its first n blocks: None when n keeps every block the run would
+    have anyway, so "6 of MiniLM's 6 blocks" is the same config (one cached run) as the plain FPT row."""
+    from .backbones import _config, _family_of
+    default = PRESETS[scale]["backbone"]
+    name = backbone or default
+    if name == default and "n_layers" in PRESETS[scale]["backbone_defaults"]:
+        full = PRESETS[scale]["backbone_defaults"]["n_layers"]
+    elif name == "lstm":
+        return n
+    else:
+        cfg = _config(name, _family_of(name), "sdpa")
+        full = getattr(cfg, "n_layer", None) or cfg.num_hidden_layers
+    return None if n == full else n
 
 
 @dataclass
@@ -31,6 +49,7 @@ class BitInit(Study):
     title: ClassVar[str] = "Table 2: importance of the pretraining modality (language, random, Bit Memory)"
     rows: ClassVar[list] = ["FPT", "Random", "Bit"]
     paper_table: ClassVar[str] = "table2"
+    CPU_GRID: ClassVar[dict] = {"seeds": [0]}
     metric_titles: ClassVar[dict] = {"test_accuracy": "", "test_masked_accuracy": " (masked bits only)"}
 
     def arms(self, task):
@@ -46,6 +65,7 @@ class StatsInit(Study):
     title: ClassVar[str] = "Table 9: pretrained vs statistics-only vs default random initialisation"
     rows: ClassVar[list] = ["Pretrained", "Statistics only", "Default random"]
     paper_table: ClassVar[str] = "table9"
+    CPU_GRID: ClassVar[dict] = {"seeds": [0]}
 
     def arms(self, task):
         return [("Pretrained", FPT_ROW), ("Statistics only", {"init": "stats"}), ("Default random", RANDOM_ROW)]
@@ -56,8 +76,7 @@ class OutputOnly(Study):
     """Table 10: only the output layer trains (input layer random, orthogonal, frozen). Where the task
     has a fixed training set the frozen features are computed once and cached."""
 
-    seeds: list = field(default_factory=lambda: [0])
-    tasks: list = field(default_factory=lambda: list(paper.TASK_COLUMNS))
+    GRID: ClassVar[dict] = {"seeds": [0], "tasks": list(paper.TASK_COLUMNS)}
     name: ClassVar[str] = "table10_output_only"
     title: ClassVar[str] = "Table 10: training only the output layer"
     rows: ClassVar[list] = ["Output only", "FPT"]
@@ -90,8 +109,9 @@ class Ablation(Study):
     """Tables 15 (pretrained) and 21 (random): add trained groups one at a time, from the output layer
     alone to the full FPT set."""
 
-    seeds: list = field(default_factory=lambda: [0])
     init: str = "pretrained"  # pretrained (Table 15) | random (Table 21)
+    GRID: ClassVar[dict] = {"seeds": [0], "tasks": list(paper.TASK_COLUMNS)}
+    CPU_GRID: ClassVar[dict] = {"tasks": NO_BIT_MEMORY}
     rows: ClassVar[list] = ["Output only", "+ Layernorm", "+ Input", "+ Positions"]
     steps_groups: ClassVar[dict] = {"Output only": ("output",), "+ Layernorm": ("output", "layernorm"),
                                     "+ Input": ("output", "layernorm", "input"), "+ Positions": FPT_GROUPS}
@@ -123,7 +143,8 @@ class MoreParams(Study):
     """Tables 13-14: train more of the backbone as well (feed-forward, attention, both; and the
     feed-forward layers plus the last block's attention)."""
 
-    seeds: list = field(default_factory=lambda: [0])
+    GRID: ClassVar[dict] = {"seeds": [0], "tasks": list(paper.TASK_COLUMNS)}
+    CPU_GRID: ClassVar[dict] = {"tasks": NO_BIT_MEMORY}
     name: ClassVar[str] = "table13_14_more_params"
     title: ClassVar[str] = "Tables 13-14: training more parameters (learning rate 1e-3 throughout)"
     rows: ClassVar[list] = ["FPT", "+ Feedforward", "+ Attention", "+ Both", "+ Feedforward + last attention layer"]
@@ -142,7 +163,8 @@ class FrozenLN(Study):
     frozen or trained, pretrained and random backbones. (Whether the paper trained positions in the
     frozen-LN runs is not known; we do, so the rows differ only in layer norm.)"""
 
-    seeds: list = field(default_factory=lambda: [0])
+    GRID: ClassVar[dict] = {"seeds": [0], "tasks": list(paper.TASK_COLUMNS)}
+    CPU_GRID: ClassVar[dict] = {"tasks": NO_BIT_MEMORY}
     name: ClassVar[str] = "table16_frozen_ln"
     title: ClassVar[str] = "Table 16: frozen vs finetuned layer norm"
     rows: ClassVar[list] = ["Pretrained, frozen LN", "Pretrained, finetuned LN", "Random, frozen LN",
@@ -162,8 +184,7 @@ class Depth(Study):
     """Tables 11-12: ListOps with the backbone cut to its first n blocks, pretrained and random;
     Table 11 trains output + layer norm, Table 12 only the output layer."""
 
-    seeds: list = field(default_factory=lambda: [0])
-    tasks: list = field(default_factory=lambda: ["listops"])
+    GRID: ClassVar[dict] = {"seeds": [0], "tasks": ["listops"]}
     depths: list = field(default_factory=lambda: [1, 2, 3, 6])
     output_only: bool = False  # False: Table 11, True: Table 12
 
@@ -186,7 +207,7 @@ class Depth(Study):
 
     def arms(self, task):
         train = ("output",) if self.output_only else ("output", "layernorm")
-        return [(f"{n} layers, {init}", {"init": init, "n_layers": n, "train": train,
+        return [(f"{n} layers, {init}", {"init": init, "n_layers": keep_blocks(self.scale, self.backbone, n), "train": train,
                                           "cache_features": self.output_only and task in CACHEABLE})
                 for n in self.depths for init in ("pretrained", "random")]
 
@@ -195,8 +216,7 @@ class Depth(Study):
 class Backbones(Study):
     """Table 17: other language-pretrained transformers as the frozen backbone."""
 
-    seeds: list = field(default_factory=lambda: [0])
-    tasks: list = field(default_factory=lambda: ["cifar10", "listops"])
+    GRID: ClassVar[dict] = {"seeds": [0], "tasks": ["cifar10", "listops"]}
     backbones: list = field(default_factory=list)  # empty: every pretrained backbone this scale can load
 
     OFFLINE: ClassVar[list] = ["minilm"]
@@ -235,8 +255,7 @@ class ModelSize(Study):
     medium and large; offline, the sizes that run here: MiniLM-L6 cut to 2, 4 and 6 blocks, and a
     random-init gpt2-small shape (no pretrained GPT-2 weights exist offline)."""
 
-    tasks: list = field(default_factory=lambda: ["cifar10", "mnist"])
-    seeds: list = field(default_factory=lambda: [0])
+    GRID: ClassVar[dict] = {"seeds": [0], "tasks": ["cifar10", "mnist"]}
     name: ClassVar[str] = "table08_model_size"
     title: ClassVar[str] = "Table 8: model size (frozen backbone, pretrained and random)"
     paper_table: ClassVar[str] = "table8"
@@ -266,7 +285,8 @@ class ModelSize(Study):
         return super().markdown(summary) + extra
 
     def arms(self, task):
-        return [(f"{label} {'FPT' if i == 'pretrained' else 'Random'}", {"backbone": bb, "n_layers": n, "init": i})
+        return [(f"{label} {'FPT' if i == 'pretrained' else 'Random'}",
+                 {"backbone": bb, "n_layers": n if n is None else keep_blocks(self.scale, bb, n), "init": i})
                 for label, bb, n, inits in self.sizes() for i in inits]
 
 
@@ -277,8 +297,8 @@ class LSTMVariants(Study):
     12 layers (residual), learned positional embeddings. The paper's numbers for these tables are
     not available (paper.md §2.3), so no paper column is filled."""
 
-    tasks: list = field(default_factory=lambda: ["bit-memory", "bit-xor", "listops", "mnist"])
-    seeds: list = field(default_factory=lambda: [0])
+    GRID: ClassVar[dict] = {"seeds": [0], "tasks": ["bit-memory", "bit-xor", "listops", "mnist"]}
+    CPU_GRID: ClassVar[dict] = {"tasks": ["bit-xor", "listops", "mnist"]}
     name: ClassVar[str] = "table03_05_lstm"
     title: ClassVar[str] = "Tables 3-5: frozen random transformer vs frozen random LSTM and its variants"
     rows: ClassVar[list] = ["Frozen random transformer", "Frozen random LSTM", "+ residual",
@@ -299,8 +319,8 @@ class LRSweep(Study):
     ordering FPT > random survives every learning rate, and what full finetuning gives when its
     learning rate is tuned."""
 
-    tasks: list = field(default_factory=lambda: ["listops", "mnist"])
-    seeds: list = field(default_factory=lambda: [0])
+    GRID: ClassVar[dict] = {"seeds": [0], "tasks": ["listops", "mnist"]}
+    CPU_GRID: ClassVar[dict] = {"tasks": ["listops"]}
     lrs: list = field(default_factory=lambda: [1e-4, 3e-4, 1e-3, 3e-3])
     name: ClassVar[str] = "lr_sensitivity"
     title: ClassVar[str] = "Learning-rate sensitivity: frozen vs unfrozen, pretrained vs random"
@@ -436,3 +456,44 @@ class Convergence(Table12):
                 f"std over seeds {self.seeds} (train: the first "
                 f"{PRESETS[self.scale]['train_eval_examples']} training examples). The paper reports "
                 "C10 LRA only (FPT 38.6 test, 38.5 train).")
+
+
+def notebook_studies(scale: str) -> dict[str, list[Study]]:
+    """The studies each numbered notebook runs with its default parameters, in notebook order."""
+    return {"01": [Table12(scale=scale)], "02": [BitInit(scale=scale)], "03": [Convergence(scale=scale)],
+            "05": [LSTMVariants(scale=scale)], "06": [ModelSize(scale=scale)], "07": [StatsInit(scale=scale)],
+            "08": [OutputOnly(scale=scale)], "09": [Depth(scale=scale), Depth(scale=scale, output_only=True)],
+            "10": [MoreParams(scale=scale)], "11": [Ablation(scale=scale), Ablation(scale=scale, init="random")],
+            "12": [FrozenLN(scale=scale)], "13": [Backbones(scale=scale)], "14": [LRSweep(scale=scale)]}
+
+
+def compute_times(scale: str) -> pd.DataFrame:
+    """What each notebook costs on a machine that has none of its runs: the runs it computes first (a
+    run shared with an earlier notebook is counted there) and the sum of their training wall time,
+    read from the result files (nothing is run). Notebook 04's two models are read from its cache."""
+    import json
+    from .paths import results_dir
+    from .training import bit_source_config
+    claimed: set = set()
+    out = []
+    for nb, studies in notebook_studies(scale).items():
+        dirs = []
+        for st in studies:
+            for r in st.runs():
+                if r.config.init == "bit":
+                    dirs.append(run_dir_for(bit_source_config(r.config)))
+                dirs.append(run_dir_for(r.config))
+        new = [d for d in dict.fromkeys(dirs) if d not in claimed]
+        claimed.update(new)
+        done = [json.loads((d / "result.json").read_text()) for d in new if (d / "result.json").is_file()]
+        # wall_seconds leaves out the one-off feature-cache build of cached output-only runs
+        secs = [r["wall_seconds"] + (r.get("feature_cache") or {}).get("build_seconds", 0.0) for r in done]
+        out.append({"notebook": nb, "runs": len(set(dirs)), "new_runs": len(new), "computed": len(done),
+                    "train_seconds": round(sum(secs), 1), "longest_run_seconds": max(secs, default=0.0)})
+        if nb == "03":  # 04 trains its own two models (attention needs eager attention)
+            att = sorted((results_dir(scale) / "attention").glob("*.json"))
+            info = [json.loads(p.read_text()) for p in att]
+            secs = [float(i.get("train_seconds") or 0) for i in info]
+            out.append({"notebook": "04", "runs": len(info), "new_runs": len(info), "computed": len(info),
+                        "train_seconds": round(sum(secs), 1), "longest_run_seconds": max(secs, default=0.0)})
+    return pd.DataFrame(out)

@@ -32,13 +32,24 @@ def _literal(v):
     return repr(v)
 
 
+def _grid_comment(cls, key: str) -> str:
+    """What an empty seeds/tasks parameter runs, per scale (the study's GRID and CPU_GRID)."""
+    paper, cpu = cls.GRID[key], {**cls.GRID, **cls.CPU_GRID}[key]
+    what = "all seven" if key == "tasks" and len(paper) == 7 else repr(paper)
+    if cpu == paper:
+        return f"{COMMENTS[key]}; empty: {what}"
+    return f"{COMMENTS[key]}; empty: the scale's grid (cpu: {cpu!r}; smoke and paper: {what})"
+
+
 def params_cell(cls, overrides: dict | None = None) -> nbf.NotebookNode:
-    inst = cls()
     lines = []
     for f in dataclasses.fields(cls):
-        v = (overrides or {}).get(f.name, getattr(inst, f.name))
+        # the field's own default (not an instance's, which has the cpu grid filled in)
+        v = (overrides or {}).get(f.name, f.default_factory() if f.default_factory is not dataclasses.MISSING
+                                  else f.default)
         typ = f.type if isinstance(f.type, str) else f.type.__name__
-        lines.append(f"{f.name}: {typ} = {_literal(v)}  # {COMMENTS.get(f.name, '')}".rstrip(" #"))
+        comment = _grid_comment(cls, f.name) if f.name in ("seeds", "tasks") else COMMENTS.get(f.name, "")
+        lines.append(f"{f.name}: {typ} = {_literal(v)}  # {comment}".rstrip(" #"))
     cell = nbf.v4.new_code_cell("\n".join(lines))
     cell.metadata["tags"] = ["parameters"]
     return cell

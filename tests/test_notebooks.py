@@ -39,7 +39,7 @@ def smoke_reproduction(tmp_path_factory):
 
 # notebook -> (tables it writes, figures it writes)
 WRITES = {
-    "00_summary": (["summary"], []),
+    "00_summary": (["summary", "compute_time"], []),
     "01_table1_table2": (["table01_02"], ["table01_02_bars.png", "table01_02_curves.png"]),
     "02_table2_bit_init": (["table02_bit"], ["table02_bit_bars.png", "table02_bit_curves.png"]),
     "03_table6_7_convergence_fit": (["table06_07_convergence_fit", "table06_convergence"],

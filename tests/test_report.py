@@ -152,7 +152,7 @@ def test_report_never_trains_and_writes_only_its_three_files(monkeypatch):
     before = {p: p.read_bytes() for r in roots for p in r.rglob("*") if p.is_file()}
     built = report.build(SCALE)
     after = {p: p.read_bytes() for r in roots for p in r.rglob("*") if p.is_file()}
-    assert set(after) - set(before) == {built["html"], built["csv"], built["md"]}
+    assert set(after) - set(before) == {built["html"], built["csv"], built["md"]}  # no runs: no compute_time
     assert all(after[p] == data for p, data in before.items())  # every input left as it was
     assert not (results_dir(SCALE) / "runs").exists()
     report.build(SCALE)  # a rebuild replaces the summary, which is never read as a study table
@@ -197,3 +197,59 @@ def test_notebook_00_runs_through_fpt_reproduce_on_a_fake_tree(fpt_cmd, tmp_path
     text = json.dumps([c.get("outputs", []) for c in executed["cells"]], ensure_ascii=False)
     assert "report.html" in text and "97.1 ± 1.2" in text
     assert json.loads((res / SCALE / "reproduce_summary.json").read_text())["failed"] == []
+
+
+def _result(run_dir, wall, build=None):
+    run_dir.mkdir(parents=True)
+    r = {"wall_seconds": wall} | ({"feature_cache": {"build_seconds": build}} if build else {})
+    (run_dir / "result.json").write_text(json.dumps(r))
+
+
+def test_compute_time_counts_a_shared_run_once_in_the_first_notebook_that_needs_it():
+    from fptlib import studies as S
+    from fptlib.experiments import Table12, run_dir_for
+    fpt_mnist = next(r.config for r in Table12(scale=SCALE, tasks=["mnist"], seeds=[0]).runs() if r.row == "FPT")
+    _result(run_dir_for(fpt_mnist), 100.0)  # notebook 01's, reused by 02, 07, 10, ...
+    cached = next(r.config for r in S.OutputOnly(scale=SCALE, tasks=["mnist"]).runs() if r.row == "Output only")
+    _result(run_dir_for(cached), 2.0, build=30.0)
+    times = S.compute_times(SCALE).set_index("notebook")
+    assert times.loc["01", "train_seconds"] == 100.0 and times.loc["01", "computed"] == 1
+    assert times.loc["07", "computed"] == 0 and times.loc["07", "runs"] > times.loc["07", "new_runs"]
+    assert times.loc["08", "train_seconds"] == 32.0  # the cache build counts: it is part of the run
+    md = report.compute_time_markdown(times.reset_index(), SCALE)
+    assert "| 01 | " in md and "| all | | " in md
+    built = report.build(SCALE)
+    assert "compute_time" in built["found"] and "| 08 | " in (results_dir(SCALE) / "tables" / "compute_time.md").read_text()
+
+
+def test_gallery_shows_each_table_then_its_figures_with_repository_links(tmp_path):
+    paths = fake_results()
+    md = report.gallery_markdown(SCALE, root=tmp_path)
+    head = md.index("#### Tables 1-2")
+    assert md.index("97.1 ± 1.2 (paper 93.7)") > head
+    assert "![table01_02_bars](figures/smoke/table01_02_bars.png)" in md
+    assert md.index("table01_02_bars.png") > md.index("97.1 ± 1.2")
+    assert paths["scratch_plot"].exists() and "scratch_plot" not in md  # no table: not in the gallery
+
+
+def test_readme_gallery_block_is_replaced_and_a_readme_without_one_is_refused(tmp_path):
+    fake_results()
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\nintro\n\n{report.README_START}\nold numbers\n{report.README_END}\n\n## after\n")
+    assert report.update_readme(readme, SCALE)
+    text = readme.read_text()
+    assert "old numbers" not in text and "97.1 ± 1.2" in text and text.endswith("## after\n")
+    assert text.startswith("# x\n\nintro\n")
+    assert not report.update_readme(readme, SCALE)  # already current: untouched
+    bare = tmp_path / "BARE.md"
+    bare.write_text("# no block\n")
+    with pytest.raises(ValueError, match="has no gallery block"):
+        report.update_readme(bare, SCALE)
+
+
+def test_the_committed_readme_shows_the_committed_cpu_results(repo_root, monkeypatch):
+    """The README's gallery is what `fpt readme` makes of results/cpu and figures/cpu as committed:
+    a number changed in one and not the other fails here."""
+    monkeypatch.delenv("FPT_RESULTS_DIR")
+    monkeypatch.delenv("FPT_FIGURES_DIR")
+    assert report.readme_gallery_block(repo_root / "README.md") == report.gallery_markdown("cpu", root=repo_root)

@@ -72,6 +72,34 @@ def test_depth_rows_truncate_the_backbone():
     assert d12["1 layers, pretrained"].train == ("output",) and d12["1 layers, pretrained"].cache_features
 
 
+def test_a_depth_that_keeps_every_block_is_the_untruncated_run():
+    """6 of MiniLM's 6 blocks is the FPT config itself (one cached run), not a copy with n_layers=6."""
+    fpt = {r.config.task: r.config.hash() for r in Table12(seeds=[0], tasks=["mnist"]).runs() if r.row == "FPT"}
+    size = {r.row: r.config for r in S.ModelSize(tasks=["mnist"]).runs()}
+    assert size["minilm 6 blocks FPT"].hash() == fpt["mnist"]
+    assert size["minilm 2 blocks FPT"].n_layers == 2
+    assert S.keep_blocks("cpu", "", 6) is None and S.keep_blocks("cpu", "gpt2", 6) == 6
+    assert S.keep_blocks("cpu", "gpt2", 12) is None
+    # smoke cuts MiniLM to 2 blocks already: depth 2 is that default, depth 1 a further cut
+    smoke = {r.row: r.config for r in S.Depth(scale="smoke", depths=[1, 2]).runs()}
+    assert smoke["2 layers, pretrained"].n_layers == 2 and smoke["1 layers, pretrained"].n_layers == 1
+
+
+def test_empty_seeds_and_tasks_take_the_scales_grid():
+    cpu, paper_scale = S.Ablation(), S.Ablation(scale="paper")
+    assert cpu.tasks == S.NO_BIT_MEMORY and cpu.seeds == [0]
+    assert paper_scale.tasks == list(paper.TASK_COLUMNS)
+    assert S.Ablation(tasks=["bit-memory"]).tasks == ["bit-memory"]  # explicit values win
+    assert S.BitInit().seeds == [0] and S.BitInit(scale="smoke").seeds == [0, 1, 2]
+    assert Table12().seeds == [0, 1, 2] and Table12().tasks == list(paper.TASK_COLUMNS)
+    assert S.LRSweep().tasks == ["listops"] and S.LRSweep(scale="paper").tasks == ["listops", "mnist"]
+    # the cut is written under the table, and only where there is one
+    assert "grid: tasks ['bit-xor', 'listops', 'mnist', 'cifar10', 'cifar10-lra', 'homology'] (paper scale: " \
+           "['bit-memory'," in cpu.scale_note() and "cut, to finish on two cores" in cpu.scale_note()
+    assert "grid:" not in Table12(seeds=[0, 1, 2]).scale_note()
+    assert "cut" not in S.Ablation(tasks=["mnist"]).scale_note()
+
+
 def _curve(tmp_path, name, accs, step=100):
     d = tmp_path / name
     d.mkdir()
