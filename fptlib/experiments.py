@@ -161,8 +161,7 @@ class Study:
         """What this scale changes against the paper, from the configs actually run."""
         lines = [f"Scale `{self.scale}`: {PRESETS[self.scale]['about']}."]
         full = self.default_grid("paper")
-        cut = [f"{k} {getattr(self, k)} (paper scale: {full[k]})" for k in ("tasks", "seeds")
-               if getattr(self, k) != full[k]]
+        cut = [f"{k} {getattr(self, k)} (paper scale: {full[k]})" for k in full if getattr(self, k) != full[k]]
         if cut:
             lines.append("- grid: " + "; ".join(cut) + (" - the `cpu` scale's cut, to finish on two cores"
                                                           if self.scale == "cpu" and all(

@@ -20,8 +20,10 @@ from .results import fmt_cell, load_curve
 FPT_ROW = {"init": "pretrained"}
 RANDOM_ROW = {"init": "random"}
 CACHEABLE = ("mnist", "listops", "cifar10", "cifar10-lra", "homology")
-# The cpu grid of the ablation notebooks leaves Bit Memory out: 1,500 steps a run, and ~2 h for them all.
-NO_BIT_MEMORY = ["bit-xor", "listops", "mnist", "cifar10", "cifar10-lra", "homology"]
+# The cpu grid of the ablation notebooks (10-12): Bit Memory (1,500 steps a run) and ListOps (the
+# slowest step per example here) are left out so each notebook stays within the hour on two cores;
+# ListOps is still studied in 09, 13 and 14. Tasks without offline data cost nothing and say so.
+CPU_ABLATION_TASKS = ["bit-xor", "mnist", "cifar10", "cifar10-lra", "homology"]
 
 
 def keep_blocks(scale: str, backbone: str, n: int) -> int | None:
@@ -111,7 +113,7 @@ class Ablation(Study):
 
     init: str = "pretrained"  # pretrained (Table 15) | random (Table 21)
     GRID: ClassVar[dict] = {"seeds": [0], "tasks": list(paper.TASK_COLUMNS)}
-    CPU_GRID: ClassVar[dict] = {"tasks": NO_BIT_MEMORY}
+    CPU_GRID: ClassVar[dict] = {"tasks": CPU_ABLATION_TASKS}
     rows: ClassVar[list] = ["Output only", "+ Layernorm", "+ Input", "+ Positions"]
     steps_groups: ClassVar[dict] = {"Output only": ("output",), "+ Layernorm": ("output", "layernorm"),
                                     "+ Input": ("output", "layernorm", "input"), "+ Positions": FPT_GROUPS}
@@ -144,7 +146,7 @@ class MoreParams(Study):
     feed-forward layers plus the last block's attention)."""
 
     GRID: ClassVar[dict] = {"seeds": [0], "tasks": list(paper.TASK_COLUMNS)}
-    CPU_GRID: ClassVar[dict] = {"tasks": NO_BIT_MEMORY}
+    CPU_GRID: ClassVar[dict] = {"tasks": CPU_ABLATION_TASKS}
     name: ClassVar[str] = "table13_14_more_params"
     title: ClassVar[str] = "Tables 13-14: training more parameters (learning rate 1e-3 throughout)"
     rows: ClassVar[list] = ["FPT", "+ Feedforward", "+ Attention", "+ Both", "+ Feedforward + last attention layer"]
@@ -164,7 +166,7 @@ class FrozenLN(Study):
     frozen-LN runs is not known; we do, so the rows differ only in layer norm.)"""
 
     GRID: ClassVar[dict] = {"seeds": [0], "tasks": list(paper.TASK_COLUMNS)}
-    CPU_GRID: ClassVar[dict] = {"tasks": NO_BIT_MEMORY}
+    CPU_GRID: ClassVar[dict] = {"tasks": CPU_ABLATION_TASKS}
     name: ClassVar[str] = "table16_frozen_ln"
     title: ClassVar[str] = "Table 16: frozen vs finetuned layer norm"
     rows: ClassVar[list] = ["Pretrained, frozen LN", "Pretrained, finetuned LN", "Random, frozen LN",
@@ -252,8 +254,8 @@ class Backbones(Study):
 @dataclass
 class ModelSize(Study):
     """Table 8: size of the frozen backbone, pretrained and random. At the paper scale GPT-2 small,
-    medium and large; offline, the sizes that run here: MiniLM-L6 cut to 2, 4 and 6 blocks, and a
-    random-init gpt2-small shape (no pretrained GPT-2 weights exist offline)."""
+    medium and large; offline, the sizes that run here: MiniLM-L6 cut to 2, 4 and 6 blocks (no
+    pretrained GPT-2 weights exist offline)."""
 
     GRID: ClassVar[dict] = {"seeds": [0], "tasks": ["cifar10", "mnist"]}
     name: ClassVar[str] = "table08_model_size"
@@ -267,8 +269,8 @@ class ModelSize(Study):
         if self.scale == "smoke":
             return [("minilm 1 block", "minilm", 1, ("pretrained", "random")),
                     ("minilm 2 blocks", "minilm", 2, ("pretrained", "random"))]
-        return [(f"minilm {n} blocks", "minilm", n, ("pretrained", "random")) for n in (2, 4, 6)] + [
-            ("gpt2-small shape", "gpt2", None, ("random",))]
+        # cpu: MiniLM's own depths; a random gpt2-small shape (12 x 768) would cost ~40 min a run on one core
+        return [(f"minilm {n} blocks", "minilm", n, ("pretrained", "random")) for n in (2, 4, 6)]
 
     @property
     def rows(self):  # type: ignore[override]
@@ -298,7 +300,7 @@ class LSTMVariants(Study):
     not available (paper.md §2.3), so no paper column is filled."""
 
     GRID: ClassVar[dict] = {"seeds": [0], "tasks": ["bit-memory", "bit-xor", "listops", "mnist"]}
-    CPU_GRID: ClassVar[dict] = {"tasks": ["bit-xor", "listops", "mnist"]}
+    CPU_GRID: ClassVar[dict] = {"tasks": ["bit-xor", "mnist"]}
     name: ClassVar[str] = "table03_05_lstm"
     title: ClassVar[str] = "Tables 3-5: frozen random transformer vs frozen random LSTM and its variants"
     rows: ClassVar[list] = ["Frozen random transformer", "Frozen random LSTM", "+ residual",
@@ -319,9 +321,9 @@ class LRSweep(Study):
     ordering FPT > random survives every learning rate, and what full finetuning gives when its
     learning rate is tuned."""
 
-    GRID: ClassVar[dict] = {"seeds": [0], "tasks": ["listops", "mnist"]}
-    CPU_GRID: ClassVar[dict] = {"tasks": ["listops"]}
-    lrs: list = field(default_factory=lambda: [1e-4, 3e-4, 1e-3, 3e-3])
+    lrs: list = field(default_factory=list)  # empty: the scale's grid
+    GRID: ClassVar[dict] = {"seeds": [0], "tasks": ["listops", "mnist"], "lrs": [1e-4, 3e-4, 1e-3, 3e-3]}
+    CPU_GRID: ClassVar[dict] = {"tasks": ["listops"], "lrs": [1e-4, 1e-3, 3e-3]}
     name: ClassVar[str] = "lr_sensitivity"
     title: ClassVar[str] = "Learning-rate sensitivity: frozen vs unfrozen, pretrained vs random"
     SETTINGS: ClassVar[dict] = {"Frozen pretrained": {"init": "pretrained"}, "Frozen random": {"init": "random"},

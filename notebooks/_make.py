@@ -36,6 +36,8 @@ def _grid_comment(cls, key: str) -> str:
     """What an empty seeds/tasks parameter runs, per scale (the study's GRID and CPU_GRID)."""
     paper, cpu = cls.GRID[key], {**cls.GRID, **cls.CPU_GRID}[key]
     what = "all seven" if key == "tasks" and len(paper) == 7 else repr(paper)
+    if key not in cls.CPU_GRID and key not in ("seeds", "tasks"):
+        return f"{COMMENTS[key]}; empty: {what}"
     if cpu == paper:
         return f"{COMMENTS[key]}; empty: {what}"
     return f"{COMMENTS[key]}; empty: the scale's grid (cpu: {cpu!r}; smoke and paper: {what})"
@@ -48,7 +50,7 @@ def params_cell(cls, overrides: dict | None = None) -> nbf.NotebookNode:
         v = (overrides or {}).get(f.name, f.default_factory() if f.default_factory is not dataclasses.MISSING
                                   else f.default)
         typ = f.type if isinstance(f.type, str) else f.type.__name__
-        comment = _grid_comment(cls, f.name) if f.name in ("seeds", "tasks") else COMMENTS.get(f.name, "")
+        comment = _grid_comment(cls, f.name) if f.name in cls.GRID else COMMENTS.get(f.name, "")
         lines.append(f"{f.name}: {typ} = {_literal(v)}  # {comment}".rstrip(" #"))
     cell = nbf.v4.new_code_cell("\n".join(lines))
     cell.metadata["tags"] = ["parameters"]
@@ -186,8 +188,9 @@ The paper's numbers for these tables are not available to us (paper.md §2.3): e
 
 Paper §3.7: CIFAR-10 with GPT-2 small, medium and large, pretrained and random (paper scale). Offline there
 is no pretrained GPT-2 and no CIFAR-10, so the `cpu` scale runs the sizes that exist here — MiniLM-L6 cut to
-2, 4 and 6 blocks (pretrained and random) and a random gpt2-small shape (12 × 768) — on MNIST as the
-stand-in; the CIFAR-10 column says its data is not available.
+2, 4 and 6 blocks, pretrained and random — on MNIST as the stand-in; the CIFAR-10 column says its data is
+not available. (A random gpt2-small shape, `fpt train mnist --backbone gpt2 --init random`, is left out of
+the `cpu` grid: one MNIST run takes about 40 minutes on one core.)
 
 {HOW.format(num="06", cls="ModelSize")}""")
     nbs["07_table9_stats_init"] = study_notebook(S.StatsInit, f"""

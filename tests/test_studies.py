@@ -87,14 +87,15 @@ def test_a_depth_that_keeps_every_block_is_the_untruncated_run():
 
 def test_empty_seeds_and_tasks_take_the_scales_grid():
     cpu, paper_scale = S.Ablation(), S.Ablation(scale="paper")
-    assert cpu.tasks == S.NO_BIT_MEMORY and cpu.seeds == [0]
+    assert cpu.tasks == S.CPU_ABLATION_TASKS and cpu.seeds == [0]
     assert paper_scale.tasks == list(paper.TASK_COLUMNS)
     assert S.Ablation(tasks=["bit-memory"]).tasks == ["bit-memory"]  # explicit values win
     assert S.BitInit().seeds == [0] and S.BitInit(scale="smoke").seeds == [0, 1, 2]
     assert Table12().seeds == [0, 1, 2] and Table12().tasks == list(paper.TASK_COLUMNS)
     assert S.LRSweep().tasks == ["listops"] and S.LRSweep(scale="paper").tasks == ["listops", "mnist"]
+    assert S.LRSweep().lrs == [1e-4, 1e-3, 3e-3] and S.LRSweep(scale="smoke").lrs == [1e-4, 3e-4, 1e-3, 3e-3]
     # the cut is written under the table, and only where there is one
-    assert "grid: tasks ['bit-xor', 'listops', 'mnist', 'cifar10', 'cifar10-lra', 'homology'] (paper scale: " \
+    assert "grid: tasks ['bit-xor', 'mnist', 'cifar10', 'cifar10-lra', 'homology'] (paper scale: " \
            "['bit-memory'," in cpu.scale_note() and "cut, to finish on two cores" in cpu.scale_note()
     assert "grid:" not in Table12(seeds=[0, 1, 2]).scale_note()
     assert "cut" not in S.Ablation(tasks=["mnist"]).scale_note()
