@@ -190,7 +190,8 @@ Paper §3.7: CIFAR-10 with GPT-2 small, medium and large, pretrained and random 
 is no pretrained GPT-2 and no CIFAR-10, so the `cpu` scale runs the sizes that exist here — MiniLM-L6 cut to
 2, 4 and 6 blocks, pretrained and random — on MNIST as the stand-in; the CIFAR-10 column says its data is
 not available. (A random gpt2-small shape, `fpt train mnist --backbone gpt2 --init random`, is left out of
-the `cpu` grid: one MNIST run takes about 40 minutes on one core.)
+the `cpu` grid: at 1.2 s a step on two cores (`fpt bench`) its 600 steps alone take 12 minutes, more than
+the six MiniLM rows together.)
 
 {HOW.format(num="06", cls="ModelSize")}""")
     nbs["07_table9_stats_init"] = study_notebook(S.StatsInit, f"""
