@@ -243,7 +243,9 @@ assert runs12.frozen_unchanged.all()""")], overrides={"output_only": False})
 Paper §3.11. Beside the FPT groups, also train the feed-forward layers, the attention layers, both, or the
 feed-forward layers plus only the last block's attention (Table 14), all at the paper's single learning
 rate of 1e-3. The paper saw some of these diverge (marked † there); our runs report the full test split at
-the end of the budget, and a run whose loss turns non-finite stops with an error naming the step.
+the end of the budget, and a run whose loss turns non-finite stops with an error naming the step. The last
+row is ours, not the paper's: "+ Feedforward" at a learning rate of 1e-4, to tell a learning rate too high
+for the unfrozen weights from a broken feed-forward group.
 
 {HOW.format(num="10", cls="MoreParams")}""")
     nbs["11_table15_21_ablation"] = study_notebook(S.Ablation, f"""

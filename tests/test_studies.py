@@ -55,6 +55,8 @@ def test_ablation_and_more_params_train_the_papers_groups():
     more = {r.row: r.config for r in S.MoreParams(tasks=["mnist"]).runs()}
     assert "attention_last" in more["+ Feedforward + last attention layer"].train
     assert {"feedforward", "attention"} <= set(more["+ Both"].train)
+    slow = more["+ Feedforward, lr 1e-4"]  # ours: the same groups at a tenth of the learning rate
+    assert slow.lr == 1e-4 and slow.train == more["+ Feedforward"].train and more["+ Feedforward"].lr == 1e-3
 
 
 def test_output_only_caches_exactly_where_a_fixed_training_set_exists():
