@@ -37,6 +37,7 @@ EXPECTED: list[tuple[str, str, str]] = [
     ("03", "table06_07_convergence_fit", "Tables 6-7: compute efficiency and fit (train vs test accuracy)"),
     ("03", "table06_convergence", "Table 6: gradient steps to convergence"),
     ("04", "attention_xor", "Attention on Bit XOR"),
+    ("04", "attention_bitmemory", "Attention on Bit Memory"),
     ("05", "table03_05_lstm", "Tables 3-5: frozen random transformer vs frozen random LSTM and its variants"),
     ("06", "table08_model_size", "Table 8: model size"),
     ("07", "table09_stats_init", "Table 9: pretrained vs statistics-only vs default random initialisation"),

@@ -95,7 +95,7 @@ def test_empty_seeds_and_tasks_take_the_scales_grid():
     assert S.BitInit().seeds == [0] and S.BitInit(scale="smoke").seeds == [0, 1, 2]
     assert Table12().seeds == [0, 1, 2] and Table12().tasks == list(paper.TASK_COLUMNS)
     assert S.LRSweep().tasks == ["listops"] and S.LRSweep(scale="paper").tasks == ["listops", "mnist"]
-    assert S.LRSweep().lrs == [1e-4, 1e-3, 3e-3] and S.LRSweep(scale="smoke").lrs == [1e-4, 3e-4, 1e-3, 3e-3]
+    assert S.LRSweep().lrs == [1e-4, 1e-3] and S.LRSweep(scale="smoke").lrs == [1e-4, 3e-4, 1e-3, 3e-3]
     # the cut is written under the table, and only where there is one
     assert "grid: tasks ['bit-xor', 'mnist', 'cifar10', 'cifar10-lra', 'homology'] (paper scale: " \
            "['bit-memory'," in cpu.scale_note() and "cut, to finish on two cores" in cpu.scale_note()
