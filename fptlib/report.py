@@ -1,7 +1,7 @@
 """The summary report of one scale: every table the notebooks wrote, in one self-contained HTML file.
 
 Reads only what the notebooks left in `results/<scale>/tables/` (NAME.csv, NAME.md) and
-`figures/<scale>/` (*.png); it never trains, evaluates or reruns anything. It writes three files:
+`figures/<scale>/` (*.png); it never trains, evaluates or reruns anything. It writes:
 
 - `results/<scale>/report.html`: a header (the scale and what it means, when the report was made,
   which tables exist and which expected ones have not run yet), the summary table, then every
@@ -10,7 +10,12 @@ Reads only what the notebooks left in `results/<scale>/tables/` (NAME.csv, NAME.
 - `results/<scale>/tables/summary.csv` and `summary.md`: the summary table, one line per
   (table, row, task, metric) with our mean ± std beside the paper's number, each line labelled
   with the scale and the backbone it ran at. A line the notebook could not measure (its `note`
-  says why, e.g. "data not available offline") carries that note and no number.
+  says why, e.g. "data not available offline") carries that note and no number;
+- `results/<scale>/tables/compute_time.csv` and `.md` (once any run exists): what each notebook
+  costs to compute, from the runs' result files (`studies.compute_times`).
+
+`gallery_markdown` and `update_readme` put every table and figure of a scale into the README
+(`fpt readme`).
 
 Notebook 00 calls `build(scale)`; `fpt reproduce` runs it after all the others.
 """
@@ -415,8 +420,8 @@ def readme_gallery_block(readme: Path) -> str:
 
 
 def build(scale: str = "cpu") -> dict:
-    """Write results/SCALE/report.html and results/SCALE/tables/summary.{csv,md} (each atomically)
-    from the tables and figures on disk. Returns the paths, the summary DataFrame and which expected
+    """Write results/SCALE/report.html, results/SCALE/tables/summary.{csv,md} and (once a run exists)
+    tables/compute_time.{csv,md}, each atomically, from the files on disk. Returns the paths, the summary DataFrame and which expected
     tables were found and which are absent."""
     from .studies import compute_times
     times = compute_times(scale)
