@@ -163,10 +163,10 @@ class Study:
         full = self.default_grid("paper")
         cut = [f"{k} {getattr(self, k)} (paper scale: {full[k]})" for k in full if getattr(self, k) != full[k]]
         if cut:
+            cpu_cut = self.scale == "cpu" and self.CPU_GRID and all(
+                getattr(self, k) == v for k, v in self.CPU_GRID.items())
             lines.append("- grid: " + "; ".join(cut) + (" - the `cpu` scale's cut, to finish on two cores"
-                                                          if self.scale == "cpu" and all(
-                                                              getattr(self, k) == v for k, v in self.CPU_GRID.items())
-                                                          and self.CPU_GRID else ""))
+                                                          if cpu_cut else ""))
         seen = set()
         for r in self.runs():
             for d in deviations(r.config):

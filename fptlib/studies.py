@@ -24,6 +24,8 @@ CACHEABLE = ("mnist", "listops", "cifar10", "cifar10-lra", "homology")
 # slowest step per example here) are left out so each notebook stays within the hour on two cores;
 # ListOps is still studied in 09, 13 and 14. Tasks without offline data cost nothing and say so.
 CPU_ABLATION_TASKS = ["bit-xor", "mnist", "cifar10", "cifar10-lra", "homology"]
+# The paper-scale grid of the studies run with one seed (the paper reports one number per cell)
+ONE_SEED_ALL_TASKS = {"seeds": [0], "tasks": list(paper.TASK_COLUMNS)}
 
 
 def keep_blocks(scale: str, backbone: str, n: int) -> int | None:
@@ -78,7 +80,7 @@ class OutputOnly(Study):
     """Table 10: only the output layer trains (input layer random, orthogonal, frozen). Where the task
     has a fixed training set the frozen features are computed once and cached."""
 
-    GRID: ClassVar[dict] = {"seeds": [0], "tasks": list(paper.TASK_COLUMNS)}
+    GRID: ClassVar[dict] = ONE_SEED_ALL_TASKS
     name: ClassVar[str] = "table10_output_only"
     title: ClassVar[str] = "Table 10: training only the output layer"
     rows: ClassVar[list] = ["Output only", "FPT"]
@@ -112,7 +114,7 @@ class Ablation(Study):
     alone to the full FPT set."""
 
     init: str = "pretrained"  # pretrained (Table 15) | random (Table 21)
-    GRID: ClassVar[dict] = {"seeds": [0], "tasks": list(paper.TASK_COLUMNS)}
+    GRID: ClassVar[dict] = ONE_SEED_ALL_TASKS
     CPU_GRID: ClassVar[dict] = {"tasks": CPU_ABLATION_TASKS}
     rows: ClassVar[list] = ["Output only", "+ Layernorm", "+ Input", "+ Positions"]
     steps_groups: ClassVar[dict] = {"Output only": ("output",), "+ Layernorm": ("output", "layernorm"),
@@ -145,7 +147,7 @@ class MoreParams(Study):
     """Tables 13-14: train more of the backbone as well (feed-forward, attention, both; and the
     feed-forward layers plus the last block's attention)."""
 
-    GRID: ClassVar[dict] = {"seeds": [0], "tasks": list(paper.TASK_COLUMNS)}
+    GRID: ClassVar[dict] = ONE_SEED_ALL_TASKS
     CPU_GRID: ClassVar[dict] = {"tasks": CPU_ABLATION_TASKS}
     name: ClassVar[str] = "table13_14_more_params"
     title: ClassVar[str] = "Tables 13-14: training more parameters (learning rate 1e-3 throughout)"
@@ -169,7 +171,7 @@ class FrozenLN(Study):
     frozen or trained, pretrained and random backbones. (Whether the paper trained positions in the
     frozen-LN runs is not known; we do, so the rows differ only in layer norm.)"""
 
-    GRID: ClassVar[dict] = {"seeds": [0], "tasks": list(paper.TASK_COLUMNS)}
+    GRID: ClassVar[dict] = ONE_SEED_ALL_TASKS
     CPU_GRID: ClassVar[dict] = {"tasks": CPU_ABLATION_TASKS}
     name: ClassVar[str] = "table16_frozen_ln"
     title: ClassVar[str] = "Table 16: frozen vs finetuned layer norm"
@@ -480,9 +482,15 @@ def compute_times(scale: str) -> pd.DataFrame:
     """What each notebook costs on a machine that has none of its runs: the runs it computes first (a
     run shared with an earlier notebook is counted there) and the sum of their training wall time,
     read from the result files (nothing is run). Notebook 04's two models are read from its cache."""
-    import json
+    from .io import read_json
     from .paths import results_dir
+    from .results import load_run
     from .training import bit_source_config
+
+    def line(nb, used, new, secs):
+        return {"notebook": nb, "runs": used, "new_runs": new, "computed": len(secs),
+                "train_seconds": round(sum(secs), 1), "longest_run_seconds": max(secs, default=0.0)}
+
     claimed: set = set()
     out = []
     for nb, studies in notebook_studies(scale).items():
@@ -492,17 +500,14 @@ def compute_times(scale: str) -> pd.DataFrame:
                 if r.config.init == "bit":
                     dirs.append(run_dir_for(bit_source_config(r.config)))
                 dirs.append(run_dir_for(r.config))
-        new = [d for d in dict.fromkeys(dirs) if d not in claimed]
+        used = list(dict.fromkeys(dirs))
+        new = [d for d in used if d not in claimed]
         claimed.update(new)
-        done = [json.loads((d / "result.json").read_text()) for d in new if (d / "result.json").is_file()]
+        done = [load_run(d) for d in new if (d / "result.json").is_file()]
         # wall_seconds leaves out the one-off feature-cache build of cached output-only runs
-        secs = [r["wall_seconds"] + (r.get("feature_cache") or {}).get("build_seconds", 0.0) for r in done]
-        out.append({"notebook": nb, "runs": len(set(dirs)), "new_runs": len(new), "computed": len(done),
-                    "train_seconds": round(sum(secs), 1), "longest_run_seconds": max(secs, default=0.0)})
-        if nb == "03":  # 04 trains its own two models (attention needs eager attention)
-            att = sorted((results_dir(scale) / "attention").glob("*.json"))
-            info = [json.loads(p.read_text()) for p in att]
-            secs = [float(i.get("train_seconds") or 0) for i in info]
-            out.append({"notebook": "04", "runs": len(info), "new_runs": len(info), "computed": len(info),
-                        "train_seconds": round(sum(secs), 1), "longest_run_seconds": max(secs, default=0.0)})
-    return pd.DataFrame(out)
+        out.append(line(nb, len(used), len(new), [r["wall_seconds"] + (r.get("feature_cache") or {}).get(
+            "build_seconds", 0.0) for r in done]))
+    # 04 trains its own two models (attention maps need eager attention), cached beside the runs
+    info = [read_json(p) for p in sorted((results_dir(scale) / "attention").glob("*.json"))]
+    out.append(line("04", len(info), len(info), [float(i.get("train_seconds") or 0) for i in info]))
+    return pd.DataFrame(out).sort_values("notebook", ignore_index=True)
