@@ -573,6 +573,10 @@ def _extract(archive: Path, top: str, root: Path) -> Path:
             members = _safe_members(tar, top, archive)
             kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
             tar.extractall(tmp, members=members, **kwargs)
+            # tarfile stops at the end-of-archive marker, before the gzip/bz2/xz trailer, so a damaged byte in
+            # a member's unused pages would pass unnoticed; reading the stream to its end runs its checksum.
+            while tar.fileobj.read(1 << 20):
+                pass
     except FetchError:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -335,6 +335,23 @@ def test_unsafe_archive_members_are_refused(tmp_path):
     assert not list(tmp_path.glob(".extract-*"))
 
 
+def test_archive_damage_tar_cannot_see_is_refused(fixture_files, tmp_path):
+    # A flipped byte in the gzip CRC leaves every tar member intact; only reading the stream to its end
+    # notices. Damage inside an lmdb's unused pages is the same case, and made this flaky before.
+    good = fixture_files["remote_homology.tar.gz"]
+    bad = bytearray(good)
+    bad[-8] ^= 0xFF
+    archive = tmp_path / "remote_homology.tar.gz"
+    with tarfile.open(fileobj=io.BytesIO(bytes(bad)), mode="r:gz") as tar:  # tar alone reads it happily
+        assert [m.name for m in tar.getmembers()]
+    archive.write_bytes(bytes(bad))
+    with pytest.raises(F.FetchError, match="cannot be unpacked.*truncated or corrupt"):
+        F._extract(archive, "remote_homology", tmp_path)
+    assert not list(tmp_path.glob(".extract-*"))
+    archive.write_bytes(good)
+    assert (F._extract(archive, "remote_homology", tmp_path) / "remote_homology").is_dir()
+
+
 def test_status_detects_damage_in_place(server, registry, tmp_path):
     data = tmp_path / "data"
     for name in ("mnist", "cifar10", "homology"):
