@@ -399,3 +399,67 @@ def write_tables(record: dict, out_root: Path) -> None:
                   f"{statistics.median(oc['cached_later_epoch_seconds']) * 1000:.2f} ms: "
                   f"{oc['speedup_after_first_epoch']:.0f}x."]
     write_text_atomic(out_root / "bench.md", "\n".join(lines) + "\n")
+
+
+# ---- runs side by side (experiments.default_workers) --------------------------------------------
+SIDE_BY_SIDE_TASKS = ("mnist", "bit-memory")
+
+
+def side_by_side(out_root: Path, tasks=SIDE_BY_SIDE_TASKS, steps: int = 300, seeds=(0, 1),
+                 workers: int = 2, scale: str = "cpu") -> dict:
+    """Wall time of the same short runs trained one after another (one process, torch's threads on every
+    core) and side by side (experiments.execute with `workers` processes sharing the cores), on the
+    scale's real configs cut to `steps` steps, each mode in a fresh results directory."""
+    import shutil
+    import tempfile
+    from .config import RunConfig, resolve
+    from .experiments import Run, execute
+    from .io import write_json_atomic, write_text_atomic
+    t0 = time.perf_counter()
+    record = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+              "scale": scale, "steps": steps, "seeds": list(seeds), "workers": workers, "tasks": {}}
+    runs = {t: [Run(f"s{s}", resolve(RunConfig(task=t, scale=scale, seed=s, steps=steps))) for s in seeds]
+            for t in tasks}
+    old = os.environ.get("FPT_RESULTS_DIR")
+    tmp = Path(tempfile.mkdtemp(prefix="fpt-side-by-side-"))
+    try:
+        for task, task_runs in runs.items():
+            timed = {}
+            for mode, n in (("one_after_another", 1), ("side_by_side", workers)):
+                os.environ["FPT_RESULTS_DIR"] = str(tmp / task / mode)  # spawned workers inherit it
+                t = time.perf_counter()
+                df = execute(task_runs, progress=False, workers=n)
+                timed[mode] = {"seconds": time.perf_counter() - t,
+                               "test_accuracy": [float(a) for a in df.test_accuracy]}
+            a, b = timed["one_after_another"], timed["side_by_side"]
+            record["tasks"][task] = timed | {"speedup": a["seconds"] / b["seconds"]}
+    finally:
+        if old is None:
+            os.environ.pop("FPT_RESULTS_DIR", None)
+        else:
+            os.environ["FPT_RESULTS_DIR"] = old
+        shutil.rmtree(tmp, ignore_errors=True)
+    record["wall_seconds"] = time.perf_counter() - t0
+    write_json_atomic(out_root / "side_by_side.json", record)
+    write_text_atomic(out_root / "side_by_side.md", side_by_side_markdown(record))
+    return record
+
+
+def side_by_side_markdown(record: dict) -> str:
+    m = record["machine"]
+    threads = max(1, m["logical_cpus"] // record["workers"])
+    lines = [f"Measured {record['started']} on {m['cpu']} ({m['logical_cpus']} logical CPUs, torch "
+             f"{m['torch']}): {len(record['seeds'])} runs per task of the `{record['scale']}` scale's config "
+             f"cut to {record['steps']} steps (each run also builds its model and data and scores the full "
+             f"test split), trained one after another in one process with {m['torch_threads']} torch "
+             f"threads, then side by side in {record['workers']} worker processes of {threads} thread(s).", "",
+             "| task | one after another (s) | side by side (s) | speed-up | test accuracy, one after another "
+             "| test accuracy, side by side |", "|---|---|---|---|---|---|"]
+    for task, r in record["tasks"].items():
+        acc = [", ".join(f"{100 * a:.2f}" for a in r[k]["test_accuracy"]) for k in ("one_after_another", "side_by_side")]
+        lines.append(f"| {task} | {r['one_after_another']['seconds']:.1f} | {r['side_by_side']['seconds']:.1f} "
+                     f"| {r['speedup']:.2f} | {acc[0]} | {acc[1]} |")
+    lines += ["", "The accuracies may differ in the last digits when the thread counts differ: a CPU float "
+              "reduction split over another number of threads rounds differently. With equal threads the "
+              "two ways give identical runs (tests/test_side_by_side.py)."]
+    return "\n".join(lines) + "\n"

@@ -70,6 +70,8 @@ def parser() -> argparse.ArgumentParser:
                    help="notebook numbers or names, e.g. 01")
     r.add_argument("--results-dir", default=None, help="write results here instead of results/ "
                    "(sets FPT_RESULTS_DIR)")
+    r.add_argument("--workers", type=int, default=None, help="runs trained side by side (sets FPT_WORKERS; "
+                   "default: one per core, at most 4, without a GPU; 1 with one or at the smoke scale)")
     r.add_argument("--figures-dir", default=None, help="write figures here instead of figures/ "
                    "(sets FPT_FIGURES_DIR)")
     r.add_argument("--log-output", action="store_true", help="stream notebook output to the terminal")
@@ -93,6 +95,9 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core)")
     b.add_argument("--no-memory", action="store_true", help="skip the per-step peak-memory probes")
     b.add_argument("--no-cached", action="store_true", help="skip output-only training with cached features")
+    b.add_argument("--side-by-side", action="store_true", help="instead: time short cpu-scale runs trained "
+                   "one after another vs side by side in worker processes (what `fpt reproduce` does on a "
+                   "CPU); writes side_by_side.{json,md}")
     b.add_argument("--out", default=None, help="output directory (default: results/bench)")
     b.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -162,6 +167,12 @@ def _bench(args) -> int:
     if args.quick:
         backbones, shapes, reps = bench.QUICK["backbones"], args.shapes or bench.QUICK["shapes"], bench.QUICK["reps"]
     out = Path(args.out) if args.out else PROJ_ROOT / "results" / "bench"
+    if args.side_by_side:
+        kw = {"steps": 4, "seeds": (0, 1), "tasks": ("bit-xor",), "scale": "smoke"} if args.quick else {}
+        record = bench.side_by_side(out, **kw)
+        print((out / "side_by_side.md").read_text())
+        print(f"[fpt bench] {record['wall_seconds']:.0f} s; full record in {out / 'side_by_side.json'}")
+        return 0
     try:
         record = bench.run(out, backbones, shapes, reps=reps, memory=not args.no_memory,
                            cached=not args.no_cached, progress=not args.no_progress)
@@ -216,6 +227,12 @@ def _reproduce(args) -> int:
         os.environ["FPT_RESULTS_DIR"] = os.path.abspath(args.results_dir)
     if args.figures_dir:
         os.environ["FPT_FIGURES_DIR"] = os.path.abspath(args.figures_dir)
+    if args.workers is not None:
+        if args.workers < 1:
+            print(f"fpt reproduce: error: --workers {args.workers}: give 1 or more runs to train at once",
+                  file=sys.stderr)
+            return 2
+        os.environ["FPT_WORKERS"] = str(args.workers)
     from .reproduce import reproduce
     try:
         summary = reproduce(args.scale, args.only, log_output=args.log_output)

@@ -4,6 +4,7 @@ Each study is a dataclass whose fields are exactly the papermill `parameters` of
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -26,13 +27,76 @@ class Run:
 
 
 
-def execute(runs: list[Run], progress: bool = True) -> pd.DataFrame:
-    """Train every run that has no result yet (resuming unfinished ones); one line per run."""
+WORKERS_ENV = "FPT_WORKERS"
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def default_workers(todo: list[Run]) -> int:
+    """How many runs to train side by side: $FPT_WORKERS if set; else one per core (at most 4) on a
+    machine without a GPU. The models here are too small for torch to use two cores well, so two
+    one-thread runs side by side beat two two-thread runs in a row (results/bench/side_by_side.md).
+    One at a time with a GPU (the runs would share it) and at the smoke scale (its runs take seconds,
+    less than starting a worker)."""
+    env = os.environ.get(WORKERS_ENV, "").strip()
+    if env:
+        if not env.isdigit() or int(env) < 1:
+            raise ValueError(f"{WORKERS_ENV}={env!r}: give a whole number of runs to train at once, 1 or more")
+        return int(env)
+    import torch
+    if torch.cuda.is_available() or all(r.config.scale == "smoke" for r in todo):
+        return 1
+    return max(1, min(usable_cores(), 4, len(todo)))
+
+
+def _train_in_worker(job: tuple[RunConfig, str, int]) -> str:
+    """One run in a worker process, with its share of the cores (spawned: imports fptlib afresh)."""
+    cfg, run_dir, threads = job
+    import torch
+    torch.set_num_threads(threads)
+    train(cfg, run_dir, resume=True, progress=False, wait_for_lock=True)
+    return run_dir
+
+
+def _train_side_by_side(todo: list[Run], workers: int, bar) -> None:
+    """Train runs in `workers` processes. Runs are independent and locked by directory (two that need
+    the same Bit Memory source wait for each other). A failed run stops the others; an interrupt
+    stops the workers, whose runs resume from their last checkpoint next time."""
+    import multiprocessing
+    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+    configs = {str(run_dir_for(r.config)): r.config for r in todo}  # one job per run directory
+    threads = max(1, usable_cores() // workers)
+    ctx = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools mid-use
+    pool = ProcessPoolExecutor(min(workers, len(configs)), mp_context=ctx)
+    try:
+        pending = {pool.submit(_train_in_worker, (cfg, d, threads)) for d, cfg in configs.items()}
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            for f in done:
+                bar.set_postfix_str(Path(f.result()).name[:48])  # re-raises a worker's error here
+                bar.update(1)
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        for p in multiprocessing.active_children():  # the pool's workers; their runs keep checkpoints
+            p.terminate()
+        raise
+    pool.shutdown()
+
+
+def execute(runs: list[Run], progress: bool = True, workers: int | None = None) -> pd.DataFrame:
+    """Train every run that has no result yet (resuming unfinished ones); one line per run.
+    workers: runs trained side by side (None: default_workers); results do not depend on it."""
     from tqdm.auto import tqdm
     rows = []
     todo = [r for r in runs if not (run_dir_for(r.config) / "result.json").exists()]
     bar = tqdm(total=len(todo), desc=f"runs to compute ({len(runs) - len(todo)} cached)",
                disable=not progress or not todo)
+    workers = default_workers(todo) if workers is None else workers
+    if workers > 1 and len(todo) > 1:
+        _train_side_by_side(todo, workers, bar)
+        todo = []
     for r in runs:
         d = run_dir_for(r.config)
         cached = (d / "result.json").exists()
@@ -199,26 +263,29 @@ class Study:
 
 @dataclass
 class Table12(Study):
-    """Notebook 01: paper Tables 1-2. FPT (pretrained, frozen) vs the same backbone random and frozen,
-    vs a fully trained LSTM of the same width, over seeds."""
+    """Notebook 01: paper Tables 1-2, FPT (pretrained, frozen) vs the same backbone random and frozen,
+    over seeds. Table 1's fully trained LSTM is notebook 01b (studies.LSTMBaseline): one notebook of
+    the three rows takes longer than the hour a `cpu` notebook may."""
 
     name: ClassVar[str] = "table01_02"
-    title: ClassVar[str] = "Tables 1-2: frozen pretrained vs frozen random transformer vs fully trained LSTM"
-    rows: ClassVar[list] = ["FPT", "Random", "LSTM"]
+    title: ClassVar[str] = "Tables 1-2: frozen pretrained vs frozen random transformer"
+    rows: ClassVar[list] = ["FPT", "Random"]
+    ARMS: ClassVar[dict] = {"FPT": {"init": "pretrained"}, "Random": {"init": "random"},
+                            "LSTM": {"backbone": "lstm", "init": "random", "train": ("full",)}}
     paper_rows: ClassVar[dict] = {"FPT": ("table2", "FPT"), "Random": ("table2", "Random"),
                                   "LSTM": ("table1", "Full LSTM")}
     metric_titles: ClassVar[dict] = {"test_accuracy": "", "test_masked_accuracy": " (masked bits only)"}
 
     def arms(self, task):
-        return [("FPT", {"init": "pretrained"}), ("Random", {"init": "random"}),
-                ("LSTM", {"backbone": "lstm", "init": "random", "train": ("full",)})]
+        return [(r, self.ARMS[r]) for r in self.rows]
 
     def caption(self) -> str:
+        lstm = (f" (LSTM: width {PRESETS[self.scale]['lstm_width']}, 3 layers, all parameters trained)"
+                if "LSTM" in self.rows else "")
+        sources = "FPT, Random: Table 2" + ("; LSTM: Table 1 'Full LSTM'" if "LSTM" in self.rows else "")
         return (f"Test accuracy (%), mean ± std over seeds {self.seeds}, full held-out test split; "
-                f"in brackets the paper's number (FPT, Random: Table 2; LSTM: Table 1 'Full LSTM', "
-                f"GPT-2 base). Ours: scale `{self.scale}`, backbone "
-                f"{self.backbone or PRESETS[self.scale]['backbone']} (LSTM: width "
-                f"{PRESETS[self.scale]['lstm_width']}, 3 layers, all parameters trained).")
+                f"in brackets the paper's number ({sources}, GPT-2 base). Ours: scale `{self.scale}`, "
+                f"backbone {self.backbone or PRESETS[self.scale]['backbone']}{lstm}.")
 
 
 def load_runs(run_dirs: list[str], rows: list[str]) -> pd.DataFrame:

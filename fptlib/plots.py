@@ -103,6 +103,28 @@ def train_test(summary: pd.DataFrame, rows: list[str], tasks: list[str], title: 
     return fig
 
 
+def by_depth(points: pd.DataFrame, title: str):
+    """Test accuracy against blocks kept (log axis), one panel per task: ours solid with ± std bars, the
+    paper's dashed with hollow markers; blue pretrained, orange random (studies.Depth.by_depth)."""
+    tasks = list(dict.fromkeys(points.task))
+    fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(4.6 * max(1, len(tasks)), 3.4), squeeze=False)
+    colors = {"pretrained": PALETTE["FPT"], "random": PALETTE["Random"]}
+    for ax, task in zip(axes[0], tasks):
+        for (source, init), g in points[points.task == task].groupby(["source", "init"], sort=True):
+            g = g.sort_values("depth")
+            ours = source == "ours"
+            ax.errorbar(g.depth, g["mean"], yerr=g["std"].fillna(0) if ours else None, capsize=3,
+                        color=colors.get(init), ls="-" if ours else "--", marker="o",
+                        mfc=colors.get(init) if ours else "white", label=f"{init} ({source})")
+        depths = sorted(points[points.task == task].depth.unique())
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(depths, [str(d) for d in depths])
+        ax.minorticks_off()
+        ax.set_ylim(0, 100)
+        ax.set_title(TASK_TITLES.get(task, task), fontsize=10)
+    return _finish_panels(fig, axes, "blocks kept", "test accuracy (%)", title)
+
+
 def lr_sweep(grid: pd.DataFrame, title: str):
     """Test accuracy against learning rate (log axis), one panel per task, one line per setting."""
     tasks = list(dict.fromkeys(grid.index.get_level_values("task")))

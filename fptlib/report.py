@@ -37,7 +37,8 @@ from .paths import figures_dir, results_dir
 # Every table a numbered notebook writes, in notebook order: (notebook, table name, title).
 EXPECTED: list[tuple[str, str, str]] = [
     ("00", "compute_time", "Compute time per notebook"),
-    ("01", "table01_02", "Tables 1-2: frozen pretrained vs frozen random transformer vs fully trained LSTM"),
+    ("01", "table01_02", "Tables 1-2: frozen pretrained vs frozen random transformer"),
+    ("01b", "table01_lstm", "Table 1: frozen pretrained transformer vs fully trained LSTM"),
     ("02", "table02_bit", "Table 2: importance of the pretraining modality (language, random, Bit Memory)"),
     ("03", "table06_07_convergence_fit", "Tables 6-7: compute efficiency and fit (train vs test accuracy)"),
     ("03", "table06_convergence", "Table 6: gradient steps to convergence"),

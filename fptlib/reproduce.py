@@ -19,14 +19,18 @@ def _notebooks_dir(directory: Path | str | None = None) -> Path:
 
 
 def notebooks(only: list[str] | None = None, directory: Path | str | None = None) -> list[Path]:
-    """Numbered notebooks (NN_name.ipynb) in order; `only` filters by number or name prefix."""
+    """Numbered notebooks (NN_name.ipynb) in order; `only` filters by number ("01" is 01_..., not
+    01b_...), full name, or name prefix."""
     directory = _notebooks_dir(directory)
     nbs = sorted(p for p in directory.glob("[0-9][0-9]*.ipynb"))
     if not nbs:
         raise ValueError(f"no numbered notebooks (NN_name.ipynb) in {directory}")
     if only:
-        picked = [p for p in nbs if any(p.name.startswith(o) or p.stem == o for o in only)]
-        unknown = [o for o in only if not any(p.name.startswith(o) or p.stem == o for p in nbs)]
+        def match(p: Path, o: str) -> bool:
+            number = p.stem.split("_", 1)[0]
+            return o == number if o.isdigit() else (o == number or p.stem == o or p.name.startswith(o))
+        picked = [p for p in nbs if any(match(p, o) for o in only)]
+        unknown = [o for o in only if not any(match(p, o) for p in nbs)]
         if unknown:
             raise ValueError(f"no notebook matches {unknown}; available: {', '.join(p.stem for p in nbs)}")
         nbs = picked

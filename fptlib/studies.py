@@ -1,4 +1,4 @@
-"""One Study per paper result (beyond Tables 1-2, which live in experiments.Table12): each names its
+"""One Study per paper result (beyond Tables 1-2's FPT and Random, in experiments.Table12): each names its
 rows and the config of every row; experiments.Study turns that into runs, tables and captions.
 
 Runs are cached by config, so a row that is the same computation as another notebook's (FPT,
@@ -213,6 +213,21 @@ class Depth(Study):
     def rows(self):  # type: ignore[override]
         return [f"{n} layers, {init}" for n in self.depths for init in ("pretrained", "random")]
 
+    def by_depth(self, summary: pd.DataFrame) -> pd.DataFrame:
+        """Long table for plots.by_depth: one line per (source, init, task, depth) with mean and std;
+        the paper's lines include its depths (12, 24 blocks of GPT-2) that this backbone may not have."""
+        def parse(row):
+            n, init = row.split(" layers, ")
+            return int(n), init
+        s = summary[(summary.metric == "test_accuracy") & summary.row.isin(self.rows)]
+        ours = [{"source": "ours", "init": parse(r.row)[1], "task": r.task, "depth": parse(r.row)[0],
+                 "mean": r["mean"], "std": r["std"]} for _, r in s.iterrows()]
+        table = paper.TABLES[self.paper_table]
+        theirs = [{"source": "paper", "init": parse(row)[1], "task": t, "depth": parse(row)[0], "mean": v,
+                   "std": float("nan")} for row, cells in table.items() for t, v in cells.items()
+                  if t in self.tasks_with_data]
+        return pd.DataFrame(ours + theirs, columns=["source", "init", "task", "depth", "mean", "std"])
+
     def arms(self, task):
         train = ("output",) if self.output_only else ("output", "layernorm")
         return [(f"{n} layers, {init}", {"init": init, "n_layers": keep_blocks(self.scale, self.backbone, n), "train": train,
@@ -387,6 +402,16 @@ class LRSweep(Study):
 
 
 @dataclass
+class LSTMBaseline(Table12):
+    """Notebook 01b: paper Table 1's fully trained LSTM (width of the transformer, 3 layers, every
+    parameter trained) beside FPT, over seeds; FPT's runs are notebook 01's."""
+
+    name: ClassVar[str] = "table01_lstm"
+    title: ClassVar[str] = "Table 1: frozen pretrained transformer vs fully trained LSTM"
+    rows: ClassVar[list] = ["FPT", "LSTM"]
+
+
+@dataclass
 class Convergence(Table12):
     """Tables 6-7 from the runs of Tables 1-2 (nothing new is trained): gradient steps to convergence,
     FPT vs Random, and train vs test accuracy for every row.
@@ -397,6 +422,7 @@ class Convergence(Table12):
     the tolerance) is marked as not converged, and its step count is a lower bound."""
 
     tolerance: float = 1.0
+    rows: ClassVar[list] = ["FPT", "Random", "LSTM"]
     name: ClassVar[str] = "table06_07_convergence_fit"
     title: ClassVar[str] = "Tables 6-7: compute efficiency and fit"
     metric_titles: ClassVar[dict] = {"test_accuracy": " test", "train_accuracy": " train"}
@@ -471,7 +497,7 @@ class Convergence(Table12):
 
 def notebook_studies(scale: str) -> dict[str, list[Study]]:
     """The studies each numbered notebook runs with its default parameters, in notebook order."""
-    return {"01": [Table12(scale=scale)], "02": [BitInit(scale=scale)], "03": [Convergence(scale=scale)],
+    return {"01": [Table12(scale=scale)], "01b": [LSTMBaseline(scale=scale)], "02": [BitInit(scale=scale)], "03": [Convergence(scale=scale)],
             "05": [LSTMVariants(scale=scale)], "06": [ModelSize(scale=scale)], "07": [StatsInit(scale=scale)],
             "08": [OutputOnly(scale=scale)], "09": [Depth(scale=scale), Depth(scale=scale, output_only=True)],
             "10": [MoreParams(scale=scale)], "11": [Ablation(scale=scale), Ablation(scale=scale, init="random")],

@@ -226,7 +226,12 @@ Paper §3.10 (v2 only), ListOps. The backbone is cut to its first n blocks, pret
 trains the output layer and layer norms; set `output_only=True` for Table 12 (output layer only, features
 cached). The paper's depths go to 12 and 24 blocks of GPT-2; MiniLM has 6.
 
-{HOW.format(num="09", cls="Depth")}""", extra=[
+{HOW.format(num="09", cls="Depth")}""", bars=False, extra=[
+        md("## Accuracy by depth\nSolid: ours (± std over seeds); dashed, hollow markers: the paper's numbers, "
+           "which reach depths (12 and 24 blocks of GPT-2) this backbone may not have."),
+        code("""
+fig = plots.by_depth(study.by_depth(summary), title=f"{study.title} - scale '{scale}'")
+plots.save(fig, study.figures / f"{study.name}_by_depth.png")"""),
         md("## Table 12 (output layer only)\nThe same depths with only the output layer trained."),
         code("""
 study12 = Depth(**{**study.__dict__, "output_only": True})
@@ -234,8 +239,8 @@ runs12 = study12.execute()
 summary12 = study12.summary(runs12)
 study12.save(summary12)
 display(Markdown(study12.markdown(summary12)))
-fig = plots.bar_chart(summary12, study12.rows, study12.tasks_with_data, title=f"{study12.title} - scale '{scale}'")
-plots.save(fig, study.figures / f"{study12.name}_bars.png")
+fig = plots.by_depth(study12.by_depth(summary12), title=f"{study12.title} - scale '{scale}'")
+plots.save(fig, study.figures / f"{study12.name}_by_depth.png")
 assert runs12.frozen_unchanged.all()""")], overrides={"output_only": False})
     nbs["10_table13_14_more_params"] = study_notebook(S.MoreParams, f"""
 # 10 · Tables 13-14: training more parameters

@@ -39,3 +39,18 @@ def test_unwritable_output_directory(fpt_cmd, tmp_path):
 def test_unknown_notebook(fpt_cmd):
     r = subprocess.run(fpt_cmd + ["reproduce", "--only", "99"], capture_output=True, text=True)
     assert r.returncode == 2 and "no notebook matches" in r.stderr
+
+
+def test_reproduce_refuses_zero_workers(fpt_cmd):
+    r = subprocess.run(fpt_cmd + ["reproduce", "--only", "01", "--workers", "0"], capture_output=True, text=True)
+    assert r.returncode == 2 and "--workers 0: give 1 or more" in r.stderr
+
+
+def test_only_picks_a_notebook_by_number_name_or_prefix():
+    from fptlib.reproduce import notebooks
+    names = lambda only: [p.stem for p in notebooks(only)]  # noqa: E731
+    assert names(["01"]) == ["01_table1_table2"]  # a number is that notebook, not 01b too
+    assert names(["01b"]) == ["01b_table1_lstm"]
+    assert names(["01_table1"]) == ["01_table1_table2"]
+    assert names(["03_table6_7_convergence_fit", "01b"]) == ["01b_table1_lstm", "03_table6_7_convergence_fit"]
+    assert names(["00", "14"]) == ["14_lr_sensitivity", "00_summary"]  # the summary runs last

@@ -8,12 +8,14 @@ import papermill as pm
 import pytest
 
 from fptlib.experiments import Table12
+from fptlib.studies import LSTMBaseline
 
 
-def test_parameters_cell_mirrors_the_study_dataclass(repo_root):
-    params = pm.inspect_notebook(str(repo_root / "notebooks" / "01_table1_table2.ipynb"))
-    defaults = Table12()
-    assert list(params) == [f.name for f in fields(Table12)]
+@pytest.mark.parametrize("notebook, cls", [("01_table1_table2", Table12), ("01b_table1_lstm", LSTMBaseline)])
+def test_parameters_cell_mirrors_the_study_dataclass(repo_root, notebook, cls):
+    params = pm.inspect_notebook(str(repo_root / "notebooks" / f"{notebook}.ipynb"))
+    defaults = cls()
+    assert list(params) == [f.name for f in fields(cls)]
     for name, p in params.items():
         assert eval(p["default"]) == getattr(defaults, name), name
 
@@ -41,6 +43,7 @@ def smoke_reproduction(tmp_path_factory):
 WRITES = {
     "00_summary": (["summary", "compute_time"], []),
     "01_table1_table2": (["table01_02"], ["table01_02_bars.png", "table01_02_curves.png"]),
+    "01b_table1_lstm": (["table01_lstm"], ["table01_lstm_bars.png", "table01_lstm_curves.png"]),
     "02_table2_bit_init": (["table02_bit"], ["table02_bit_bars.png", "table02_bit_curves.png"]),
     "03_table6_7_convergence_fit": (["table06_07_convergence_fit", "table06_convergence"],
                                     ["table06_07_convergence_fit_train_test.png", "table06_07_convergence_fit_curves.png"]),
@@ -51,7 +54,7 @@ WRITES = {
     "07_table9_stats_init": (["table09_stats_init"], ["table09_stats_init_bars.png"]),
     "08_table10_output_only": (["table10_output_only", "table10_cache_speedup"], ["table10_output_only_bars.png"]),
     "09_table11_12_depth": (["table11_depth", "table12_depth_output_only"],
-                            ["table11_depth_bars.png", "table12_depth_output_only_bars.png"]),
+                            ["table11_depth_by_depth.png", "table12_depth_output_only_by_depth.png"]),
     "10_table13_14_more_params": (["table13_14_more_params"], ["table13_14_more_params_bars.png"]),
     "11_table15_21_ablation": (["table15_ablation_pretrained", "table21_ablation_random"],
                                ["table15_ablation_pretrained_bars.png", "table21_ablation_random_bars.png"]),
@@ -93,7 +96,13 @@ def test_smoke_table01_02_content(smoke_reproduction):
     res, fig = smoke_reproduction["res"], smoke_reproduction["fig"]
     runs = list((res / "runs").glob("*/result.json"))
     table = pd.read_csv(res / "tables" / "table01_02.csv")
-    assert set(table.row) == {"FPT", "Random", "LSTM"}
+    assert set(table.row) == {"FPT", "Random"}
+    lstm = pd.read_csv(res / "tables" / "table01_lstm.csv")
+    assert set(lstm.row) == {"FPT", "LSTM"}
+    # 01b reuses 01's FPT runs: the same numbers in both tables
+    key = ["task", "metric", "mean"]
+    assert table[table.row == "FPT"][key].dropna().equals(lstm[lstm.row == "FPT"][key].dropna())
+    assert lstm[(lstm.row == "LSTM") & (lstm.task == "bit-xor") & (lstm.metric == "test_accuracy")].paper.iloc[0] == 50.1
     assert set(table.task) == {"bit-xor", "bit-memory", "listops", "mnist", "cifar10", "cifar10-lra", "homology"}
     measured = table[table.note.isna()]
     assert set(measured.task) == {"bit-xor", "bit-memory", "listops", "mnist"}

@@ -200,6 +200,19 @@ def test_bench_skips_shapes_longer_than_the_positions(tmp_path):
     assert "do not fit" in (tmp_path / "bench.md").read_text()
 
 
+def test_cli_bench_side_by_side_times_both_ways_and_leaves_no_runs(fpt_cmd, tmp_path):
+    r = subprocess.run(fpt_cmd + ["bench", "--side-by-side", "--quick", "--out", str(tmp_path)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rec = json.loads((tmp_path / "side_by_side.json").read_text())
+    t = rec["tasks"]["bit-xor"]
+    assert t["one_after_another"]["seconds"] > 0 and t["side_by_side"]["seconds"] > 0
+    assert t["speedup"] == pytest.approx(t["one_after_another"]["seconds"] / t["side_by_side"]["seconds"])
+    assert len(t["side_by_side"]["test_accuracy"]) == 2 and rec["workers"] == 2
+    assert "| bit-xor |" in (tmp_path / "side_by_side.md").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["side_by_side.json", "side_by_side.md"]
+
+
 def test_cli_bench_rejects_an_unknown_shape(fpt_cmd, tmp_path, reliability):
     reliability.bad_input("fpt bench --shapes imagenet")
     r = subprocess.run(fpt_cmd + ["bench", "--quick", "--shapes", "imagenet", "--out", str(tmp_path)],

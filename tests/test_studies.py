@@ -5,13 +5,13 @@ import json
 import pandas as pd
 import pytest
 
-from fptlib import paper
+from fptlib import paper, plots
 from fptlib import studies as S
 from fptlib.experiments import Table12
 from fptlib.model import FPT_GROUPS
 
 ALL = [S.BitInit, S.StatsInit, S.OutputOnly, S.Ablation, S.MoreParams, S.FrozenLN, S.Depth, S.Backbones,
-       S.ModelSize, S.LSTMVariants, S.LRSweep, S.Convergence, Table12]
+       S.ModelSize, S.LSTMVariants, S.LRSweep, S.Convergence, Table12, S.LSTMBaseline]
 
 
 @pytest.mark.parametrize("cls", ALL, ids=lambda c: c.__name__)
@@ -132,6 +132,21 @@ def test_lr_sweep_table_sets_rothermel_beside_ours():
     md = st.markdown(summary)
     assert "| Frozen pretrained | 90.0 | 90.0 | 98.5 |" in md
     assert st.grid(summary).shape == (4, 1)
+
+
+def test_depth_points_put_ours_beside_the_papers_deeper_rows():
+    st = S.Depth(depths=[1, 6], output_only=True)
+    summary = pd.DataFrame([{"row": r, "task": "listops", "metric": m, "mean": v, "std": 1.0}
+                            for r, v in zip(st.rows, (21.0, 17.0, 28.0, 21.0))
+                            for m in ("test_accuracy", "train_accuracy")])
+    pts = st.by_depth(summary).set_index(["source", "init", "depth"])["mean"]
+    assert pts[("ours", "pretrained", 6)] == 28.0 and pts[("ours", "random", 1)] == 17.0
+    assert len(pts.loc["ours"]) == 4  # train accuracy is not a point
+    # the paper's Table 12 rows, including depths MiniLM does not have
+    assert pts[("paper", "pretrained", 12)] == 33 and pts[("paper", "random", 24)] == 17
+    fig = plots.by_depth(st.by_depth(summary), title="t")
+    lines = fig.axes[0].get_lines()
+    assert {tuple(ln.get_xdata()) for ln in lines if ln.get_linestyle() == "-"} == {(1, 6)}
 
 
 def test_a_partial_reproduce_keeps_the_record_of_the_others(tmp_path):
