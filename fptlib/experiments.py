@@ -48,7 +48,7 @@ def default_workers(todo: list[Run]) -> int:
     import torch
     if torch.cuda.is_available() or all(r.config.scale == "smoke" for r in todo):
         return 1
-    return max(1, min(usable_cores(), 4, len(todo)))
+    return max(1, min(usable_cores(), 4))
 
 
 def _train_in_worker(job: tuple[RunConfig, str, int]) -> str:
@@ -91,12 +91,17 @@ def execute(runs: list[Run], progress: bool = True, workers: int | None = None) 
     from tqdm.auto import tqdm
     rows = []
     todo = [r for r in runs if not (run_dir_for(r.config) / "result.json").exists()]
-    bar = tqdm(total=len(todo), desc=f"runs to compute ({len(runs) - len(todo)} cached)",
-               disable=not progress or not todo)
     workers = default_workers(todo) if workers is None else workers
-    if workers > 1 and len(todo) > 1:
+    # With workers > 1 even a lone run goes to a worker: a run's thread count (cores // workers) must
+    # not depend on how many runs happen to be missing, since the numbers depend on it.
+    side = workers > 1 and bool(todo)
+    bar = tqdm(total=len(todo), desc=f"runs to compute ({len(runs) - len(todo)} cached"
+               + (f", {workers} side by side)" if side else ")"), disable=not progress or not todo)
+    if side:
+        if progress:
+            print(f"training {len(todo)} run(s) in up to {workers} processes side by side, "
+                  f"{max(1, usable_cores() // workers)} torch thread(s) each ({WORKERS_ENV} sets how many)")
         _train_side_by_side(todo, workers, bar)
-        todo = []
     for r in runs:
         d = run_dir_for(r.config)
         cached = (d / "result.json").exists()

@@ -158,3 +158,21 @@ def test_study_notebook_parameters_mirror_their_dataclass(repo_root, notebook):
 def test_wrong_parameter_types_are_named(kw, message):
     with pytest.raises((TypeError, ValueError), match=message):
         Table12(**kw)
+
+
+@pytest.mark.slow
+def test_a_notebook_trains_its_runs_side_by_side_inside_the_kernel(tmp_path):
+    # Worker processes are spawned from the papermill kernel (its __main__ is ipykernel's launcher):
+    # the path a `cpu` reproduction takes on a machine without a GPU, here at the smoke scale.
+    import os
+    import sys
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FPT_")}
+    r = subprocess.run([sys.executable, "-m", "fptlib.cli", "reproduce", "--scale", "smoke", "--only", "01",
+                        "--workers", "2", "--results-dir", str(tmp_path / "res"), "--figures-dir",
+                        str(tmp_path / "fig")], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    executed = (tmp_path / "res" / "smoke" / "executed" / "01_table1_table2.ipynb").read_text()
+    assert "run(s) in up to 2 processes side by side" in executed
+    table = pd.read_csv(tmp_path / "res" / "smoke" / "tables" / "table01_02.csv")
+    assert table[table.note.isna()]["mean"].notna().all() and set(table.row) == {"FPT", "Random"}
+    assert len(list((tmp_path / "res" / "smoke" / "runs").glob("*/result.json"))) == 8
