@@ -134,6 +134,14 @@ def test_lr_sweep_table_sets_rothermel_beside_ours():
     assert st.grid(summary).shape == (4, 1)
 
 
+def test_runs_handed_out_in_order_to_workers():
+    assert S.schedule_seconds([], 2) == 0.0
+    assert S.schedule_seconds([10, 10, 10, 10], 2) == 20  # two pairs
+    assert S.schedule_seconds([30, 10, 10, 10], 2) == 30  # the long one, beside three short ones
+    assert S.schedule_seconds([10, 10, 30], 2) == 40  # in order: the long one comes last
+    assert S.schedule_seconds([5, 7], 1) == 12
+
+
 def test_depth_points_put_ours_beside_the_papers_deeper_rows():
     st = S.Depth(depths=[1, 6], output_only=True)
     summary = pd.DataFrame([{"row": r, "task": "listops", "metric": m, "mean": v, "std": 1.0}
