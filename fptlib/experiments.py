@@ -37,7 +37,7 @@ def usable_cores() -> int:
 def default_workers(todo: list[Run]) -> int:
     """How many runs to train side by side: $FPT_WORKERS if set; else one per core (at most 4) on a
     machine without a GPU. The models here are too small for torch to use two cores well, so two
-    one-thread runs side by side beat two two-thread runs in a row (results/bench/side_by_side.md).
+    one-thread runs side by side beat two two-thread runs in a row (README: Performance).
     One at a time with a GPU (the runs would share it) and at the smoke scale (its runs take seconds,
     less than starting a worker)."""
     env = os.environ.get(WORKERS_ENV, "").strip()
