@@ -79,8 +79,11 @@ def _train_side_by_side(todo: list[Run], workers: int, bar) -> None:
                 bar.update(1)
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
-        for p in multiprocessing.active_children():  # the pool's workers; their runs keep checkpoints
+        workers_alive = multiprocessing.active_children()  # the pool's; their runs keep checkpoints
+        for p in workers_alive:
             p.terminate()
+        for p in workers_alive:  # gone before this returns, locks released
+            p.join(timeout=30)
         raise
     pool.shutdown()
 

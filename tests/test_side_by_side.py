@@ -67,7 +67,9 @@ def test_worker_count_comes_from_the_environment_or_the_machine(monkeypatch, rel
     assert E.default_workers(cpu[:1]) == expected  # a lone run gets the same threads as any other
 
 
-def test_an_interrupt_stops_the_workers_and_a_rerun_resumes_their_checkpoints(tmp_path, reliability):
+def test_an_interrupt_stops_the_workers_and_leaves_their_checkpoints(tmp_path, reliability):
+    # Runs far longer than the test, so the interrupt always lands mid-training. That a run continues
+    # from such a checkpoint with the uninterrupted numbers is test_reliability's kill-and-resume tests.
     import os
     import signal
     import subprocess
@@ -77,28 +79,24 @@ def test_an_interrupt_stops_the_workers_and_a_rerun_resumes_their_checkpoints(tm
     reliability.fault("SIGINT to execute while two workers train")
     code = ("from fptlib.config import RunConfig, resolve\nfrom fptlib.experiments import Run, execute\n"
             "if __name__ == '__main__':\n"
-            "    execute([Run(f's{s}', resolve(RunConfig(task='bit-memory', scale='smoke', seed=s, steps=400, "
+            "    execute([Run(f's{s}', resolve(RunConfig(task='bit-memory', scale='smoke', seed=s, steps=10**6, "
             "eval_every=5))) for s in (0, 1)], progress=False, workers=2)\n")
     script = tmp_path / "go.py"
     script.write_text(code)
     env = {**os.environ, "FPT_RESULTS_DIR": str(tmp_path / "res")}
     proc = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     runs = tmp_path / "res" / "smoke" / "runs"
-    deadline = time.time() + 120
+    deadline = time.time() + 180
     while time.time() < deadline and len(list(runs.glob("*/checkpoint/trainer_state.json"))) < 2:
+        assert proc.poll() is None, proc.communicate()
         time.sleep(0.2)
-    assert len(list(runs.glob("*/checkpoint/trainer_state.json"))) == 2, proc.communicate(timeout=60)
+    assert len(list(runs.glob("*/checkpoint/trainer_state.json"))) == 2
     proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=60)
-    assert proc.returncode != 0
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and b"KeyboardInterrupt" in err
     dirs = sorted(runs.iterdir())
-    assert not any((d / "result.json").exists() for d in dirs)
-    for d in dirs:  # the workers are gone: their run locks are free (a live worker would hold one)
+    assert len(dirs) == 2 and not any((d / "result.json").exists() for d in dirs)
+    for d in dirs:  # the workers are gone (a live one would hold its run's lock); the checkpoint stays
         with FileLock(d / ".lock", wait=False):
             pass
-    r = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert all((d / "result.json").exists() for d in dirs)
-    for d in dirs:  # continued, not appended twice: each evaluation step once, in order
-        steps = [json.loads(x)["step"] for x in (d / "metrics.jsonl").read_text().splitlines()]
-        assert steps == list(range(0, 401, 5))
+        assert (d / "checkpoint" / "trainer_state.json").is_file()
