@@ -69,6 +69,7 @@ def _train_side_by_side(todo: list[Run], workers: int, bar) -> None:
     configs = {str(run_dir_for(r.config)): r.config for r in todo}  # one job per run directory
     threads = max(1, usable_cores() // workers)
     ctx = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools mid-use
+    others = set(multiprocessing.active_children())  # children that are not the pool's stay alone
     pool = ProcessPoolExecutor(min(workers, len(configs)), mp_context=ctx)
     try:
         pending = {pool.submit(_train_in_worker, (cfg, d, threads)) for d, cfg in configs.items()}
@@ -79,7 +80,7 @@ def _train_side_by_side(todo: list[Run], workers: int, bar) -> None:
                 bar.update(1)
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
-        workers_alive = multiprocessing.active_children()  # the pool's; their runs keep checkpoints
+        workers_alive = [p for p in multiprocessing.active_children() if p not in others]  # runs keep checkpoints
         for p in workers_alive:
             p.terminate()
         for p in workers_alive:  # gone before this returns, locks released
@@ -90,7 +91,8 @@ def _train_side_by_side(todo: list[Run], workers: int, bar) -> None:
 
 def execute(runs: list[Run], progress: bool = True, workers: int | None = None) -> pd.DataFrame:
     """Train every run that has no result yet (resuming unfinished ones); one line per run.
-    workers: runs trained side by side (None: default_workers); results do not depend on it."""
+    workers: runs trained side by side (None: default_workers). On a CPU a run's numbers depend on
+    its thread count, cores // workers (README: A run), not on the order runs finish in."""
     from tqdm.auto import tqdm
     rows = []
     todo = [r for r in runs if not (run_dir_for(r.config) / "result.json").exists()]
