@@ -77,22 +77,30 @@ def test_an_interrupt_stops_the_workers_and_leaves_their_checkpoints(tmp_path, r
     import time
     from fptlib.io import FileLock
     reliability.fault("SIGINT to execute while two workers train")
-    code = ("from fptlib.config import RunConfig, resolve\nfrom fptlib.experiments import Run, execute\n"
+    # A background job (nohup, CI) starts with SIGINT ignored, and Python then installs no handler:
+    # the script restores the one an interactive session (a terminal, a Jupyter kernel) has.
+    code = ("import signal\nfrom fptlib.config import RunConfig, resolve\nfrom fptlib.experiments import Run, execute\n"
             "if __name__ == '__main__':\n"
+            "    signal.signal(signal.SIGINT, signal.default_int_handler)\n"
             "    execute([Run(f's{s}', resolve(RunConfig(task='bit-memory', scale='smoke', seed=s, steps=10**6, "
             "eval_every=5))) for s in (0, 1)], progress=False, workers=2)\n")
     script = tmp_path / "go.py"
     script.write_text(code)
     env = {**os.environ, "FPT_RESULTS_DIR": str(tmp_path / "res")}
-    proc = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
     runs = tmp_path / "res" / "smoke" / "runs"
-    deadline = time.time() + 180
-    while time.time() < deadline and len(list(runs.glob("*/checkpoint/trainer_state.json"))) < 2:
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.2)
-    assert len(list(runs.glob("*/checkpoint/trainer_state.json"))) == 2
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and len(list(runs.glob("*/checkpoint/trainer_state.json"))) < 2:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.2)
+        assert len(list(runs.glob("*/checkpoint/trainer_state.json"))) == 2
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:  # never leave a million-step run behind
+            os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode != 0 and b"KeyboardInterrupt" in err
     dirs = sorted(runs.iterdir())
     assert len(dirs) == 2 and not any((d / "result.json").exists() for d in dirs)
