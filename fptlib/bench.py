@@ -413,11 +413,12 @@ def side_by_side(out_root: Path, tasks=SIDE_BY_SIDE_TASKS, steps: int = 100, see
     import shutil
     import tempfile
     from .config import RunConfig, resolve
-    from .experiments import Run, execute
+    from .experiments import Run, execute, threads_per_worker
     from .io import write_json_atomic, write_text_atomic
     t0 = time.perf_counter()
     record = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
-              "scale": scale, "steps": steps, "seeds": list(seeds), "workers": workers, "tasks": {}}
+              "scale": scale, "steps": steps, "seeds": list(seeds), "workers": workers,
+              "worker_threads": threads_per_worker(workers), "tasks": {}}
     runs = {t: [Run(f"s{s}", resolve(RunConfig(task=t, scale=scale, seed=s, steps=steps))) for s in seeds]
             for t in tasks}
     old = os.environ.get("FPT_RESULTS_DIR")
@@ -447,7 +448,7 @@ def side_by_side(out_root: Path, tasks=SIDE_BY_SIDE_TASKS, steps: int = 100, see
 
 def side_by_side_markdown(record: dict) -> str:
     m = record["machine"]
-    threads = max(1, m["logical_cpus"] // record["workers"])
+    threads = record["worker_threads"]
     lines = [f"Measured {record['started']} on {m['cpu']} ({m['logical_cpus']} logical CPUs, torch "
              f"{m['torch']}): {len(record['seeds'])} runs per task of the `{record['scale']}` scale's config "
              f"cut to {record['steps']} steps (each run also builds its model and data and scores the full "

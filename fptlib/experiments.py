@@ -34,6 +34,11 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def threads_per_worker(workers: int) -> int:
+    """Torch threads of each run trained side by side: the cores shared out evenly."""
+    return max(1, usable_cores() // workers)
+
+
 def default_workers(todo: list[Run]) -> int:
     """How many runs to train side by side: $FPT_WORKERS if set; else one per core (at most 4) on a
     machine without a GPU. The models here are too small for torch to use two cores well, so two
@@ -60,14 +65,13 @@ def _train_in_worker(job: tuple[RunConfig, str, int]) -> str:
     return run_dir
 
 
-def _train_side_by_side(todo: list[Run], workers: int, bar) -> None:
+def _train_side_by_side(todo: list[Run], workers: int, threads: int, bar) -> None:
     """Train runs in `workers` processes. Runs are independent and locked by directory (two that need
     the same Bit Memory source wait for each other). A failed run stops the others; an interrupt
     stops the workers, whose runs resume from their last checkpoint next time."""
     import multiprocessing
     from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
     configs = {str(run_dir_for(r.config)): r.config for r in todo}  # one job per run directory
-    threads = max(1, usable_cores() // workers)
     ctx = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools mid-use
     others = set(multiprocessing.active_children())  # children that are not the pool's stay alone
     pool = ProcessPoolExecutor(min(workers, len(configs)), mp_context=ctx)
@@ -103,10 +107,11 @@ def execute(runs: list[Run], progress: bool = True, workers: int | None = None) 
     bar = tqdm(total=len(todo), desc=f"runs to compute ({len(runs) - len(todo)} cached"
                + (f", {workers} side by side)" if side else ")"), disable=not progress or not todo)
     if side:
+        threads = threads_per_worker(workers)
         if progress:
             print(f"training {len(todo)} run(s) in up to {workers} processes side by side, "
-                  f"{max(1, usable_cores() // workers)} torch thread(s) each ({WORKERS_ENV} sets how many)")
-        _train_side_by_side(todo, workers, bar)
+                  f"{threads} torch thread(s) each ({WORKERS_ENV} sets how many)")
+        _train_side_by_side(todo, workers, threads, bar)
     for r in runs:
         d = run_dir_for(r.config)
         cached = (d / "result.json").exists()

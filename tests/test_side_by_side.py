@@ -25,10 +25,10 @@ def test_side_by_side_gives_what_one_at_a_time_gives_with_the_same_threads(tmp_p
     side = execute(runs, progress=False, workers=2)
     curves = {r.row: _curve(run_dir_for(r.config)) for r in runs}
     assert side.test_accuracy.notna().all() and len(side) == 2
-    # each worker had usable_cores() // 2 threads; one at a time with as many must agree exactly
+    # each worker had threads_per_worker(2) threads; one at a time with as many must agree exactly
     monkeypatch.setenv("FPT_RESULTS_DIR", str(tmp_path / "b"))
     before = torch.get_num_threads()
-    torch.set_num_threads(max(1, E.usable_cores() // 2))
+    torch.set_num_threads(E.threads_per_worker(2))
     try:
         alone = execute(runs, progress=False, workers=1)
     finally:
