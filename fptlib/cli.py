@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
+import types
+import typing
 
-from .backbones import INITS, KNOWN_BACKBONES
-from .config import PRECISIONS, SCALES
-from .model import FPT_GROUPS, GROUP_CHOICES
-from .tasks import TASKS
+from .config import SCALES, RunConfig
+from .data import TASKS
 
 
 def _task_option(text: str):
@@ -23,46 +24,52 @@ def _task_option(text: str):
     return k, v
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fpt", description="Frozen Pretrained Transformers: train runs and "
-                                "reproduce the paper's tables (Lu et al. 2021).")
-    sub = p.add_subparsers(dest="cmd", required=True)
+def _base_type(hint) -> type:
+    """int for `int | None`, str for `tuple[str, ...]` (parsed by the config), and so on."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (types.UnionType, typing.Union) and args:
+        return _base_type(args[0])
+    return hint if hint in (int, float, str, bool) else str
 
+
+def add_config_arguments(p: argparse.ArgumentParser) -> None:
+    """One flag per RunConfig field, its help and choices from the field's metadata (the one place
+    each is written): --batch-size for batch_size; booleans are switches; the task is positional."""
+    hints = typing.get_type_hints(RunConfig)
+    for f in dataclasses.fields(RunConfig):
+        meta, kind = dict(f.metadata), _base_type(hints[f.name])
+        flag = "--" + meta.get("flag", f.name).replace("_", "-")
+        if f.name == "task":
+            p.add_argument("task", help=f"one of: {', '.join(TASKS)}")
+        elif f.name == "task_options":
+            p.add_argument(flag, dest=f.name, action="append", type=_task_option, default=[], metavar="KEY=VALUE",
+                           help=meta["help"])
+        elif f.name == "train":
+            p.add_argument(flag, default=",".join(f.default), help=meta["help"])
+        elif kind is bool:
+            p.add_argument(flag, action="store_true", help=meta["help"])
+        else:
+            p.add_argument(flag, type=kind, default=f.default, choices=meta.get("choices"), help=meta["help"],
+                           metavar=None if "choices" in meta else f.name.upper())
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(RunConfig)}
+    values["task_options"] = dict(values["task_options"])
+    return RunConfig(**values)
+
+
+def _train_parser(sub) -> None:
     t = sub.add_parser("train", help="train one run and write config.json, metrics.jsonl, result.json",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    t.add_argument("task", help=f"one of: {', '.join(TASKS)}")
-    t.add_argument("--backbone", default=None,
-                   help=f"{', '.join(KNOWN_BACKBONES)}, or a directory saved with save_pretrained "
-                        "(default: the scale's: smoke/cpu minilm, paper gpt2)")
-    t.add_argument("--init", default="pretrained", choices=INITS,
-                   help="pretrained weights, the architecture's random init, or random with the "
-                        "pretrained tensors' mean/std (paper Table 9)")
-    t.add_argument("--train", default=",".join(FPT_GROUPS),
-                   help=f"comma-separated parameter groups to train: {', '.join(GROUP_CHOICES)}")
-    t.add_argument("--scale", default="cpu", choices=SCALES, help="defaults for everything left unset")
-    t.add_argument("--seed", type=int, default=0)
+    add_config_arguments(t)
     t.add_argument("--out", default=None, help="run directory (default: results/SCALE/runs/RUN_ID)")
-    t.add_argument("--steps", type=int, default=None, help="gradient-step budget (default: the scale's)")
-    t.add_argument("--batch-size", type=int, default=None)
-    t.add_argument("--grad-accum", type=int, default=1, help="micro-batches per gradient step")
-    t.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 1e-3; LSTM 3e-4)")
-    t.add_argument("--eval-every", type=int, default=None, help="steps between validation evaluations "
-                   "and checkpoints")
-    t.add_argument("--patience", type=int, default=0, help="stop after this many evaluations without "
-                   "validation improvement (0: run the whole budget)")
-    t.add_argument("--n-layers", type=int, default=None, help="keep only the first N backbone blocks")
-    t.add_argument("--precision", default="fp32", choices=PRECISIONS)
-    t.add_argument("--attention-dropout", type=float, default=None, metavar="P",
-                   help="dropout on the attention weights (default: the backbone's, 0.1); 0 lets PyTorch use "
-                        "fused attention (much faster and leaner at long sequences; changes the model)")
-    t.add_argument("--cache-features", action="store_true", help="with --train output: compute the frozen "
-                   "features once (without dropout) and train the output layer on them (paper Table 10)")
-    t.add_argument("--option", action="append", type=_task_option, default=[], metavar="KEY=VALUE",
-                   help="task option, e.g. n_bits=250, patch_size=7, source=idx (repeatable)")
     t.add_argument("--resume", action="store_true", help="continue an unfinished run in --out from its "
                    "last checkpoint (a finished one is reported as it is)")
     t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
+
+def _reproduce_parser(sub) -> None:
     r = sub.add_parser("reproduce", help="execute the numbered notebooks with papermill",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     r.add_argument("--scale", default="cpu", choices=SCALES)
@@ -75,13 +82,14 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--figures-dir", default=None, help="write figures here instead of figures/ "
                    "(sets FPT_FIGURES_DIR)")
     r.add_argument("--log-output", action="store_true", help="stream notebook output to the terminal")
-
-    g = sub.add_parser("readme", help="rewrite the README's results gallery (every table and figure of a "
-                       "scale) from results/ and figures/; trains nothing",
+    g = sub.add_parser("readme", help="rewrite the results gallery (docs/results.md: every table and figure "
+                       "of a scale) from results/ and figures/; trains nothing",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g.add_argument("--scale", default="cpu", choices=SCALES)
-    g.add_argument("--readme", default=None, help="the README to update (default: the repository's)")
+    g.add_argument("--readme", default=None, help="the file to update (default: the repository's docs/results.md)")
 
+
+def _bench_parser(sub) -> None:
     b = sub.add_parser("bench", help="time our training step, evaluation and output-only training "
                        "against the original implementation's, in one run; writes results/bench/",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -101,6 +109,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default=None, help="output directory (default: results/bench)")
     b.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
+
+def _data_parser(sub) -> None:
     d = sub.add_parser("data", help="download datasets (fetch) and list what is present (status)")
     dsub = d.add_subparsers(dest="data_cmd", required=True)
     df = dsub.add_parser("fetch", help="download one dataset from its canonical source, verify it and put it "
@@ -117,6 +127,14 @@ def parser() -> argparse.ArgumentParser:
     ds.add_argument("--data-dir", default=None, help="data directory (default: FPT_DATA_DIR, else <repo>/data)")
     ds.add_argument("--json", action="store_true", help="print the rows as JSON")
     ds.add_argument("--hashes", default=None, metavar="FILE", help="checksum overrides, as for fetch")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fpt", description="Frozen Pretrained Transformers: train runs and "
+                                "reproduce the paper's tables (Lu et al. 2021).")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    for add in (_train_parser, _reproduce_parser, _bench_parser, _data_parser):
+        add(sub)
     return p
 
 
@@ -134,8 +152,8 @@ def main(argv=None) -> int:
 
 
 def _data(args) -> int:
-    from .fetch import fetch, format_status, load_hash_overrides, status, with_hashes
-    from .tasks import DataError
+    from .data import DataError
+    from .data.download import fetch, format_status, load_hash_overrides, status, with_hashes
     data_dir = os.path.abspath(args.data_dir) if args.data_dir else None
     try:
         registry = with_hashes(load_hash_overrides(args.hashes)) if args.hashes else None
@@ -158,8 +176,8 @@ def _data(args) -> int:
 def _bench(args) -> int:
     from pathlib import Path
     import torch
-    from . import bench
     from .paths import PROJ_ROOT
+    from .perf import bench
     if args.threads:
         torch.set_num_threads(args.threads)
     backbones = {b: bench.BACKBONES.get(b, "random") for b in args.backbones}
@@ -185,16 +203,10 @@ def _bench(args) -> int:
 
 
 def _train(args) -> int:
-    from .config import RunConfig, resolve
-    from .experiments import run_dir_for
-    from .training import RunError, train
+    from .config import resolve
+    from .training import RunError, run_dir_for, train
     try:
-        cfg = resolve(RunConfig(task=args.task, backbone=args.backbone, init=args.init, train=args.train,
-                                scale=args.scale, seed=args.seed, steps=args.steps,
-                                batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr,
-                                eval_every=args.eval_every, patience=args.patience, n_layers=args.n_layers,
-                                precision=args.precision, task_options=dict(args.option),
-                                attention_dropout=args.attention_dropout, cache_features=args.cache_features))
+        cfg = resolve(config_from_args(args))
         out = args.out or run_dir_for(cfg)
         result = train(cfg, out, resume=args.resume, progress=not args.no_progress)
     except (ValueError, RunError) as e:
@@ -211,8 +223,8 @@ def _train(args) -> int:
 def _readme(args) -> int:
     from pathlib import Path
     from .paths import PROJ_ROOT
-    from .report import update_readme
-    path = Path(args.readme) if args.readme else PROJ_ROOT / "README.md"
+    from .study.report import update_readme
+    path = Path(args.readme) if args.readme else PROJ_ROOT / "docs" / "results.md"
     try:
         changed = update_readme(path, args.scale)
     except (OSError, ValueError) as e:
@@ -233,7 +245,7 @@ def _reproduce(args) -> int:
                   file=sys.stderr)
             return 2
         os.environ["FPT_WORKERS"] = str(args.workers)
-    from .reproduce import reproduce
+    from .study.notebooks import reproduce
     try:
         summary = reproduce(args.scale, args.only, log_output=args.log_output)
     except ValueError as e:

@@ -9,44 +9,69 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from .model import FPT_GROUPS, parse_groups
+from .groups import FPT_GROUPS, parse_groups
 
 SCALES = ("smoke", "cpu", "paper")
 PRECISIONS = ("fp32", "bf16", "fp16")
+# bit: the weights of the same architecture fully trained on Bit Memory, then frozen (paper Table 2)
+INITS = ("pretrained", "random", "stats", "bit")
+
+
+def _opt(default, help: str, **metadata):
+    """A config field with its help text: the one place `fpt train --help` takes it from."""
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help, **metadata})
+    return field(default=default, metadata={"help": help, **metadata})
 
 
 @dataclass
 class RunConfig:
     """Everything that decides a run's numbers. None means "the scale's default"."""
 
-    task: str
-    backbone: str | None = None      # gpt2[-medium|-large|-xl], minilm, bert-base-uncased, lstm, tiny-gpt2, a directory
-    init: str = "pretrained"         # pretrained | random | stats
-    train: tuple[str, ...] = FPT_GROUPS  # parameter groups to train (or ("full",))
-    scale: str = "cpu"
-    seed: int = 0
-    steps: int | None = None         # gradient-step budget
-    batch_size: int | None = None
-    grad_accum: int = 1              # micro-batches per step (batch_size is the micro-batch)
-    lr: float | None = None          # 1e-3 for transformers, 3e-4 for LSTMs (paper App. C)
-    clip_norm: float = 1.0
-    eval_every: int | None = None    # steps between validation evaluations (and checkpoints)
-    patience: int = 0                # stop after this many evaluations without improvement; 0 = off
-    eval_batch_size: int | None = None
-    train_eval_examples: int | None = None  # train accuracy is measured on this many train examples
-    precision: str = "fp32"          # bf16/fp16 autocast via Accelerate (GPU)
-    n_layers: int | None = None      # truncate the backbone to its first n blocks
-    attn_implementation: str = "sdpa"
-    attention_dropout: float | None = None  # None keeps the backbone's (0.1); 0.0 = fused attention (faster, changes the model)
-    cache_features: bool = False     # output-only runs: compute frozen features once (no dropout below the output)
-    save_backbone: bool = False      # keep the trained backbone's weights (backbone.safetensors) in the run dir
-    orth_gain: float = 1.41
-    input_dropout: float = 0.1
-    lstm_width: int | None = None    # width of the transformer the LSTM replaces
-    lstm_layers: int = 3
-    lstm_residual: bool = False
-    lstm_positions: int = 0
-    task_options: dict = field(default_factory=dict)
+    task: str = field(metadata={"help": "the task to train on (see `fpt data status`)"})
+    backbone: str | None = _opt(None, "gpt2[-medium|-large|-xl], minilm, bert-base-uncased, t5-base, "
+                                "allenai/longformer-base-4096, lstm, tiny-gpt2/-bert/-t5/-longformer, or a "
+                                "directory saved with save_pretrained (default: the scale's: smoke/cpu "
+                                "minilm, paper gpt2)")
+    init: str = _opt("pretrained", "pretrained weights; random: the architecture's own init; stats: random "
+                     "with each pretrained tensor's mean/std (Table 9); bit: fully trained on Bit Memory "
+                     "first (Table 2)", choices=INITS)
+    train: tuple[str, ...] = _opt(FPT_GROUPS, "comma-separated parameter groups to train (input, output, "
+                                  "layernorm, positions, attention, feedforward, recurrent, token_type, "
+                                  "attention_last) or full")
+    scale: str = _opt("cpu", "defaults for everything left unset", choices=SCALES)
+    seed: int = _opt(0, "seeds the model, the heads, dropout and the training batches")
+    steps: int | None = _opt(None, "gradient-step budget (default: the scale's)")
+    batch_size: int | None = _opt(None, "examples per micro-batch (default: the scale's)")
+    grad_accum: int = _opt(1, "micro-batches per gradient step")
+    lr: float | None = _opt(None, "Adam learning rate (default 1e-3; homology 1e-4; LSTM 3e-4, paper App. C)")
+    clip_norm: float = _opt(1.0, "gradient-norm clipping threshold")
+    eval_every: int | None = _opt(None, "steps between validation evaluations and checkpoints")
+    patience: int = _opt(0, "stop after this many evaluations without validation improvement "
+                         "(0: run the whole budget; the paper scale's default is 20)")
+    eval_batch_size: int | None = _opt(None, "batch size of evaluation (default 64)")
+    train_eval_examples: int | None = _opt(None, "train accuracy is measured on this many training examples")
+    precision: str = _opt("fp32", "fp32, or bf16/fp16 autocast through Accelerate", choices=PRECISIONS)
+    n_layers: int | None = _opt(None, "keep only the first N backbone blocks")
+    attn_implementation: str = _opt("sdpa", "HF attention implementation (eager returns attention maps)",
+                                    choices=("sdpa", "eager"))
+    attention_dropout: float | None = _opt(None, "dropout on the attention weights (default: the "
+                                           "backbone's, 0.1); 0 lets PyTorch use fused attention (faster "
+                                           "and leaner at long sequences; changes the model)")
+    cache_features: bool = _opt(False, "with --train output: compute the frozen features once (without "
+                                "dropout) and train the output layer on them (paper Table 10)")
+    save_backbone: bool = _opt(False, "keep the trained backbone's weights (backbone.safetensors) in the "
+                               "run directory")
+    orth_gain: float = _opt(1.41, "gain of the orthogonal init of the linear input layer")
+    input_dropout: float = _opt(0.1, "dropout after the input layer")
+    lstm_width: int | None = _opt(None, "width of the LSTM baseline (default: the width of the transformer "
+                                  "it replaces)")
+    lstm_layers: int = _opt(3, "layers of the LSTM baseline")
+    lstm_residual: bool = _opt(False, "residual connections between LSTM layers (paper Table 4)")
+    lstm_positions: int = _opt(0, "learned positional embeddings for the LSTM, this many positions "
+                               "(0: none; paper Table 5)")
+    task_options: dict = _opt({}, "task option KEY=VALUE, e.g. n_bits=250, patch_size=7, source=idx "
+                              "(repeatable)", flag="option")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -162,14 +187,21 @@ PRESETS: dict[str, dict] = {
 }
 
 
+# Fields `resolve` fills; a config with all of them set has been resolved.
+_RESOLVED = ("backbone", "steps", "batch_size", "eval_every", "lr", "eval_batch_size", "train_eval_examples",
+             "lstm_width")
+
+
+def is_resolved(cfg: RunConfig) -> bool:
+    return all(getattr(cfg, k) is not None for k in _RESOLVED)
+
+
 def resolve(cfg: RunConfig) -> RunConfig:
     """Fill every unset field from the scale's defaults; validate names. Explicit values win."""
-    from .backbones import INITS
-    from .tasks import TASKS
     if cfg.scale not in SCALES:
         raise ValueError(f"unknown scale {cfg.scale!r}; choose one of {', '.join(SCALES)}")
-    if cfg.task not in TASKS:
-        raise ValueError(f"unknown task {cfg.task!r}; choose one of {', '.join(TASKS)}")
+    if cfg.task not in PRESETS["paper"]["tasks"]:
+        raise ValueError(f"unknown task {cfg.task!r}; choose one of {', '.join(PRESETS['paper']['tasks'])}")
     if cfg.init not in INITS:
         raise ValueError(f"unknown init {cfg.init!r}; choose one of {', '.join(INITS)}")
     if cfg.precision not in PRECISIONS:
@@ -203,29 +235,4 @@ def resolve(cfg: RunConfig) -> RunConfig:
     for k in ("steps", "batch_size", "eval_every", "grad_accum", "eval_batch_size"):
         if getattr(out, k) < 1:
             raise ValueError(f"{k} must be at least 1, got {getattr(out, k)}")
-    return out
-
-
-def deviations(cfg: RunConfig) -> list[str]:
-    """How a resolved config differs from the paper scale for the same task (written beside results)."""
-    paper = resolve(replace(cfg, scale="paper", backbone=None if cfg.backbone == PRESETS[cfg.scale]["backbone"]
-                            else cfg.backbone, steps=None, batch_size=None, eval_every=None,
-                            n_layers=None if cfg.backbone == PRESETS[cfg.scale]["backbone"] else cfg.n_layers,
-                            lstm_width=None, train_eval_examples=None, patience=0, task_options={}))
-    from .tasks import task_class
-    task_fields = task_class(cfg.task).__dataclass_fields__
-    shown = {"n_layers": lambda v: "all" if v is None else v, "patience": lambda v: v or "off"}
-    out = []
-    for k in ("backbone", "n_layers", "lstm_width", "steps", "batch_size", "patience"):
-        if k == "lstm_width" and cfg.backbone != "lstm":
-            continue
-        a, b = getattr(cfg, k), getattr(paper, k)
-        if a != b:
-            fmt = shown.get(k, lambda v: v)
-            out.append(f"{k}: {fmt(a)} (paper scale: {fmt(b)})")
-    for k in sorted(set(cfg.task_options) | set(paper.task_options)):
-        default = task_fields[k].default
-        a, b = cfg.task_options.get(k, default), paper.task_options.get(k, default)
-        if a != b:
-            out.append(f"{cfg.task} {k}: {a} (paper scale: {b})")
     return out

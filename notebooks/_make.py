@@ -1,6 +1,7 @@
-"""Writes the study notebooks (02-14) from their fptlib.studies classes, so every parameters cell
-mirrors its dataclass exactly. Run `python notebooks/_make.py` after changing a study's fields; the
-notebooks are stored without outputs. (00, 01 and 04 are edited by hand.)"""
+"""Writes every study notebook of the catalogue (fptlib.study.catalogue.NOTEBOOKS) from its Study
+class, so every parameters cell mirrors its dataclass exactly. Run `python notebooks/_make.py` after
+changing a study's fields; the notebooks are stored without outputs. The catalogue says why 00 and 04
+are edited by hand; a test checks that every other notebook equals what this script writes."""
 from __future__ import annotations
 
 import dataclasses
@@ -69,15 +70,17 @@ def code(text):
     return nbf.v4.new_code_cell(text.strip())
 
 
+COLUMNS = ["row", "task", "seed", "backbone", "steps", "test_accuracy", "train_accuracy", "trainable_params",
+           "frozen_unchanged", "wall_seconds"]
+
 RUN = """
 from IPython.display import Markdown, display
 
-from fptlib import plots
-from fptlib.studies import {cls}
+from fptlib.study import {cls}, plots
 
 study = {ctor}
 runs = study.execute()  # trains only the runs results/ does not hold yet
-runs[["row", "task", "seed", "backbone", "steps", "test_accuracy", "train_accuracy", "trainable_params", "frozen_unchanged", "wall_seconds"]]
+runs[{columns}]
 """
 
 TABLE = """
@@ -88,13 +91,13 @@ display(Markdown(study.markdown(summary)))
 
 BARS = """
 fig = plots.bar_chart(summary, study.rows, study.tasks_with_data,
-                      title=f"{{study.title}} - scale '{{scale}}'; black ticks: paper")
-plots.save(fig, study.figures / f"{{study.name}}_bars.png")
+                      title=f"{study.title} - scale '{scale}'; black ticks: paper")
+plots.save(fig, study.figures / f"{study.name}_bars.png")
 """
 
 CURVES = """
-fig = plots.learning_curves(runs, study.rows, study.tasks_with_data, title=f"Validation accuracy, scale '{{scale}}'")
-plots.save(fig, study.figures / f"{{study.name}}_curves.png")
+fig = plots.learning_curves(runs, study.rows, study.tasks_with_data, title=f"Validation accuracy, scale '{scale}'")
+plots.save(fig, study.figures / f"{study.name}_curves.png")
 """
 
 CHECK = """
@@ -103,23 +106,31 @@ print(f"{len(runs)} runs; every tensor that was not trained is bit-identical aft
 """
 
 
-def study_notebook(cls, intro: str, extra: list | None = None, overrides: dict | None = None,
-                   bars: bool = True, curves: bool = True) -> nbf.NotebookNode:
+BARS_MD = ("## Bar chart\nBars: ours (mean ± std over seeds). Black ticks: the paper's number for the same row, "
+           "where it has one.")
+CURVES_MD = "## Learning curves\nValidation accuracy during training (line: mean over seeds; band: min to max)."
+CHECK_MD = ("## Checks\nEvery tensor a run did not train must be bit-identical after training (SHA-256 of each, "
+            "before and after).")
+
+
+def study_notebook(entry, intro: str, extra: list | None = None, overrides: dict | None = None,
+                   columns: list | None = None, bars: tuple[str, str] = (BARS_MD, BARS),
+                   curves_md: str = CURVES_MD, check: tuple[str, str] = (CHECK_MD, CHECK)) -> nbf.NotebookNode:
+    """A study notebook: parameters, runs, the table, the figures the catalogue entry lists, checks."""
+    cls = entry.studies[0][0]
     nb = nbf.v4.new_notebook()
-    cells = [md(intro), params_cell(cls, overrides), code(RUN.format(cls=cls.__name__, ctor=ctor(cls))),
+    cells = [md(intro), params_cell(cls, overrides),
+             code(RUN.format(cls=cls.__name__, ctor=ctor(cls), columns=repr(columns or COLUMNS).replace("'", '"'))),
              md("## The table\nOur number (scale and backbone in the caption) beside the paper's; `paper: none` "
                 "where the paper has no number. The list under the table is every way this scale departs "
                 "from the paper's settings, taken from the configs that ran."),
              code(TABLE)]
-    if bars:
-        cells += [md("## Bar chart\nBars: ours (mean ± std over seeds). Black ticks: the paper's number for "
-                     "the same row, where it has one."), code(BARS.format())]
-    if curves:
-        cells += [md("## Learning curves\nValidation accuracy during training (line: mean over seeds; band: "
-                     "min to max)."), code(CURVES.format())]
+    if entry.bars:
+        cells += [md(bars[0]), code(bars[1])]
+    if entry.curves:
+        cells += [md(curves_md), code(CURVES)]
     cells += extra or []
-    cells += [md("## Checks\nEvery tensor a run did not train must be bit-identical after training "
-                 "(SHA-256 of each, before and after)."), code(CHECK)]
+    cells += [md(check[0]), code(check[1])]
     nb.cells = cells
     return _finish(nb)
 
@@ -134,13 +145,15 @@ def _finish(nb):
 
 HOW = ("Runs are cached by config under `results/<scale>/runs/` (rows shared with other notebooks are "
        "computed once). Run headlessly with `fpt reproduce --only {num}`; the parameters below mirror "
-       "`fptlib.studies.{cls}`.")
+       "`fptlib.study.{cls}`.")
 
 
 def build() -> dict[str, nbf.NotebookNode]:
-    from fptlib import studies as S
-    nbs = {}
-    nbs["02_table2_bit_init"] = study_notebook(S.BitInit, f"""
+    """Every notebook of the catalogue that is not edited by hand, by file stem."""
+    from fptlib.study.catalogue import NOTEBOOKS
+    E = {nb.key: nb for nb in NOTEBOOKS}
+    nbs = tables_1_2(E)
+    nbs["02"] = study_notebook(E["02"], f"""
 # 02 · Table 2 complete: language, random and Bit-pretrained initialisation
 
 Paper §3.2. Three frozen backbones of the same architecture, each given the FPT training (input, output,
@@ -151,7 +164,7 @@ one run per seed at the same scale (`bit-memory`, all parameters trained, weight
 The ViT row of the paper needs image-pretrained ViT weights (network), so it is not run here.
 
 {HOW.format(num="02", cls="BitInit")}""")
-    nbs["03_table6_7_convergence_fit"] = study_notebook(S.Convergence, f"""
+    nbs["03"] = study_notebook(E["03"], f"""
 # 03 · Tables 6-7: compute efficiency and train vs test accuracy
 
 Paper §3.4 and §3.6, computed from the runs of Tables 1-2 (notebook 01): nothing new is trained when
@@ -161,7 +174,7 @@ evaluation within `tolerance` points of the run's best validation accuracy; a ru
 the end of its budget is marked `>`). **Table 7** sets train beside test accuracy, asking whether FPT
 over- or underfits.
 
-{HOW.format(num="03", cls="Convergence")}""", bars=False, extra=[
+{HOW.format(num="03", cls="Convergence")}""", extra=[
         md("## Table 6: gradient steps to convergence"),
         code("""
 conv = study.convergence(runs)
@@ -174,7 +187,7 @@ conv.groupby(["task", "row"]).steps_to_converge.describe()[["mean", "min", "max"
         code("""
 fig = plots.train_test(summary, study.rows, study.tasks_with_data, title=f"Train vs test accuracy, scale '{scale}'")
 plots.save(fig, study.figures / f"{study.name}_train_test.png")""")])
-    nbs["05_table3_5_lstm"] = study_notebook(S.LSTMVariants, f"""
+    nbs["05"] = study_notebook(E["05"], f"""
 # 05 · Tables 3-5: transformer vs LSTM architecture
 
 Paper §3.3 (v2 only). Is the transformer's architecture what makes a frozen random network useful? A frozen
@@ -183,7 +196,7 @@ trained), then LSTM variants: residual connections, 12 layers (residual), learne
 The paper's numbers for these tables are not available to us (paper.md §2.3): every paper cell is `none`.
 
 {HOW.format(num="05", cls="LSTMVariants")}""")
-    nbs["06_table8_model_size"] = study_notebook(S.ModelSize, f"""
+    nbs["06"] = study_notebook(E["06"], f"""
 # 06 · Table 8: model size
 
 Paper §3.7: CIFAR-10 with GPT-2 small, medium and large, pretrained and random (paper scale). Offline there
@@ -194,7 +207,7 @@ the `cpu` grid: at 1.2 s a step on two cores (`fpt bench`) its 600 steps alone t
 the six MiniLM rows together.)
 
 {HOW.format(num="06", cls="ModelSize")}""")
-    nbs["07_table9_stats_init"] = study_notebook(S.StatsInit, f"""
+    nbs["07"] = study_notebook(E["07"], f"""
 # 07 · Table 9: is it only the initialisation statistics?
 
 Paper §3.8. **Statistics only**: every tensor of the pretrained backbone is redrawn from a Gaussian with that
@@ -202,7 +215,7 @@ tensor's own mean and standard deviation, then frozen and trained like FPT. If t
 would be a better initialisation scale and nothing more.
 
 {HOW.format(num="07", cls="StatsInit")}""")
-    nbs["08_table10_output_only"] = study_notebook(S.OutputOnly, f"""
+    nbs["08"] = study_notebook(E["08"], f"""
 # 08 · Table 10: training only the output layer
 
 Paper §3.9. The input layer keeps its random orthogonal init and everything below the output layer is
@@ -219,14 +232,14 @@ draw fresh examples every step and run uncached.
 speed = study.speedups(runs)
 speed.to_csv(paths["csv"].with_name("table10_cache_speedup.csv"), index=False)
 speed""")])
-    nbs["09_table11_12_depth"] = study_notebook(S.Depth, f"""
+    nbs["09"] = study_notebook(E["09"], f"""
 # 09 · Tables 11-12: depth and token mixing
 
 Paper §3.10 (v2 only), ListOps. The backbone is cut to its first n blocks, pretrained and random. Table 11
 trains the output layer and layer norms; set `output_only=True` for Table 12 (output layer only, features
 cached). The paper's depths go to 12 and 24 blocks of GPT-2; MiniLM has 6.
 
-{HOW.format(num="09", cls="Depth")}""", bars=False, extra=[
+{HOW.format(num="09", cls="Depth")}""", extra=[
         md("## Accuracy by depth\nSolid: ours (± std over seeds); dashed, hollow markers: the paper's numbers, "
            "which reach depths (12 and 24 blocks of GPT-2) this backbone may not have."),
         code("""
@@ -242,7 +255,7 @@ display(Markdown(study12.markdown(summary12)))
 fig = plots.by_depth(study12.by_depth(summary12), title=f"{study12.title} - scale '{scale}'")
 plots.save(fig, study.figures / f"{study12.name}_by_depth.png")
 assert runs12.frozen_unchanged.all()""")], overrides={"output_only": False})
-    nbs["10_table13_14_more_params"] = study_notebook(S.MoreParams, f"""
+    nbs["10"] = study_notebook(E["10"], f"""
 # 10 · Tables 13-14: training more parameters
 
 Paper §3.11. Beside the FPT groups, also train the feed-forward layers, the attention layers, both, or the
@@ -253,7 +266,7 @@ row is ours, not the paper's: "+ Feedforward" at a learning rate of 1e-4, to tel
 for the unfrozen weights from a broken feed-forward group.
 
 {HOW.format(num="10", cls="MoreParams")}""")
-    nbs["11_table15_21_ablation"] = study_notebook(S.Ablation, f"""
+    nbs["11"] = study_notebook(E["11"], f"""
 # 11 · Tables 15 and 21: which parameters need training?
 
 Paper §3.12 and appendix Table 21. Starting from the output layer alone, add trained groups one at a time:
@@ -271,14 +284,14 @@ display(Markdown(study21.markdown(summary21)))
 fig = plots.bar_chart(summary21, study21.rows, study21.tasks_with_data, title=f"{study21.title} - scale '{scale}'")
 plots.save(fig, study.figures / f"{study21.name}_bars.png")
 assert runs21.frozen_unchanged.all()""")])
-    nbs["12_table16_frozen_ln"] = study_notebook(S.FrozenLN, f"""
+    nbs["12"] = study_notebook(E["12"], f"""
 # 12 · Table 16: is finetuning layer norm necessary?
 
 Paper §3.13 (CIFAR-10 in the paper; offline, the other tasks). Input, output and positional embeddings
 train; layer norm is frozen or trained, on a pretrained and a random backbone.
 
 {HOW.format(num="12", cls="FrozenLN")}""")
-    nbs["13_table17_backbones"] = study_notebook(S.Backbones, f"""
+    nbs["13"] = study_notebook(E["13"], f"""
 # 13 · Table 17: other pretrained transformers
 
 Paper §3.14: GPT-2, BERT, T5 and Longformer as the frozen backbone on CIFAR-10 and ListOps. Offline the only
@@ -286,7 +299,7 @@ language-pretrained transformer is MiniLM-L6 (BERT family); the paper scale runs
 paper's other rows are listed under the table with their numbers.
 
 {HOW.format(num="13", cls="Backbones")}""")
-    nbs["14_lr_sensitivity"] = study_notebook(S.LRSweep, f"""
+    nbs["14"] = study_notebook(E["14"], f"""
 # 14 · Beyond the paper: learning-rate sensitivity
 
 Rothermel et al. (2021, paper.md §7) argue that FPT's headline comparisons depend on the single learning
@@ -294,14 +307,63 @@ rate 1e-3: tuned, fully finetuned transformers win. This study sweeps the learni
 frozen or unfrozen (every parameter trained), pretrained or random — and asks two questions: does frozen
 pretrained beat frozen random at every learning rate, and how does the best of each setting compare?
 
-{HOW.format(num="14", cls="LRSweep")}""", bars=False, curves=False, extra=[
+{HOW.format(num="14", cls="LRSweep")}""", extra=[
         md("## Accuracy against learning rate"),
         code("""
 grid = study.grid(summary)
 fig = plots.lr_sweep(grid, title=f"Test accuracy by learning rate, scale '{scale}'")
 plots.save(fig, study.figures / f"{study.name}.png")
 grid""")])
-    return nbs
+    missing = [nb.key for nb in NOTEBOOKS if not nb.by_hand and nb.key not in nbs]
+    if missing:
+        raise SystemExit(f"notebooks/_make.py writes no notebook for catalogue entries {missing}")
+    return {E[k].stem: nb for k, nb in nbs.items()}
+
+
+FPT_COLUMNS = ["row", "task", "seed", "backbone", "steps", "test_accuracy", "test_masked_accuracy", "train_accuracy",
+               "frozen_unchanged", "wall_seconds"]
+CHECK_FPT = ("## Checks\nFrozen tensors must be bit-identical after training (SHA-256 of each tensor before and "
+             "after).", """
+assert runs.frozen_unchanged.all(), runs[~runs.frozen_unchanged]
+print(f"{len(runs)} runs; frozen tensors unchanged in all; tables: {paths['md']}")
+""")
+
+
+def _tables_1_2_bars(what: str) -> str:
+    return f"""
+bb = backbone or runs.backbone[runs.row == "FPT"].iloc[0]
+fig = plots.bar_chart(summary, study.rows, study.tasks_with_data,
+                      title=f"{what} at scale '{{scale}}' (transformer: {{bb}}); black ticks: paper (GPT-2 base)")
+plots.save(fig, study.figures / f"{{study.name}}_bars.png")
+"""
+
+
+def tables_1_2(E: dict) -> dict:
+    """01 and 01b: Tables 1-2, with the paper's GPT-2 base named in their bar charts."""
+    return {"01": study_notebook(E["01"], f"""
+# 01 · Tables 1 and 2: frozen pretrained vs frozen random transformer
+
+Paper §3.1–3.2. **FPT**: the language-pretrained backbone, frozen (self-attention and feed-forward untouched); only the new input layer, the output layer, the layer norms and the positional embeddings train. **Random**: the same architecture randomly initialised and frozen the same way. Table 1's third row, a fully trained LSTM, is notebook `01b` (three rows in one notebook take longer than an hour at the `cpu` scale); Table 2's Bit-pretrained row is notebook `02`.
+
+Every number is test accuracy on the full held-out split, mean ± std over seeds, beside the paper's (GPT-2 base). A task whose data is not on this machine (CIFAR-10, CIFAR-10 LRA and remote homology need `fpt data fetch`) gets a "data not available offline" cell, never a number. On a machine without a GPU runs train side by side, one per core (`FPT_WORKERS` sets how many).
+
+{HOW.format(num="01", cls="Tables1And2")}""", columns=FPT_COLUMNS,
+                                 bars=("## Figure 1 style bar chart\nBars: ours (mean ± std over seeds). Black ticks: "
+                                       "the paper's number for the matching row (GPT-2 base).",
+                                       _tables_1_2_bars("Tables 1-2")),
+                                 curves_md=CURVES_MD + " The random frozen transformer learns more slowly than "
+                                 "FPT, the compute-efficiency result of Table 6.", check=CHECK_FPT),
+            "01b": study_notebook(E["01b"], f"""
+# 01b · Table 1: frozen pretrained transformer vs fully trained LSTM
+
+Paper §3.1, Table 1's *Full LSTM* row: a 3-layer layer-normalised LSTM as wide as the transformer, every parameter trained (learning rate 3e-4), beside **FPT** (frozen language-pretrained transformer; its runs are notebook `01`'s, reused from the cache). The paper's *Full transformer* row (randomly initialised, every parameter trained) is notebook `14`'s *Unfrozen random* row (ListOps only at the `cpu` scale).
+
+Every number is test accuracy on the full held-out split, mean ± std over seeds, beside the paper's (GPT-2 base). Tasks without data on this machine get a "data not available offline" cell, never a number.
+
+{HOW.format(num="01b", cls="LSTMBaseline")}""", columns=FPT_COLUMNS,
+                                  bars=("## Bar chart\nBars: ours (mean ± std over seeds). Black ticks: the paper's "
+                                        "number for the matching row (GPT-2 base).", _tables_1_2_bars("Table 1")),
+                                  check=CHECK_FPT)}
 
 
 if __name__ == "__main__":

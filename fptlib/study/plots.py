@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .paper import TASK_TITLES
-from .results import load_curve
+from .tables import load_curve
 
 PALETTE = {"FPT": "#1f77b4", "Random": "#ff7f0e", "LSTM": "#2ca02c"}
 

@@ -6,27 +6,8 @@ import hashlib
 import torch
 from torch import nn
 
-from .backbones import BACKBONE_GROUPS, Backbone, BackboneError
-
-# Groups a user can train; `full` means every group except the unused token-embedding table.
-TRAINABLE_GROUPS = ("input", "output") + tuple(g for g in BACKBONE_GROUPS if g != "unused")
-# `attention_last`: the attention of the last block only (paper Table 14), a slice of `attention`.
-GROUP_CHOICES = TRAINABLE_GROUPS + ("attention_last", "full")
-FPT_GROUPS = ("input", "output", "layernorm", "positions")
-
-
-def parse_groups(groups) -> tuple[str, ...]:
-    """'input,output' or a sequence of names -> validated tuple in canonical order."""
-    if isinstance(groups, str):
-        groups = [g.strip() for g in groups.split(",") if g.strip()]
-    unknown = [g for g in groups if g not in GROUP_CHOICES]
-    if unknown:
-        raise ValueError(f"unknown parameter group(s) {unknown}; choose from {', '.join(GROUP_CHOICES)}")
-    if "full" in groups:
-        return TRAINABLE_GROUPS
-    out = tuple(g for g in TRAINABLE_GROUPS if g in groups)
-    # the last block's attention is part of `attention`; naming both means all of it
-    return out + (("attention_last",) if "attention_last" in groups and "attention" not in groups else ())
+from ..groups import FPT_GROUPS, TRAINABLE_GROUPS, parse_groups
+from .backbones import Backbone, BackboneError
 
 
 class FPT(nn.Module):

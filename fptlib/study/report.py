@@ -12,7 +12,7 @@ Reads only what the notebooks left in `results/<scale>/tables/` (NAME.csv, NAME.
   with the scale and the backbone it ran at. A line the notebook could not measure (its `note`
   says why, e.g. "data not available offline") carries that note and no number;
 - `results/<scale>/tables/compute_time.csv` and `.md` (once any run exists): what each notebook
-  costs to compute, from the runs' result files (`studies.compute_times`).
+  costs to compute, from the runs' result files (`compute_time.compute_times`).
 
 `gallery_markdown` and `update_readme` put every table and figure of a scale into the README
 (`fpt readme`).
@@ -31,34 +31,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from .io import write_text_atomic
-from .paths import figures_dir, results_dir
+from ..config import PRESETS
+from ..io import write_text_atomic
+from ..paths import PROJ_ROOT, figures_dir, results_dir
+from .catalogue import SUMMARY_TABLE, expected_tables
+from .compute_time import compute_times
 
-# Every table a numbered notebook writes, in notebook order: (notebook, table name, title).
-EXPECTED: list[tuple[str, str, str]] = [
-    ("00", "compute_time", "Compute time per notebook"),
-    ("01", "table01_02", "Tables 1-2: frozen pretrained vs frozen random transformer"),
-    ("01b", "table01_lstm", "Table 1: frozen pretrained transformer vs fully trained LSTM"),
-    ("02", "table02_bit", "Table 2: importance of the pretraining modality (language, random, Bit Memory)"),
-    ("03", "table06_07_convergence_fit", "Tables 6-7: compute efficiency and fit (train vs test accuracy)"),
-    ("03", "table06_convergence", "Table 6: gradient steps to convergence"),
-    ("04", "attention_xor", "Attention on Bit XOR"),
-    ("04", "attention_bitmemory", "Attention on Bit Memory"),
-    ("05", "table03_05_lstm", "Tables 3-5: frozen random transformer vs frozen random LSTM and its variants"),
-    ("06", "table08_model_size", "Table 8: model size"),
-    ("07", "table09_stats_init", "Table 9: pretrained vs statistics-only vs default random initialisation"),
-    ("08", "table10_output_only", "Table 10: training only the output layer"),
-    ("08", "table10_cache_speedup", "Table 10: speed-up of the feature cache"),
-    ("09", "table11_depth", "Table 11: depth, output layer and layer norm trained"),
-    ("09", "table12_depth_output_only", "Table 12: depth, output layer only"),
-    ("10", "table13_14_more_params", "Tables 13-14: training more parameters"),
-    ("11", "table15_ablation_pretrained", "Table 15: successive parameter ablation, pretrained frozen transformer"),
-    ("11", "table21_ablation_random", "Table 21: successive parameter ablation, random frozen transformer"),
-    ("12", "table16_frozen_ln", "Table 16: frozen vs finetuned layer norm"),
-    ("13", "table17_backbones", "Table 17: other pretrained transformers as the frozen backbone"),
-    ("14", "lr_sensitivity", "Beyond the paper: learning-rate sensitivity"),
-]
-SUMMARY_NAME = "summary"  # the report's own table, never one of the studies
 # Columns a study table's CSV has (experiments.Study.summary); other CSVs are shown, not summarised.
 STUDY_COLUMNS = {"study", "row", "task", "metric", "mean"}
 SUMMARY_COLUMNS = ["table", "row", "task", "metric", "ours", "mean", "std", "n_seeds", "paper", "scale",
@@ -90,8 +68,8 @@ def find_tables(scale: str) -> list[TableFiles]:
     tdir = _tables_dir(scale)
     on_disk = {} if not tdir.is_dir() else {
         p.stem: p.parent for p in sorted(tdir.iterdir())
-        if p.suffix in (".csv", ".md") and not p.name.startswith(".") and p.stem != SUMMARY_NAME and p.is_file()}
-    tables = [TableFiles(name, title, nb) for nb, name, title in EXPECTED]
+        if p.suffix in (".csv", ".md") and not p.name.startswith(".") and p.stem != SUMMARY_TABLE and p.is_file()}
+    tables = [TableFiles(name, title, nb) for nb, name, title in expected_tables(scale)]
     known = {t.name for t in tables}
     tables += [TableFiles(name, name) for name in sorted(on_disk) if name not in known]
     for t in tables:
@@ -203,7 +181,6 @@ def _md_cell(v) -> str:
 
 
 def summary_markdown(summary: pd.DataFrame, scale: str) -> str:
-    from .config import PRESETS
     lines = [f"Summary at scale `{scale}` ({PRESETS.get(scale, {}).get('about', 'unknown scale')}). "
              "Ours: mean ± std over seeds (test accuracy in %, unless the metric says otherwise), at the "
              "scale and backbone of its line; paper: Lu et al. 2021 (GPT-2 base unless the source says "
@@ -315,7 +292,6 @@ def _table_section(t: TableFiles) -> str:
 
 
 def render_html(scale: str, tables: list[TableFiles] | None = None, summary: pd.DataFrame | None = None) -> str:
-    from .config import PRESETS
     tables = find_tables(scale) if tables is None else tables
     summary = summary_table(scale, tables) if summary is None else summary
     expected = [t for t in tables if t.notebook]
@@ -385,7 +361,6 @@ def compute_time_markdown(times: pd.DataFrame, scale: str) -> str:
 def gallery_markdown(scale: str = "cpu", root: Path | None = None) -> str:
     """Every table the notebooks wrote at `scale`, in notebook order, each followed by its figures
     (links relative to `root`, the repository): the README's results gallery, from files only."""
-    from .paths import PROJ_ROOT
     root = Path(root or PROJ_ROOT)
     parts = []
     for t in find_tables(scale):
@@ -426,15 +401,14 @@ def build(scale: str = "cpu") -> dict:
     """Write results/SCALE/report.html, results/SCALE/tables/summary.{csv,md} and (once a run exists)
     tables/compute_time.{csv,md}, each atomically, from the files on disk. Returns the paths, the summary DataFrame and which expected
     tables were found and which are absent."""
-    from .studies import compute_times
     times = compute_times(scale)
     if times.computed.sum():  # a scale with no runs yet has no costs to report
         write_text_atomic(_tables_dir(scale) / f"{COMPUTE_NAME}.csv", times.to_csv(index=False))
         write_text_atomic(_tables_dir(scale) / f"{COMPUTE_NAME}.md", compute_time_markdown(times, scale))
     tables = find_tables(scale)
     summary = summary_table(scale, tables)
-    paths = {"html": results_dir(scale) / "report.html", "csv": _tables_dir(scale) / f"{SUMMARY_NAME}.csv",
-             "md": _tables_dir(scale) / f"{SUMMARY_NAME}.md"}
+    paths = {"html": results_dir(scale) / "report.html", "csv": _tables_dir(scale) / f"{SUMMARY_TABLE}.csv",
+             "md": _tables_dir(scale) / f"{SUMMARY_TABLE}.md"}
     write_text_atomic(paths["csv"], summary.to_csv(index=False, float_format="%.4f"))
     write_text_atomic(paths["md"], summary_markdown(summary, scale))
     write_text_atomic(paths["html"], render_html(scale, tables, summary))

@@ -28,7 +28,7 @@ Inputs and outputs, and how they differ from the original code (paper.md §2, §
   output layer reads the last real residue (GPT-2 is causal, so it has seen the whole sequence).
 * Outputs: exactly the 1195 fold classes (the original has 1200 logits, 5 of them never a target).
 * Length: a sequence longer than `max_len` residues (default 1024, GPT-2's positions) is either
-  dropped (long_policy="skip", the default) or cut to its first `max_len` residues ("crop"). Both
+  dropped (long_policy="drop", the default) or cut to its first `max_len` residues ("crop"). Both
   are counted per split. The model's sequence length is `max_len`, so a backbone with fewer
   positions is refused when the run is configured; set max_len (and the policy) to fit it.
   The original skips every *batch* whose padded length (residues + 2 special tokens) exceeds 1024,
@@ -50,9 +50,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .io import safe_loads
-from .paths import data_dir
-from .tasks import DATA_SEED, DataError, EpochOrder, Task, _hash_tensors
+from ..io import safe_loads
+from ..paths import data_dir
+from ..seeding import DATA_SEED, hash_tensors
+from .base import DROP, DataError, EpochOrder, Task
+from .spec import Dataset, Remote
 
 N_FOLDS = 1195
 # TAPE's file stem for each of our split names.
@@ -60,7 +62,7 @@ SPLIT_FILES = {"train": "train", "val": "valid", "test": "test_fold_holdout",
                "test_superfamily_holdout": "test_superfamily_holdout",
                "test_family_holdout": "test_family_holdout"}
 EXTRA_SPLITS = ("test_superfamily_holdout", "test_family_holdout")
-LONG_POLICIES = ("skip", "crop")
+LONG_POLICIES = (DROP, "crop")
 
 STANDARD_AA = "ACDEFGHIKLMNPQRSTVWY"
 UNCOMMON_AA = "BOUXZ"  # Asx, pyrrolysine, selenocysteine, unknown, Glx
@@ -71,9 +73,6 @@ VOCAB = ("<pad>",) + tuple(AMINO_ACIDS) + ("<unk>",)  # token id -> symbol; 27 e
 _BYTE_TO_ID = np.full(256, UNK, dtype=np.uint8)
 for _i, _aa in enumerate(AMINO_ACIDS, start=1):
     _BYTE_TO_ID[ord(_aa)] = _BYTE_TO_ID[ord(_aa.lower())] = _i
-
-FETCH_HINT = "run `fpt data fetch homology`"
-
 
 def homology_dir() -> Path:
     """Where the TAPE files are looked for: <data>/homology/remote_homology/ (FPT_DATA_DIR moves <data>)."""
@@ -125,7 +124,7 @@ def _missing_error(split: str, root: Path) -> DataError:
 
 def _corrupt_error(path: Path, why: str) -> DataError:
     return DataError(f"{path} is unreadable or corrupt ({why}); delete it and fetch it again "
-                     f"({FETCH_HINT}).")
+                     f"({SPEC.hint}).")
 
 
 def _read_lmdb(path: Path) -> list[dict]:
@@ -178,7 +177,7 @@ def _primary(rec, path: Path, i: int) -> str:
     if not isinstance(seq, str):
         raise DataError(f"{path}: record {i} stores 'primary' as {type(seq).__name__}, not an amino-acid "
                         "string; this reader expects TAPE's PyTorch-era files (LMDB or JSON with string "
-                        f"sequences): delete the file and fetch again ({FETCH_HINT})")
+                        f"sequences): delete the file and fetch again ({SPEC.hint})")
     if not seq:
         raise _corrupt_error(path, f"record {i} has an empty sequence")
     return seq
@@ -192,7 +191,7 @@ def _label(rec: dict, key: str, path: Path, i: int, n_classes: int | None = None
         raise _corrupt_error(path, f"record {i} has a non-integer {key} {v!r}") from e
     if n_classes is not None and not 0 <= v < n_classes:
         raise DataError(f"{path}: record {i} has {key}={v}, outside 0..{n_classes - 1}; this is not TAPE's "
-                        f"1195-fold remote-homology data: delete it and fetch again ({FETCH_HINT})")
+                        f"1195-fold remote-homology data: delete it and fetch again ({SPEC.hint})")
     return v
 
 
@@ -248,7 +247,7 @@ class RemoteHomology(EpochOrder, Task):
 
     Options:
       max_len      residues per sequence the model sees (= seq_len; 1024 fits GPT-2's positions)
-      long_policy  "skip": drop longer sequences (counted by split_dropped); "crop": keep the first
+      long_policy  "drop": drop longer sequences (counted by split_dropped); "crop": keep the first
                    max_len residues (counted in describe()["cropped"])
       max_train    use a fixed random subset of this many training sequences (None: all)
       max_val      same for the validation set
@@ -257,7 +256,7 @@ class RemoteHomology(EpochOrder, Task):
     """
 
     max_len: int = 1024
-    long_policy: str = "skip"
+    long_policy: str = DROP
     max_train: int | None = None
     max_val: int | None = None
     max_test: int | None = None
@@ -292,7 +291,7 @@ class RemoteHomology(EpochOrder, Task):
             unknown += int((ids == UNK).sum())
             longest = max(longest, len(ids))
             if len(ids) > self.max_len:
-                if self.long_policy == "skip":
+                if self.long_policy == DROP:
                     dropped += 1
                     continue
                 ids, cropped = ids[:self.max_len], cropped + 1
@@ -347,7 +346,7 @@ class RemoteHomology(EpochOrder, Task):
 
     def data_hash(self):
         if self._hash is None:
-            self._hash = _hash_tensors(*(self._data[s][k] for s in SPLIT_FILES for k in ("tokens", "lengths", "y")))
+            self._hash = hash_tensors(*(self._data[s][k] for s in SPLIT_FILES for k in ("tokens", "lengths", "y")))
         return self._hash
 
     def accuracy_dropped_as_wrong(self, split: str, accuracy: float) -> float:
@@ -365,3 +364,21 @@ class RemoteHomology(EpochOrder, Task):
             "cropped": {s: v["cropped"] for s, v in info.items()},
             "splits": info,
         }
+
+
+def _check_homology_lmdbs(top: Path) -> str:
+    """remote_homology/: every split, read and checked by the homology reader itself."""
+    return ", ".join(f"{name} {len(read_split(split, root=top)['primary']):,}"
+                     for split, name in SPLIT_FILES.items())
+
+
+SPEC = Dataset(
+    "homology", task=RemoteHomology, title="TAPE remote homology", subdir="homology", remotes=(
+        Remote(name="remote_homology.tar.gz",
+               urls=("http://s3.amazonaws.com/songlabdata/proteindata/data_pytorch/remote_homology.tar.gz",
+                     "http://s3.amazonaws.com/proteindata/data_pytorch/remote_homology.tar.gz"),
+               known_hash="md5:1d687bdeb9e3866f77504d6079eed00a", check=_check_homology_lmdbs,
+               extract="remote_homology"),),
+    checksum="md5 published by TorchDrug for TAPE's archive (TAPE publishes none) + LMDB check "
+             "(each split opens read-only and has num_examples)",
+    present=lambda o: homology_data_available())

@@ -10,8 +10,8 @@ import os
 import time
 from pathlib import Path
 
-from .io import write_json_atomic
-from .paths import NOTEBOOKS_DIR, PROJ_ROOT, results_dir
+from ..io import read_json, write_json_atomic
+from ..paths import NOTEBOOKS_DIR, PROJ_ROOT, results_dir
 
 
 def _notebooks_dir(directory: Path | str | None = None) -> Path:
@@ -55,7 +55,6 @@ def _scale_parameters(nb: Path, scale: str) -> dict:
 def _merged(out_dir: Path, summary: dict) -> dict:
     """This invocation's summary, plus the latest entry of every notebook it did not run (a partial
     `--only` run must not erase the record of the others); `wall_seconds` stays this invocation's."""
-    from .io import read_json
     try:
         old = read_json(out_dir / "reproduce_summary.json")
         before = {e["notebook"]: e for e in old.get("notebooks", [])}

@@ -1,4 +1,4 @@
-"""One Study per paper result (beyond Tables 1-2's FPT and Random, in experiments.Table12): each names its
+"""One Study per paper result (beyond Tables 1-2's FPT and Random, in experiments.Tables1And2): each names its
 rows and the config of every row; experiments.Study turns that into runs, tables and captions.
 
 Runs are cached by config, so a row that is the same computation as another notebook's (FPT,
@@ -12,10 +12,11 @@ from typing import ClassVar
 import pandas as pd
 
 from . import paper
-from .config import PRESETS
-from .experiments import Study, Table12, run_dir_for
-from .model import FPT_GROUPS
-from .results import fmt_cell, load_curve
+from ..config import PRESETS
+from ..groups import FPT_GROUPS
+from ..models import family_of, hf_config
+from .base import Study, Tables1And2
+from .tables import fmt_cell, load_curve, load_run
 
 FPT_ROW = {"init": "pretrained"}
 RANDOM_ROW = {"init": "random"}
@@ -31,7 +32,6 @@ ONE_SEED_ALL_TASKS = {"seeds": [0], "tasks": list(paper.TASK_COLUMNS)}
 def keep_blocks(scale: str, backbone: str, n: int) -> int | None:
     """`n_layers` for a backbone cut to its first n blocks: None when n keeps every block the run would
     have anyway, so "6 of MiniLM's 6 blocks" is the same config (one cached run) as the plain FPT row."""
-    from .backbones import _config, _family_of
     default = PRESETS[scale]["backbone"]
     name = backbone or default
     if name == default and "n_layers" in PRESETS[scale]["backbone_defaults"]:
@@ -39,7 +39,7 @@ def keep_blocks(scale: str, backbone: str, n: int) -> int | None:
     elif name == "lstm":
         return n
     else:
-        cfg = _config(name, _family_of(name), "sdpa")
+        cfg = hf_config(name, family_of(name), "sdpa")
         full = getattr(cfg, "n_layer", None) or cfg.num_hidden_layers
     return None if n == full else n
 
@@ -94,7 +94,6 @@ class OutputOnly(Study):
     def speedups(runs: pd.DataFrame) -> pd.DataFrame:
         """Per cached run: the first epoch (computing the features of every split, then training) against
         each later epoch (training the output layer on the cache)."""
-        from .results import load_run
         out = []
         for d in runs.run_dir[runs.row == "Output only"]:
             r = load_run(d)
@@ -402,7 +401,7 @@ class LRSweep(Study):
 
 
 @dataclass
-class LSTMBaseline(Table12):
+class LSTMBaseline(Tables1And2):
     """Notebook 01b: paper Table 1's fully trained LSTM (width of the transformer, 3 layers, every
     parameter trained) beside FPT, over seeds; FPT's runs are notebook 01's."""
 
@@ -412,7 +411,7 @@ class LSTMBaseline(Table12):
 
 
 @dataclass
-class Convergence(Table12):
+class Convergence(Tables1And2):
     """Tables 6-7 from the runs of Tables 1-2 (nothing new is trained): gradient steps to convergence,
     FPT vs Random, and train vs test accuracy for every row.
 
@@ -493,60 +492,3 @@ class Convergence(Table12):
                 f"std over seeds {self.seeds} (train: the first "
                 f"{PRESETS[self.scale]['train_eval_examples']} training examples). The paper reports "
                 "C10 LRA only (FPT 38.6 test, 38.5 train).")
-
-
-def notebook_studies(scale: str) -> dict[str, list[Study]]:
-    """The studies each numbered notebook runs with its default parameters, in notebook order."""
-    return {"01": [Table12(scale=scale)], "01b": [LSTMBaseline(scale=scale)], "02": [BitInit(scale=scale)], "03": [Convergence(scale=scale)],
-            "05": [LSTMVariants(scale=scale)], "06": [ModelSize(scale=scale)], "07": [StatsInit(scale=scale)],
-            "08": [OutputOnly(scale=scale)], "09": [Depth(scale=scale), Depth(scale=scale, output_only=True)],
-            "10": [MoreParams(scale=scale)], "11": [Ablation(scale=scale), Ablation(scale=scale, init="random")],
-            "12": [FrozenLN(scale=scale)], "13": [Backbones(scale=scale)], "14": [LRSweep(scale=scale)]}
-
-
-def schedule_seconds(durations: list[float], workers: int) -> float:
-    """Wall time of jobs handed out in order to `workers` processes, each taking the next when free
-    (what experiments.execute does with its runs)."""
-    import heapq
-    free = [0.0] * max(1, workers)
-    for d in durations:
-        heapq.heappush(free, heapq.heappop(free) + d)
-    return max(free)
-
-
-def compute_times(scale: str, workers: int = 2) -> pd.DataFrame:
-    """What each notebook costs on a machine that has none of its runs: the runs it computes first (a
-    run shared with an earlier notebook is counted there), the sum of their training wall time, read
-    from the result files (nothing is run), and the notebook's wall time with `workers` runs side by
-    side, scheduled from those times. Notebook 04's two models (trained one after the other in the
-    notebook) are read from its cache."""
-    from .io import read_json
-    from .paths import results_dir
-    from .results import load_run
-    from .training import bit_source_config
-
-    def line(nb, used, new, secs, parallel=True):
-        return {"notebook": nb, "runs": used, "new_runs": new, "computed": len(secs),
-                "train_seconds": round(sum(secs), 1), "longest_run_seconds": max(secs, default=0.0),
-                "side_by_side_seconds": round(schedule_seconds(secs, workers if parallel else 1), 1)}
-
-    claimed: set = set()
-    out = []
-    for nb, studies in notebook_studies(scale).items():
-        dirs = []
-        for st in studies:
-            for r in st.runs():
-                if r.config.init == "bit":
-                    dirs.append(run_dir_for(bit_source_config(r.config)))
-                dirs.append(run_dir_for(r.config))
-        used = list(dict.fromkeys(dirs))
-        new = [d for d in used if d not in claimed]
-        claimed.update(new)
-        done = [load_run(d) for d in new if (d / "result.json").is_file()]
-        # wall_seconds leaves out the one-off feature-cache build of cached output-only runs
-        out.append(line(nb, len(used), len(new), [r["wall_seconds"] + (r.get("feature_cache") or {}).get(
-            "build_seconds", 0.0) for r in done]))
-    # 04 trains its own two models (attention maps need eager attention), cached beside the runs
-    info = [read_json(p) for p in sorted((results_dir(scale) / "attention").glob("*.json"))]
-    out.append(line("04", len(info), len(info), [float(i.get("train_seconds") or 0) for i in info], parallel=False))
-    return pd.DataFrame(out).sort_values("notebook", ignore_index=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .io import FileLock, read_json, write_text_atomic
+from ..io import FileLock, read_json, write_text_atomic
 from .paper import TASK_TITLES
 
 

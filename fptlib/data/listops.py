@@ -44,9 +44,11 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from .io import write_bytes_atomic, write_text_atomic
-from .paths import data_dir
-from .tasks import DATA_SEED, SPLITS, DataError, EpochOrder, Task, _hash_tensors
+from ..io import write_bytes_atomic, write_text_atomic
+from ..paths import data_dir
+from ..seeding import DATA_SEED, hash_tensors
+from .base import DROP, SPLITS, DataError, EpochOrder, Task
+from .spec import Dataset, Remote
 
 # ---- vocabulary ---------------------------------------------------------------------------------
 PAD_ID = 0
@@ -62,7 +64,7 @@ ORIGINAL_MAX_LEN = 512
 N_CLASSES = 10
 LRA_GENERATION = {"min_len": 500, "max_len": 2000, "max_depth": 10, "max_args": 10}
 OPERATOR_P = 0.25  # LRA's VALUE_P: a node below max depth is an operator with this probability
-LONG_POLICIES = ("error", "crop", "drop")
+LONG_POLICIES = ("error", "crop", DROP)
 SOURCES = ("auto", "generate", "tsv")
 _GENERATOR_VERSION = 1  # part of the cache key: bump when generation changes
 
@@ -620,7 +622,7 @@ class ListOps(EpochOrder, Task):
             d = self._data[s]
             tensors += [torch.from_numpy(d.flat), torch.from_numpy(d.starts), torch.from_numpy(d.lens),
                         torch.from_numpy(d.labels)]
-        return _hash_tensors(*tensors)
+        return hash_tensors(*tensors)
 
     def describe(self):
         return super().describe() | {
@@ -640,3 +642,46 @@ def _length_stats(lens: np.ndarray) -> dict:
     if len(lens) == 0:
         return {"min": 0, "mean": 0.0, "max": 0}
     return {"min": int(lens.min()), "mean": round(float(lens.mean()), 1), "max": int(lens.max())}
+
+
+def _check_listops_tsv(path: Path) -> str:
+    """Long Range Arena's ListOps TSV: header `Source<TAB>Target`, then `expression<TAB>digit` rows."""
+    rows = 0
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            header = f.readline().rstrip("\r\n")
+            if header != "Source\tTarget":
+                raise DataError(f"{path} does not start with the header 'Source<TAB>Target' "
+                                f"(found {header[:40]!r}); it is not a ListOps TSV or it is damaged")
+            for lineno, line in enumerate(f, start=2):
+                line = line.rstrip("\r\n")
+                if not line:
+                    continue
+                parts = line.split("\t")
+                if len(parts) != 2 or not parts[0].strip():
+                    raise DataError(f"{path} line {lineno} does not hold two tab-separated fields; "
+                                    "the file is truncated or corrupt")
+                if len(parts[1].strip()) != 1 or not parts[1].strip().isdigit():
+                    raise DataError(f"{path} line {lineno}: target {parts[1][:20]!r} is not a digit 0-9; "
+                                    "the file is truncated or corrupt")
+                rows += 1
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path} is not UTF-8 text ({e}); the file is corrupt") from e
+    except OSError as e:
+        raise DataError(f"{path} is unreadable ({e})") from e
+    if rows == 0:
+        raise DataError(f"{path} has a header but no examples; the file is truncated")
+    return f"{rows:,} examples"
+
+
+_LRA = "https://storage.googleapis.com/long-range-arena/lra_release/listops-1000"
+SPEC = Dataset(
+    "listops", task=ListOps, title="LRA ListOps files", subdir="listops", remotes=tuple(
+        Remote(name=f"basic_{split}.tsv", urls=(f"{_LRA}/basic_{split}.tsv",), known_hash=None,
+               check=_check_listops_tsv) for split in ("train", "val", "test")),
+    checksum="no published checksum: format check (header, two tab-separated fields, digit target); "
+             "the sha256 of what was downloaded is recorded in .fetch-manifest.json",
+    note="Long Range Arena's listops-1000 release (also inside "
+         "https://storage.googleapis.com/long-range-arena/lra_release.gz, lra_release/listops-1000/)",
+    # generated ListOps needs nothing; the TSV source needs the three files
+    present=lambda o: o.get("source", "auto") != "tsv" or tsv_available())

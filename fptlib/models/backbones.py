@@ -14,10 +14,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..config import INITS
 from .lstm import LayerNormLSTM
 
-# Groups a backbone can own. `unused` (the token-embedding table FPT bypasses) is never trained.
-BACKBONE_GROUPS = ("layernorm", "positions", "attention", "feedforward", "recurrent", "token_type", "unused")
 
 # gpt2-small..xl shapes: random-init models of these sizes need no download.
 GPT2_SHAPES = {
@@ -57,8 +56,6 @@ T5_MAX_POSITIONS = 10**9
 KNOWN_BACKBONES = tuple(GPT2_SHAPES) + BERT_NAMES + tuple(T5_SHAPES) + tuple(LONGFORMER_SHAPES) + ("lstm",)
 # HF families whose module layout fastpath.py, fuse_activation and the GPT-2/BERT code paths know.
 _GPT2_BERT = ("gpt2", "bert")
-# bit: the weights of the same architecture fully trained on Bit Memory, then frozen (paper Table 2)
-INITS = ("pretrained", "random", "stats", "bit")
 
 
 class BackboneError(ValueError):
@@ -76,7 +73,7 @@ def minilm_path() -> Path:
     return Path(pkg.get_model_path())
 
 
-def _family_of(name: str) -> str:
+def family_of(name: str) -> str:
     """'gpt2', 'bert', 't5', 'longformer' or 'lstm' for a backbone name or a local directory with a
     config.json."""
     if name == "lstm":
@@ -116,7 +113,7 @@ def _hub_or_dir(name: str) -> str:
     return name  # a hub name (needs the network once) or a directory
 
 
-def _config(name: str, family: str, attn_impl: str):
+def hf_config(name: str, family: str, attn_impl: str):
     from transformers import BertConfig, GPT2Config, LongformerConfig, T5Config
     if family == "gpt2":
         if name in GPT2_SHAPES:
@@ -153,7 +150,7 @@ def _load_hf(name: str, family: str, init: str, attn_impl: str) -> nn.Module:
     # FPT never uses BERT's or Longformer's pooler
     kw = {"add_pooling_layer": False} if family in ("bert", "longformer") else {}
     if init == "random":
-        return cls(_config(name, family, attn_impl), **kw)
+        return cls(hf_config(name, family, attn_impl), **kw)
     from transformers.utils import logging as hf_logging
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the pooler we drop is reported as "unexpected"; that is intended
@@ -400,7 +397,7 @@ def build_backbone(spec: BackboneSpec, seed: int) -> Backbone:
     """Build a backbone deterministically from a seed (random and stats inits draw from it)."""
     if spec.init not in INITS:
         raise BackboneError(f"unknown init {spec.init!r}; choose one of {', '.join(INITS)}")
-    family = _family_of(spec.name)
+    family = family_of(spec.name)
     torch.manual_seed(seed)
     if family == "lstm":
         if spec.init != "random":

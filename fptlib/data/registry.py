@@ -1,0 +1,53 @@
+"""The task registry: every dataset's SPEC (fptlib.data.spec), and the functions that find a task
+class, say whether its data is here and construct it."""
+from __future__ import annotations
+
+from . import bits, cifar, homology, listops, mnist
+from .base import DataError, Task
+from .spec import Dataset
+
+REGISTRY: dict[str, Dataset] = {d.name: d for d in (
+    mnist.SPEC, cifar.SPEC, cifar.LRA_SPEC, listops.SPEC, homology.SPEC, bits.XOR_SPEC, bits.MEMORY_SPEC)}
+# Task names in the order of the paper's tables
+TASKS = ("bit-xor", "bit-memory", "mnist", "listops", "cifar10", "cifar10-lra", "homology")
+assert set(TASKS) == set(REGISTRY), "every task needs a dataset SPEC"
+
+
+def spec(name: str) -> Dataset:
+    if name not in REGISTRY:
+        raise ValueError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")
+    return REGISTRY[name]
+
+
+def task_class(name: str) -> type[Task]:
+    return spec(name).task
+
+
+def data_missing(name: str, **options) -> str | None:
+    """None when a task's data is at hand (generated, bundled or fetched), else what is missing and
+    the command that gets it. Cheap: looks for files, does not load them."""
+    return spec(name).missing(options)
+
+
+def make_task(name: str, seed: int = 0, **options) -> Task:
+    """The task, constructed with its options; a missing or corrupt dataset's error names the command
+    that fetches it."""
+    cls = task_class(name)
+    valid = {f for f in cls.__dataclass_fields__ if cls.__dataclass_fields__[f].init} - {"seed"}
+    unknown = set(options) - valid
+    if unknown:
+        raise ValueError(f"unknown option(s) {sorted(unknown)} for task {name!r}; valid: {sorted(valid)}")
+    try:
+        return cls(seed=seed, **options)
+    except DataError as e:
+        ds = spec(name)
+        if "fpt data fetch" in str(e) or ds.kind == "generated":
+            raise
+        raise DataError(f"{e} (`fpt data fetch {name}` downloads and verifies it; "
+                        "`fpt data status` lists what is present)") from e
+
+
+def task_defaults(name: str) -> dict:
+    """Every option of a task with its default (what a config that leaves it unset gets)."""
+    fields = task_class(name).__dataclass_fields__
+    return {k: f.default for k, f in fields.items() if f.init and k != "seed"}

@@ -1,0 +1,61 @@
+"""The one description of a dataset: how to tell it is present, where it comes from (with its
+checksums), what to tell a user when it is missing, and which task class reads it. Each dataset
+module ends with its SPEC; `registry` collects them, and `fpt data status`, `fpt data fetch`, the
+missing-data cells of the tables and task construction all read them there."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class Remote:
+    """One published file. A plain file is saved under `name`; an archive (`extract` set) is
+    unpacked and only its top directory `extract` is kept, under the dataset directory."""
+
+    name: str                             # file name as published (a mirror serves it as MIRROR/name)
+    urls: tuple[str, ...]                 # canonical URLs, tried in order
+    known_hash: str | None                # "md5:..." / "sha256:..." as published, or None
+    check: Callable[[Path], str]          # validates the artifact (file or unpacked top directory)
+    extract: str | None = None            # archives: the top directory to keep
+    member_hashes: tuple[tuple[str, str | None], ...] = ()   # archives: published hashes of members
+    alt_names: tuple[str, ...] = ()       # other accepted names in place (e.g. gunzipped MNIST)
+
+    @property
+    def target(self) -> str:
+        """What the reader finds under the dataset directory."""
+        return self.extract or self.name
+
+
+def always_present(options: dict) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str                             # the task name (and `fpt data fetch NAME`)
+    task: type | None = None              # the Task class that reads it
+    title: str = ""                       # what is missing, in the sentence of a missing-data cell
+    subdir: str = ""
+    kind: str = "download"                # download | alias | generated
+    remotes: tuple[Remote, ...] = ()
+    checksum: str = ""                    # where the published checksums come from, or how it is checked
+    alias_of: str | None = None
+    note: str = ""
+    # Cheap presence check for a task with these options (looks for files, reads none); options
+    # whose source needs no download (generated data, the offline MNIST digits) are present.
+    present: Callable[[dict], bool] = always_present
+
+    @property
+    def fetch_name(self) -> str:
+        return self.alias_of or self.name
+
+    @property
+    def hint(self) -> str:
+        """What to run when the files are missing."""
+        return f"run `fpt data fetch {self.fetch_name}`"
+
+    def missing(self, options: dict) -> str | None:
+        """None when the task can run with these options, else what is missing and how to get it."""
+        return None if self.present(options) else f"{self.title} not in the data directory: {self.hint}"

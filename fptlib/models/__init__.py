@@ -1,0 +1,7 @@
+"""Models: backbones and their parameter groups (backbones), the FPT wrapper (fpt), the LSTM baseline
+(lstm) and exact inference shortcuts (fastpath)."""
+from .backbones import KNOWN_BACKBONES, Backbone, BackboneError, BackboneSpec, build_backbone, family_of, hf_config
+from .fpt import FPT
+
+__all__ = ["KNOWN_BACKBONES", "Backbone", "BackboneError", "BackboneSpec", "build_backbone", "family_of",
+           "hf_config", "FPT"]

@@ -1,0 +1,88 @@
+"""The notebook catalogue: each numbered notebook, the studies it runs, the tables and figures it
+writes. The report (its order and titles), compute times, the tests' expectations and the notebook
+generator (notebooks/_make.py) all read this list; nothing else names the notebooks."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import studies as S
+from .attention import FIGURE_KEYS, FIGURE_PREFIX
+from .base import Study, Tables1And2
+
+
+@dataclass(frozen=True)
+class Notebook:
+    key: str                                   # what `fpt reproduce --only` takes: "01", "01b", ...
+    stem: str                                  # notebooks/<stem>.ipynb
+    studies: tuple[tuple[type, dict], ...] = ()  # (Study class, parameters) it runs by default
+    bars: bool = True                          # the first study's bar chart, <name>_bars.png
+    curves: bool = True                        # its learning curves, <name>_curves.png
+    tables: tuple[tuple[str, str], ...] = ()   # further tables: (name, title)
+    figures: tuple[str, ...] = ()              # further figure files
+    by_hand: str = ""                          # why notebooks/_make.py does not write it ("" = it does)
+
+    def instances(self, scale: str) -> list[Study]:
+        return [cls(scale=scale, **kw) for cls, kw in self.studies]
+
+    def table_titles(self, scale: str = "cpu") -> list[tuple[str, str]]:
+        """(name, title) of every table it writes: its studies' own titles, then the further tables."""
+        return [(st.name, st.title) for st in self.instances(scale)] + list(self.tables)
+
+    def figure_files(self, scale: str = "cpu") -> list[str]:
+        first = self.instances(scale)[:1]
+        own = [f"{st.name}_{kind}.png" for st in first for kind, on in (("bars", self.bars), ("curves", self.curves))
+               if on]
+        return own + list(self.figures)
+
+
+def _attention_figures() -> tuple[str, ...]:
+    return tuple(f"{FIGURE_PREFIX[t]}_{k}.png" for t in ("bit-xor", "bit-memory") for k in FIGURE_KEYS)
+
+
+NOTEBOOKS: tuple[Notebook, ...] = (
+    Notebook("00", "00_summary", tables=(("compute_time", "Compute time per notebook"),),
+             by_hand="reads results only: the report, not a study"),
+    Notebook("01", "01_table1_table2", ((Tables1And2, {}),)),
+    Notebook("01b", "01b_table1_lstm", ((S.LSTMBaseline, {}),)),
+    Notebook("02", "02_table2_bit_init", ((S.BitInit, {}),)),
+    Notebook("03", "03_table6_7_convergence_fit", ((S.Convergence, {}),), bars=False,
+             tables=(("table06_convergence", "Table 6: gradient steps to convergence"),),
+             figures=("table06_07_convergence_fit_train_test.png",)),
+    Notebook("04", "04_attention_maps",
+             tables=(("attention_xor", "Attention on Bit XOR"), ("attention_bitmemory", "Attention on Bit Memory")),
+             figures=_attention_figures(),
+             by_hand="trains its own two models with eager attention (fptlib.study.attention), not a Study"),
+    Notebook("05", "05_table3_5_lstm", ((S.LSTMVariants, {}),)),
+    Notebook("06", "06_table8_model_size", ((S.ModelSize, {}),)),
+    Notebook("07", "07_table9_stats_init", ((S.StatsInit, {}),)),
+    Notebook("08", "08_table10_output_only", ((S.OutputOnly, {}),),
+             tables=(("table10_cache_speedup", "Table 10: speed-up of the feature cache"),)),
+    Notebook("09", "09_table11_12_depth", ((S.Depth, {}), (S.Depth, {"output_only": True})), bars=False,
+             figures=("table11_depth_by_depth.png", "table12_depth_output_only_by_depth.png")),
+    Notebook("10", "10_table13_14_more_params", ((S.MoreParams, {}),)),
+    Notebook("11", "11_table15_21_ablation", ((S.Ablation, {}), (S.Ablation, {"init": "random"})),
+             figures=("table21_ablation_random_bars.png",)),
+    Notebook("12", "12_table16_frozen_ln", ((S.FrozenLN, {}),)),
+    Notebook("13", "13_table17_backbones", ((S.Backbones, {}),)),
+    Notebook("14", "14_lr_sensitivity", ((S.LRSweep, {}),), bars=False, curves=False,
+             figures=("lr_sensitivity.png",)),
+)
+# The report's own table (notebook 00), never one of the studies
+SUMMARY_TABLE = "summary"
+
+
+def notebook(key: str) -> Notebook:
+    for nb in NOTEBOOKS:
+        if nb.key == key or nb.stem == key:
+            return nb
+    raise ValueError(f"no notebook {key!r}; choose one of {', '.join(nb.key for nb in NOTEBOOKS)}")
+
+
+def notebook_studies(scale: str) -> dict[str, list[Study]]:
+    """The studies each numbered notebook runs with its default parameters, in notebook order."""
+    return {nb.key: nb.instances(scale) for nb in NOTEBOOKS if nb.studies}
+
+
+def expected_tables(scale: str = "cpu") -> list[tuple[str, str, str]]:
+    """(notebook, table name, title) of every table the notebooks write, in notebook order."""
+    return [(nb.key, name, title) for nb in NOTEBOOKS for name, title in nb.table_titles(scale)]

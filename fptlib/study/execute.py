@@ -1,0 +1,122 @@
+"""Executing a study's runs: every run without a result is trained (resuming unfinished ones),
+side by side in worker processes on a machine without a GPU, and each run's result is read back."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from ..config import RunConfig
+from ..training import run_dir_for, train
+
+
+@dataclass
+class Run:
+    row: str          # the table row this run belongs to (e.g. "FPT")
+    config: RunConfig  # resolved
+
+
+
+
+WORKERS_ENV = "FPT_WORKERS"
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def threads_per_worker(workers: int) -> int:
+    """Torch threads of each run trained side by side: the cores shared out evenly."""
+    return max(1, usable_cores() // workers)
+
+
+def default_workers(todo: list[Run]) -> int:
+    """How many runs to train side by side: $FPT_WORKERS if set; else one per core (at most 4) on a
+    machine without a GPU. The models here are too small for torch to use two cores well, so two
+    one-thread runs side by side beat two two-thread runs in a row (README: Performance).
+    One at a time with a GPU (the runs would share it) and at the smoke scale (its runs take seconds,
+    less than starting a worker)."""
+    env = os.environ.get(WORKERS_ENV, "").strip()
+    if env:
+        if not env.isdigit() or int(env) < 1:
+            raise ValueError(f"{WORKERS_ENV}={env!r}: give a whole number of runs to train at once, 1 or more")
+        return int(env)
+    import torch
+    if torch.cuda.is_available() or all(r.config.scale == "smoke" for r in todo):
+        return 1
+    return max(1, min(usable_cores(), 4))
+
+
+def _train_in_worker(job: tuple[RunConfig, str, int]) -> str:
+    """One run in a worker process, with its share of the cores (spawned: imports fptlib afresh)."""
+    cfg, run_dir, threads = job
+    import torch
+    torch.set_num_threads(threads)
+    train(cfg, run_dir, resume=True, progress=False, wait_for_lock=True)
+    return run_dir
+
+
+def _train_side_by_side(todo: list[Run], workers: int, threads: int, bar) -> None:
+    """Train runs in `workers` processes. Runs are independent and locked by directory (two that need
+    the same Bit Memory source wait for each other). A failed run stops the others; an interrupt
+    stops the workers, whose runs resume from their last checkpoint next time."""
+    import multiprocessing
+    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+    configs = {str(run_dir_for(r.config)): r.config for r in todo}  # one job per run directory
+    ctx = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools mid-use
+    others = set(multiprocessing.active_children())  # children that are not the pool's stay alone
+    pool = ProcessPoolExecutor(min(workers, len(configs)), mp_context=ctx)
+    try:
+        pending = {pool.submit(_train_in_worker, (cfg, d, threads)) for d, cfg in configs.items()}
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            for f in done:
+                bar.set_postfix_str(Path(f.result()).name[:48])  # re-raises a worker's error here
+                bar.update(1)
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        workers_alive = [p for p in multiprocessing.active_children() if p not in others]  # runs keep checkpoints
+        for p in workers_alive:
+            p.terminate()
+        for p in workers_alive:  # gone before this returns, locks released
+            p.join(timeout=30)
+        raise
+    pool.shutdown()
+
+
+def execute(runs: list[Run], progress: bool = True, workers: int | None = None) -> pd.DataFrame:
+    """Train every run that has no result yet (resuming unfinished ones); one line per run.
+    workers: runs trained side by side (None: default_workers). On a CPU a run's numbers depend on
+    its thread count, cores // workers (README: A run), not on the order runs finish in."""
+    from tqdm.auto import tqdm
+    rows = []
+    todo = [r for r in runs if not (run_dir_for(r.config) / "result.json").exists()]
+    workers = default_workers(todo) if workers is None else workers
+    # With workers > 1 even a lone run goes to a worker: a run's thread count (cores // workers) must
+    # not depend on how many runs happen to be missing, since the numbers depend on it.
+    side = workers > 1 and bool(todo)
+    bar = tqdm(total=len(todo), desc=f"runs to compute ({len(runs) - len(todo)} cached"
+               + (f", {workers} side by side)" if side else ")"), disable=not progress or not todo)
+    if side:
+        threads = threads_per_worker(workers)
+        if progress:
+            print(f"training {len(todo)} run(s) in up to {workers} processes side by side, "
+                  f"{threads} torch thread(s) each ({WORKERS_ENV} sets how many)")
+        _train_side_by_side(todo, workers, threads, bar)
+    for r in runs:
+        d = run_dir_for(r.config)
+        cached = (d / "result.json").exists()
+        # Another process may be computing the same run: wait for it and reuse its result.
+        res = train(r.config, d, resume=True, progress=progress, wait_for_lock=True)
+        if not cached:
+            bar.update(1)
+        rows.append({"row": r.row, "run_dir": str(d), **{k: res.get(k) for k in (
+            "task", "backbone", "init", "seed", "scale", "steps", "test_accuracy", "test_masked_accuracy",
+            "train_accuracy", "val_accuracy", "trainable_params", "total_params", "frozen_unchanged",
+            "wall_seconds", "config_hash", "data_hash", "versions")},
+            # what the table's provenance check compares (results.provenance_issues)
+            "task_options": (res.get("config") or {}).get("task_options")})
+    bar.close()
+    return pd.DataFrame(rows)

@@ -1,0 +1,311 @@
+"""The training loop, in named steps: `start` (build, or resume from the last checkpoint), `step`
+(one gradient step), `evaluate_and_checkpoint` (validation, early stopping, metrics and a sealed
+checkpoint), `finish` (the full held-out splits and result.json). `train` runs them for one run
+directory; the attention study runs the same steps in memory, without a run directory.
+
+Seeded, checkpointed, resumable; Accelerate supplies devices, mixed precision and checkpoint state
+(optimizer and RNG included). Faults cost at most the work since the last checkpoint; every file is
+replaced atomically (see checkpoint.py for the seal).
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..config import RunConfig, is_resolved, resolve
+from ..data import Task
+from ..io import FileLock, Locked, read_json, sha256_file, write_json_atomic
+from ..models import FPT
+from ..seeding import Stream, stream_seed
+from . import result as results
+from .build import bit_source_config, build
+from .checkpoint import checkpoint_keys, clean_leftovers, discard, find_checkpoint, save_checkpoint
+from .errors import NonFiniteLoss, RunError
+from .faults import fault
+from .rundir import NO_SPACE, check_run_dir, check_writable, read_result, run_dir_for, write_metrics
+from .steps import FeatureCache, check_cacheable, evaluate, head_step, train_step
+
+
+@dataclass
+class Session:
+    """A run in progress: the model on its device, its optimizer and the state a checkpoint keeps."""
+
+    cfg: RunConfig
+    run_dir: Path | None          # None: in memory (no metrics, checkpoints or result written)
+    model: FPT
+    task: Task
+    acc: object                   # accelerate.Accelerator
+    opt: torch.optim.Optimizer
+    params: list
+    state: dict
+    report: dict                  # parameter counts per group
+    validate: bool = True         # evaluate the validation split along the way
+    cache: FeatureCache | None = None
+    t_start: float = field(default_factory=time.time)
+    seg_start: float = field(default_factory=time.time)
+    step_seconds: list = field(default_factory=list)   # this process's pure step times
+    step_losses: list = field(default_factory=list)    # this process's loss per step (floats)
+    losses: list = field(default_factory=list)         # loss tensors since the last evaluation
+
+    @property
+    def device(self):
+        return self.acc.device
+
+    @property
+    def done(self) -> bool:
+        return self.state["step"] >= self.cfg.steps or self.state["stopped"] is not None
+
+
+def fresh_state(cfg: RunConfig, model: FPT) -> dict:
+    return {"config_hash": cfg.hash(), "step": 0, "history": [], "best_val": -1.0, "best_step": 0,
+            "evals_since_best": 0, "elapsed": 0.0, "last_finite_loss": None,
+            "frozen_fingerprint": model.frozen_fingerprint(), "stopped": None}
+
+
+def bit_source(cfg: RunConfig, progress: bool = False) -> tuple[Path, dict]:
+    """The Bit Memory run behind init 'bit' (trained now if results/ does not hold it) and its summary."""
+    src = bit_source_config(cfg)
+    d = run_dir_for(src)
+    res = train(src, d, resume=True, progress=progress, wait_for_lock=True)
+    path = d / "backbone.safetensors"
+    saved = res.get("backbone_weights", {})
+    if not path.is_file() or sha256_file(path) != saved.get("sha256"):
+        raise RunError(f"{path} is missing or does not match the sha256 its run recorded; delete {d} "
+                       "to train the Bit Memory source again")
+    return path, {"run_id": src.run_id(), "task": "bit-memory", "test_accuracy": res["test_accuracy"],
+                  "test_masked_accuracy": res.get("test_masked_accuracy"), "steps": res["steps"],
+                  "sha256": saved["sha256"]}
+
+
+def build_for_run(cfg: RunConfig) -> tuple[FPT, Task]:
+    """`build`, with init 'bit''s source run trained or found first."""
+    return build(cfg, bit_source(cfg) if cfg.init == "bit" else None)
+
+
+def _accelerator(cfg: RunConfig, trainable: set[str]):
+    from accelerate import Accelerator
+    acc = Accelerator(cpu=not torch.cuda.is_available(),
+                      mixed_precision="no" if cfg.precision == "fp32" else cfg.precision)
+
+    def keep_trainable(models, weights, _dir):
+        """Checkpoints hold only trainable tensors; frozen ones are rebuilt from the seed and verified."""
+        for w in weights:
+            for k in list(w):
+                if k.removeprefix("module.") not in trainable:  # "module." when wrapped for DDP
+                    del w[k]
+    acc.register_save_state_pre_hook(keep_trainable)
+    return acc
+
+
+def start(cfg: RunConfig, run_dir: Path | None = None, resume: bool = False, validate: bool = True) -> Session:
+    """Build the run's model, task and optimizer, then resume from the last sealed checkpoint in
+    run_dir (resume=True) or start at step 0, seeded from the run's seed."""
+    from accelerate.utils import set_seed
+    t_start = time.time()
+    model, task = build_for_run(cfg)
+    if cfg.cache_features:
+        check_cacheable(cfg, task)  # before anything is written into the run directory
+        if cfg.grad_accum != 1:
+            raise RunError("cache_features trains on whole batches of cached features; use grad_accum=1")
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    if not trainable:
+        raise RunError(f"nothing to train: groups {list(cfg.train)} hold no parameters in this model")
+    report = model.param_report()
+    acc = _accelerator(cfg, trainable)
+    params = [p for p in model.parameters() if p.requires_grad]
+    # On cached features a step is a few small kernels, so the fused Adam's single call matters.
+    opt = torch.optim.Adam(params, lr=cfg.lr, fused=True if cfg.cache_features else None)
+    model, opt = acc.prepare(model, opt)
+    state = _restore(acc, cfg, run_dir, trainable) if resume and run_dir is not None else None
+    if state is None:
+        set_seed(stream_seed(cfg.seed, Stream.TRAINING) % 2**32)
+        state = fresh_state(cfg, acc.unwrap_model(model))
+    s = Session(cfg, run_dir, model, task, acc, opt, params, state, report, validate=validate, t_start=t_start)
+    if run_dir is not None:
+        write_json_atomic(run_dir / "config.json", cfg.to_dict() | {"config_hash": cfg.hash()})
+    if cfg.cache_features:
+        s.cache = FeatureCache(acc.unwrap_model(model), task, cfg.eval_batch_size, s.device,
+                               ("train", "val", "test", *task.extra_splits))
+    if validate and not state["history"]:  # the starting point of the learning curve
+        _record(s, 0, None, evaluate(model, task, "val", cfg.eval_batch_size, s.device, cache=s.cache), 0.0)
+        _write_metrics(s)
+    s.seg_start = time.time()
+    return s
+
+
+def _restore(acc, cfg: RunConfig, run_dir: Path, trainable: set[str]) -> dict | None:
+    """The training state of the newest sealed checkpoint, loaded into acc; None when there is none."""
+    ckpt, problems = find_checkpoint(run_dir)
+    if ckpt is None and problems:
+        raise RunError(f"no usable checkpoint in {run_dir}: " + "; ".join(problems) + ". Refusing to load a "
+                       "damaged checkpoint: delete the listed directories to restart this run from step 0")
+    if ckpt is None:
+        return None
+    if problems:  # the newest checkpoint is damaged: fall back to the previous one, drop the damaged one
+        warnings.warn(f"skipping damaged checkpoint ({'; '.join(problems)}); resuming from {ckpt}",
+                      RuntimeWarning, stacklevel=3)
+        discard(run_dir / "checkpoint")
+    state = read_json(ckpt / "trainer_state.json")
+    state.pop("files", None)
+    if state["config_hash"] != cfg.hash():
+        raise RunError(f"checkpoint in {run_dir} was made by config {state['config_hash']}, not {cfg.hash()}; "
+                       "refusing to mix runs: use another --out or delete the directory")
+    saved = checkpoint_keys(ckpt)
+    if not trainable <= saved:
+        raise RunError(f"checkpoint in {ckpt} lacks {sorted(trainable - saved)[:3]}...; it is "
+                       "damaged: delete the checkpoint directory to restart the run")
+    acc.load_state(str(ckpt), strict=False)  # strict=False: frozen tensors are not in checkpoints
+    return state
+
+
+def step(s: Session) -> None:
+    """One gradient step; the batch is a pure function of (seed, step)."""
+    cfg, task, n = s.cfg, s.task, s.state["step"]
+    t = time.perf_counter()
+    if s.cache is not None:
+        b = s.cache.train_batch(n, cfg.batch_size)
+        s.losses.append(head_step(s.acc.unwrap_model(s.model).output, s.opt.optimizer, b["h"].to(s.device),
+                                  b["y"].to(s.device), task.n_classes, cfg.clip_norm))
+        fault("step")
+    else:
+        micro = ({k: v.to(s.device) for k, v in task.train_batch(n * cfg.grad_accum + m, cfg.batch_size).items()}
+                 for m in range(cfg.grad_accum))
+        s.losses += train_step(s.acc, s.model, s.opt, s.params, micro, cfg.grad_accum, task.n_classes,
+                               cfg.clip_norm, before_update=lambda: fault("step"))
+    s.step_seconds.append(time.perf_counter() - t)
+    s.state["step"] = n + 1
+
+
+def due(s: Session) -> bool:
+    """Whether the step just taken ends a segment: an evaluation (and checkpoint) follows it."""
+    n = s.state["step"]
+    return n % s.cfg.eval_every == 0 or n == s.cfg.steps
+
+
+def evaluate_and_checkpoint(s: Session) -> dict | None:
+    """End a segment: check its losses are finite, score the validation split, apply early stopping,
+    rewrite metrics.jsonl and checkpoint. Returns the new learning-curve point (None without validation)."""
+    cfg, state, n = s.cfg, s.state, s.state["step"]
+    seg = torch.stack(s.losses).float().reshape(-1, cfg.grad_accum).mean(1).tolist()
+    s.losses.clear()
+    for i, v in enumerate(seg):
+        if not math.isfinite(v):
+            last = state["last_finite_loss"]
+            where = f"run {s.run_dir}" if s.run_dir is not None else f"the in-memory run {cfg.run_id()}"
+            raise NonFiniteLoss(
+                f"loss became {v} at step {n - len(seg) + i + 1} of {where}; last finite loss "
+                f"{'none (the first step failed)' if last is None else f'{last:.6g}'}. "
+                f"No result was written. Try a lower --lr (now {cfg.lr}), "
+                "fp32 precision or fewer trained groups, in a new --out (a changed config cannot "
+                "resume this checkpoint).")
+        state["last_finite_loss"] = v
+    s.step_losses += seg
+    val = evaluate(s.model, s.task, "val", cfg.eval_batch_size, s.device, cache=s.cache) if s.validate else None
+    state["elapsed"] += time.time() - s.seg_start  # the evaluation counts towards the run's wall time
+    s.seg_start = time.time()
+    if val is None:
+        return None
+    rec = _record(s, n, sum(seg) / len(seg), val, round(state["elapsed"], 3))
+    if val["accuracy"] > state["best_val"]:
+        state["best_val"], state["best_step"], state["evals_since_best"] = val["accuracy"], n, 0
+    else:
+        state["evals_since_best"] += 1
+        if cfg.patience and state["evals_since_best"] >= cfg.patience:
+            state["stopped"] = "converged"
+    _write_metrics(s)
+    if s.run_dir is not None:
+        save_checkpoint(s.acc, s.run_dir, state)
+    return rec
+
+
+def _record(s: Session, n: int, train_loss, val: dict, elapsed: float) -> dict:
+    rec = {"step": n, "train_loss": train_loss, "val_accuracy": val["accuracy"], "val_loss": val["loss"],
+           "elapsed_seconds": elapsed}
+    if "masked_accuracy" in val:
+        rec["val_masked_accuracy"] = val["masked_accuracy"]
+    s.state["history"].append(rec)
+    return rec
+
+
+def _write_metrics(s: Session) -> None:
+    if s.run_dir is not None:
+        write_metrics(s.run_dir, s.state["history"])
+
+
+def run_steps(s: Session, progress: bool = False) -> None:
+    """Step until the budget is spent or early stopping ends the run, evaluating at every segment end."""
+    from tqdm.auto import tqdm
+    cfg = s.cfg
+    bar = tqdm(total=cfg.steps, initial=s.state["step"], disable=not progress, leave=False,
+               desc=f"{cfg.task} {cfg.backbone} {cfg.init} s{cfg.seed}", dynamic_ncols=True)
+    while not s.done:
+        step(s)
+        bar.update(1)
+        if due(s):
+            rec = evaluate_and_checkpoint(s)
+            if rec is not None:
+                bar.set_postfix(loss=f"{rec['train_loss']:.3f}", val=f"{rec['val_accuracy']:.3f}")
+    bar.close()
+
+
+def finish(s: Session) -> dict:
+    """Score the full held-out splits, write result.json (last, atomically) and remove the checkpoints."""
+    result = results.assemble(s, results.final_metrics(s))
+    if s.cfg.save_backbone:
+        result["backbone_weights"] = _save_backbone(s)
+    fault("final-eval")
+    write_json_atomic(s.run_dir / "result.json", result)
+    clean_leftovers(s.run_dir, checkpoints=True)
+    s.acc.free_memory()
+    return result
+
+
+def _save_backbone(s: Session) -> dict:
+    from safetensors.torch import save_file
+    path, tmp = s.run_dir / "backbone.safetensors", s.run_dir / ".backbone.safetensors.tmp"
+    state = s.acc.unwrap_model(s.model).backbone.state_dict()
+    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp))
+    os.replace(tmp, path)
+    return {"file": path.name, "sha256": sha256_file(path)}
+
+
+def _train_locked(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool) -> dict:
+    check_run_dir(run_dir, cfg, resume)
+    if resume and (run_dir / "result.json").exists():
+        result = read_result(run_dir, cfg.hash())
+        clean_leftovers(run_dir, checkpoints=True)  # a kill after the result, before the cleanup
+        return result
+    clean_leftovers(run_dir)
+    s = start(cfg, run_dir, resume)
+    run_steps(s, progress)
+    return finish(s)
+
+
+def train(cfg: RunConfig, out_dir: Path | str, resume: bool = False, progress: bool = True,
+          wait_for_lock: bool = False) -> dict:
+    """Train one run into out_dir and return its result dict.
+
+    With resume=True an unfinished run continues from its checkpoint and a finished one is returned
+    as it is; a run directory holding a different config is refused either way. A run directory is
+    locked while a process works in it: another process is refused, or waits with wait_for_lock.
+    """
+    cfg = cfg if is_resolved(cfg) else resolve(cfg)
+    run_dir = Path(out_dir)
+    check_writable(run_dir)
+    try:
+        with FileLock(run_dir / ".lock", wait=wait_for_lock):
+            return _train_locked(cfg, run_dir, resume, progress)
+    except Locked as e:
+        raise RunError(f"{e}; wait for it, or use another --out") from None
+    except OSError as e:
+        if e.errno not in NO_SPACE:
+            raise
+        raise RunError(f"could not write to {run_dir}: {e}. No result was written and the last complete "
+                       "checkpoint is kept: free space (or make the directory writable), then run again "
+                       "with --resume (it continues from that checkpoint)") from e
