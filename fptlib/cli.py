@@ -38,6 +38,8 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     hints = typing.get_type_hints(RunConfig)
     for f in dataclasses.fields(RunConfig):
         meta, kind = dict(f.metadata), _base_type(hints[f.name])
+        if f.default not in (None, dataclasses.MISSING) and f.default is not False and "default" not in meta["help"]:
+            meta["help"] += f" (default: {','.join(f.default) if isinstance(f.default, tuple) else f.default})"
         flag = "--" + meta.get("flag", f.name).replace("_", "-")
         if f.name == "task":
             p.add_argument("task", help=f"one of: {', '.join(TASKS)}")
@@ -61,7 +63,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 def _train_parser(sub) -> None:
     t = sub.add_parser("train", help="train one run and write config.json, metrics.jsonl, result.json",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       description="Train one run. Every option is a field of fptlib.config.RunConfig; "
+                       "an option left unset takes the scale's default.")
     add_config_arguments(t)
     t.add_argument("--out", default=None, help="run directory (default: results/SCALE/runs/RUN_ID)")
     t.add_argument("--resume", action="store_true", help="continue an unfinished run in --out from its "

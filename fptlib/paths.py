@@ -20,3 +20,18 @@ def figures_dir(scale: str) -> Path:
 def data_dir() -> Path:
     """Downloaded datasets live here; FPT_DATA_DIR moves them (e.g. to a shared disk)."""
     return Path(os.environ.get("FPT_DATA_DIR", PROJ_ROOT / "data"))
+
+
+def portable(obj):
+    """obj (a string, or lists and dicts of them) with every absolute path under the data directory or
+    the repository written relative to it, as <data>/... and ./..., so a result file committed from one
+    machine names none of its directories."""
+    if isinstance(obj, dict):
+        return {k: portable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(portable(v) for v in obj)
+    if not isinstance(obj, str):
+        return obj
+    for root, name in ((data_dir().resolve(), "<data>"), (PROJ_ROOT, ".")):
+        obj = obj.replace(f"{root}{os.sep}", f"{name}/").replace(str(root), name)
+    return obj

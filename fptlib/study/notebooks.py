@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from ..io import read_json, write_json_atomic
-from ..paths import NOTEBOOKS_DIR, PROJ_ROOT, results_dir
+from ..paths import NOTEBOOKS_DIR, PROJ_ROOT, portable, results_dir
 
 
 def _notebooks_dir(directory: Path | str | None = None) -> Path:
@@ -95,7 +95,7 @@ def reproduce(scale: str = "cpu", only: list[str] | None = None, parameters: dic
     t0 = time.time()
     for nb in nbs:
         t = time.time()
-        entry = {"notebook": nb.name, "executed": str(out_dir / nb.name)}
+        entry = {"notebook": nb.name, "executed": portable(str(out_dir / nb.name))}
         print(f"[fpt reproduce] {nb.name} (scale {scale}) ...", flush=True)
         try:
             params = {"scale": scale, **_scale_parameters(nb, scale), **(parameters or {})}

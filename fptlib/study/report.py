@@ -33,7 +33,7 @@ import pandas as pd
 
 from ..config import PRESETS
 from ..io import write_text_atomic
-from ..paths import PROJ_ROOT, figures_dir, results_dir
+from ..paths import PROJ_ROOT, figures_dir, portable, results_dir
 from .catalogue import SUMMARY_TABLE, expected_tables
 from .compute_time import compute_times
 
@@ -187,7 +187,7 @@ def summary_markdown(summary: pd.DataFrame, scale: str) -> str:
              "otherwise), `none` where the paper gives no number; `–` where we have no number to compare.", ""]
     if summary.empty:
         return "\n".join(lines + [f"Nothing has run yet at scale `{scale}`: no tables in "
-                                  f"{_tables_dir(scale)}.", ""])
+                                  f"{portable(str(_tables_dir(scale)))}.", ""])
     lines += ["| table | row | task | metric | ours | paper | scale | backbone | steps | note |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for _, r in summary.iterrows():
@@ -305,13 +305,13 @@ def render_html(scale: str, tables: list[TableFiles] | None = None, summary: pd.
            f"<h1>Pretrained Transformers as Universal Computation Engines: reproduction report, "
            f"scale <code>{_e(scale)}</code></h1>",
            f"<p><strong>Scale <code>{_e(scale)}</code></strong>: {_e(about)}.</p>",
-           f'<p class="meta">Generated {_e(now)} by <code>fptlib.report</code> from the files in '
-           f"<code>{_e(_tables_dir(scale))}</code> and <code>{_e(figures_dir(scale))}</code>; nothing was "
+           f'<p class="meta">Generated {_e(now)} by <code>fptlib.study.report</code> from the files in '
+           f"<code>{_e(portable(str(_tables_dir(scale))))}</code> and <code>{_e(portable(str(figures_dir(scale))))}</code>; nothing was "
            "trained or rerun to make it. Paper: Lu, Grover, Abbeel, Mordatch 2021, arXiv 2103.05247v2 "
            "(GPT-2 base unless a table says otherwise).</p>"]
     if not found:
         out.append(f"<p><strong>Nothing has run yet at scale <code>{_e(scale)}</code></strong>: no tables in "
-                   f"<code>{_e(_tables_dir(scale))}</code>. Run <code>fpt reproduce --scale {_e(scale)}</code>."
+                   f"<code>{_e(portable(str(_tables_dir(scale))))}</code>. Run <code>fpt reproduce --scale {_e(scale)}</code>."
                    "</p>")
     out.append(f"<h2>Tables</h2><p>{len(found)} table(s) found, {len(absent)} of the {len(expected)} expected "
                "not run yet.</p><table><tr><th>notebook</th><th>table</th><th>title</th><th>status</th></tr>")

@@ -25,8 +25,15 @@ def load_run(run_dir: Path) -> dict:
                          "atomically): delete it and compute the run again") from e
 
 
-# The `versions` entries that must agree within one table (fptlib_source: training.source_hash).
-CODE_KEYS = ("fptlib", "fptlib_source", "torch", "transformers")
+# The `versions` entries that must agree within one table. numerics_version is raised by hand when a
+# change alters numbers (fptlib.training.result); results older than the field are version 1.
+CODE_KEYS = ("fptlib", "numerics_version", "torch", "transformers")
+
+
+def code_version(versions: dict, key: str):
+    if key == "numerics_version":
+        return versions.get(key) or 1
+    return versions.get(key)
 
 
 def _cell(v):
@@ -37,7 +44,7 @@ def provenance_issues(runs: pd.DataFrame) -> tuple[list[str], dict[str, list[str
     """Why the runs of one table are not of one code and data version: (table-wide, per task).
 
     Code: each of CODE_KEYS of the runs' `versions` must have one value over the table (runs that do
-    not record a key, e.g. fptlib_source in results older than it, are left out of that key's check).
+    not record a key are left out of that key's check, except numerics_version: absent means 1).
     Data: runs of one task with the same task options must have one `data_hash` (another hash means
     the data files changed between runs). Frames without these columns are not checked.
     """
@@ -46,7 +53,7 @@ def provenance_issues(runs: pd.DataFrame) -> tuple[list[str], dict[str, list[str
     if "versions" in runs:
         vers = [v if isinstance(v, dict) else {} for v in runs["versions"]]
         for key in CODE_KEYS:
-            seen = Counter(v[key] for v in vers if v.get(key) is not None)
+            seen = Counter(code_version(v, key) for v in vers if code_version(v, key) is not None)
             if len(seen) > 1:
                 table.append(f"mixed code versions in one table: {key} " + ", ".join(
                     f"{val} ({n} run{'s' * (n > 1)})" for val, n in sorted(seen.items())))

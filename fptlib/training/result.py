@@ -16,6 +16,7 @@ import torch
 
 from ..config import PRESETS, RunConfig, resolve
 from ..data import task_defaults
+from ..paths import portable
 from .steps import evaluate
 
 NUMERICS_VERSION = 1
@@ -90,7 +91,7 @@ def assemble(s, scores: dict) -> dict:
         "frozen_tensors": len(state["frozen_fingerprint"]),
         "wall_seconds": round(state["elapsed"] + (time.time() - s.seg_start), 3),
         "run_seconds_this_process": round(time.time() - s.t_start, 3),
-        "data_hash": task.data_hash(), "task_info": task.describe(),
+        "data_hash": task.data_hash(), "task_info": portable(task.describe()),
         "config": cfg.to_dict(), "config_hash": cfg.hash(), "deviations_from_paper_scale": deviations(cfg),
         "versions": versions(), "numerics_version": NUMERICS_VERSION, "torch_threads": torch.get_num_threads(),
         "device": str(s.device),
