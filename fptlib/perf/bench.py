@@ -413,7 +413,7 @@ def side_by_side(out_root: Path, tasks=SIDE_BY_SIDE_TASKS, steps: int = 100, see
     import shutil
     import tempfile
     from ..config import RunConfig, resolve
-    from ..study.execute import Run, execute, threads_per_worker
+    from ..study.executor import Run, execute, threads_per_worker
     from ..io import write_json_atomic, write_text_atomic
     t0 = time.perf_counter()
     record = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),

@@ -2,7 +2,7 @@
 beside the paper's numbers (tables, paper), figures (plots), attention maps (attention), the notebook
 catalogue (catalogue), the report (report, compute_time) and papermill execution (notebooks)."""
 from .base import Study, Tables1And2, load_runs
-from .execute import Run, execute
+from .executor import Run, execute
 from .studies import (Ablation, Backbones, BitInit, Convergence, Depth, FrozenLN, LRSweep, LSTMBaseline,
                       LSTMVariants, ModelSize, MoreParams, OutputOnly, StatsInit)
 

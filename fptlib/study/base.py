@@ -15,7 +15,7 @@ from ..config import PRESETS, RunConfig, resolve
 from ..data import data_missing
 from ..paths import figures_dir, results_dir
 from ..training import deviations
-from .execute import Run, execute
+from .executor import Run, execute
 from .tables import load_run, markdown_table, save_table, summarise
 
 
