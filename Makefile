@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SCALE ?= cpu
 
-.PHONY: setup reproduce test smoke clean-venv
+.PHONY: setup reproduce test test-fast lint smoke clean-venv
 
 setup: $(VENV)/.installed
 
@@ -18,10 +18,17 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 reproduce: setup
 	$(VENV)/bin/fpt reproduce --scale $(SCALE)
-	[ "$(SCALE)" != cpu ] || $(VENV)/bin/fpt readme   # the README's gallery shows the cpu scale
+	[ "$(SCALE)" != cpu ] || $(VENV)/bin/fpt readme   # docs/results.md shows the cpu scale
 
 test: setup
 	$(VENV)/bin/pytest -q
+
+# the tests not marked slow (a few minutes): the loop while editing
+test-fast: setup
+	$(VENV)/bin/pytest -q -m "not slow"
+
+lint: setup
+	$(VENV)/bin/ruff check fptlib tests notebooks/_make.py
 
 smoke: setup
 	$(VENV)/bin/fpt reproduce --scale smoke --results-dir /tmp/fpt-smoke/results --figures-dir /tmp/fpt-smoke/figures

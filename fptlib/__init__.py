@@ -9,8 +9,8 @@ import os as _os
 # set HF_HUB_OFFLINE=1 to forbid even that.
 _os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-from .version import __version__  # noqa: E402
 from .config import RunConfig, resolve  # noqa: E402
 from .training import evaluate, train  # noqa: E402
+from .version import __version__  # noqa: E402
 
 __all__ = ["RunConfig", "resolve", "train", "evaluate", "__version__"]

@@ -178,7 +178,9 @@ def _data(args) -> int:
 
 def _bench(args) -> int:
     from pathlib import Path
+
     import torch
+
     from .paths import PROJ_ROOT
     from .perf import bench
     if args.threads:
@@ -225,6 +227,7 @@ def _train(args) -> int:
 
 def _readme(args) -> int:
     from pathlib import Path
+
     from .paths import PROJ_ROOT
     from .study.report import update_readme
     path = Path(args.readme) if args.readme else PROJ_ROOT / "docs" / "results.md"

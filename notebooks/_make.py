@@ -193,7 +193,7 @@ plots.save(fig, study.figures / f"{study.name}_train_test.png")""")])
 Paper §3.3 (v2 only). Is the transformer's architecture what makes a frozen random network useful? A frozen
 random transformer against a frozen random 3-layer LSTM of the same width (input, output and layer norms
 trained), then LSTM variants: residual connections, 12 layers (residual), learned positional embeddings.
-The paper's numbers for these tables are not available to us (paper.md §2.3): every paper cell is `none`.
+The paper's numbers for these tables are not available to us (docs/paper.md §2.3): every paper cell is `none`.
 
 {HOW.format(num="05", cls="LSTMVariants")}""")
     nbs["06"] = study_notebook(E["06"], f"""
@@ -302,7 +302,7 @@ paper's other rows are listed under the table with their numbers.
     nbs["14"] = study_notebook(E["14"], f"""
 # 14 · Beyond the paper: learning-rate sensitivity
 
-Rothermel et al. (2021, paper.md §7) argue that FPT's headline comparisons depend on the single learning
+Rothermel et al. (2021, docs/paper.md §7) argue that FPT's headline comparisons depend on the single learning
 rate 1e-3: tuned, fully finetuned transformers win. This study sweeps the learning rate for four settings —
 frozen or unfrozen (every parameter trained), pretrained or random — and asks two questions: does frozen
 pretrained beat frozen random at every learning rate, and how does the best of each setting compare?
@@ -343,9 +343,16 @@ def tables_1_2(E: dict) -> dict:
     return {"01": study_notebook(E["01"], f"""
 # 01 · Tables 1 and 2: frozen pretrained vs frozen random transformer
 
-Paper §3.1–3.2. **FPT**: the language-pretrained backbone, frozen (self-attention and feed-forward untouched); only the new input layer, the output layer, the layer norms and the positional embeddings train. **Random**: the same architecture randomly initialised and frozen the same way. Table 1's third row, a fully trained LSTM, is notebook `01b` (three rows in one notebook take longer than an hour at the `cpu` scale); Table 2's Bit-pretrained row is notebook `02`.
+Paper §3.1–3.2. **FPT**: the language-pretrained backbone, frozen (self-attention and feed-forward untouched);
+only the new input layer, the output layer, the layer norms and the positional embeddings train. **Random**:
+the same architecture randomly initialised and frozen the same way. Table 1's third row, a fully trained LSTM,
+is notebook `01b` (three rows in one notebook take longer than an hour at the `cpu` scale); Table 2's
+Bit-pretrained row is notebook `02`.
 
-Every number is test accuracy on the full held-out split, mean ± std over seeds, beside the paper's (GPT-2 base). A task whose data is not on this machine (CIFAR-10, CIFAR-10 LRA and remote homology need `fpt data fetch`) gets a "data not available offline" cell, never a number. On a machine without a GPU runs train side by side, one per core (`FPT_WORKERS` sets how many).
+Every number is test accuracy on the full held-out split, mean ± std over seeds, beside the paper's (GPT-2
+base). A task whose data is not on this machine (CIFAR-10, CIFAR-10 LRA and remote homology need `fpt data
+fetch`) gets a "data not available offline" cell, never a number. On a machine without a GPU runs train side
+by side, one per core (`FPT_WORKERS` sets how many).
 
 {HOW.format(num="01", cls="Tables1And2")}""", columns=FPT_COLUMNS,
                                  bars=("## Figure 1 style bar chart\nBars: ours (mean ± std over seeds). Black ticks: "
@@ -356,9 +363,13 @@ Every number is test accuracy on the full held-out split, mean ± std over seeds
             "01b": study_notebook(E["01b"], f"""
 # 01b · Table 1: frozen pretrained transformer vs fully trained LSTM
 
-Paper §3.1, Table 1's *Full LSTM* row: a 3-layer layer-normalised LSTM as wide as the transformer, every parameter trained (learning rate 3e-4), beside **FPT** (frozen language-pretrained transformer; its runs are notebook `01`'s, reused from the cache). The paper's *Full transformer* row (randomly initialised, every parameter trained) is notebook `14`'s *Unfrozen random* row (ListOps only at the `cpu` scale).
+Paper §3.1, Table 1's *Full LSTM* row: a 3-layer layer-normalised LSTM as wide as the transformer, every
+parameter trained (learning rate 3e-4), beside **FPT** (frozen language-pretrained transformer; its runs are
+notebook `01`'s, reused from the cache). The paper's *Full transformer* row (randomly initialised, every
+parameter trained) is notebook `14`'s *Unfrozen random* row (ListOps only at the `cpu` scale).
 
-Every number is test accuracy on the full held-out split, mean ± std over seeds, beside the paper's (GPT-2 base). Tasks without data on this machine get a "data not available offline" cell, never a number.
+Every number is test accuracy on the full held-out split, mean ± std over seeds, beside the paper's (GPT-2
+base). Tasks without data on this machine get a "data not available offline" cell, never a number.
 
 {HOW.format(num="01b", cls="LSTMBaseline")}""", columns=FPT_COLUMNS,
                                   bars=("## Bar chart\nBars: ours (mean ± std over seeds). Black ticks: the paper's "

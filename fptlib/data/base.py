@@ -111,5 +111,6 @@ class EpochOrder:
         cache = self.__dict__.setdefault("_perm_cache", {})
         if epoch not in cache:  # keep the previous epoch too, for straddling batches
             self._perm_cache = {k: v for k, v in cache.items() if k == epoch - 1} | {
-                epoch: torch.randperm(self.split_size("train"), generator=generator(self.seed, Stream.EPOCH_ORDER, epoch))}
+                epoch: torch.randperm(self.split_size("train"),
+                                      generator=generator(self.seed, Stream.EPOCH_ORDER, epoch))}
         return self._perm_cache[epoch]

@@ -36,13 +36,13 @@ import sys
 import tarfile
 import tempfile
 import zlib
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
 from ..io import FileLock, Locked, read_json, sha256_file, write_json_atomic
 from ..paths import data_dir as default_data_dir
 from .base import DataError
+from .registry import REGISTRY
 from .spec import Dataset, Remote
 
 MANIFEST = ".fetch-manifest.json"
@@ -54,7 +54,6 @@ class FetchError(DataError):
     """A download or an unpacked dataset failed; the message names the file and how to fix it."""
 
 
-from .registry import REGISTRY
 
 def with_hashes(overrides: dict[str, str | None], registry: dict[str, Dataset] | None = None
                 ) -> dict[str, Dataset]:

@@ -18,7 +18,7 @@ per-residue features we do not use). TAPE's raw-data variant, a JSON list of the
 `remote_homology_<split>.json`, is read too. Records are unpickled with a restricted unpickler that
 only builds plain Python values and numpy arrays, so a tampered file cannot run code.
 
-Inputs and outputs, and how they differ from the original code (paper.md §2, §5.4 item 7):
+Inputs and outputs, and how they differ from the original code (docs/paper.md §2, §5.4 item 7):
 
 * Vocabulary: 0 is padding, 1..25 are the 25 letters TAPE's IUPAC vocabulary uses, the 20 standard
   amino acids plus B (Asx), O (pyrrolysine), U (selenocysteine), X (unknown) and Z (Glx), and 26 is

@@ -17,7 +17,6 @@ from torch import nn
 from ..config import INITS
 from .lstm import LayerNormLSTM
 
-
 # gpt2-small..xl shapes: random-init models of these sizes need no download.
 GPT2_SHAPES = {
     "gpt2": dict(n_embd=768, n_layer=12, n_head=12),

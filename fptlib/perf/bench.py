@@ -41,7 +41,7 @@ class Shape:
     n_classes: int
 
 
-# The paper's shapes (batch x tokens x token width), as the issue and paper.md §5 give them.
+# The paper's shapes (batch x tokens x token width), as docs/paper.md §5 gives them.
 SHAPES = {
     "cifar10": Shape(16, 64, 48, "linear", 1, 10, 10),
     "mnist": Shape(16, 49, 16, "linear", 1, 10, 10),
@@ -141,6 +141,7 @@ class _Ours:
 
     def __init__(self, backbone: str, init: str, shape: Shape, attention_dropout=None, seed=0):
         from accelerate import Accelerator
+
         from ..groups import FPT_GROUPS
         from ..models import FPT, BackboneSpec, build_backbone
         bb = build_backbone(BackboneSpec(backbone, init=init, attention_dropout=attention_dropout), seed)
@@ -315,6 +316,7 @@ def bench_cached_epochs(backbone: str, init: str, n_train: int, epochs: int, out
 def run(out_root: Path, backbones: dict | None = None, shapes=None, reps: int = 5, eval_batches: int = 8,
         eval_batch_size: int = 64, memory: bool = True, cached: bool = True, progress: bool = True) -> dict:
     from tqdm.auto import tqdm
+
     from ..io import write_json_atomic
     backbones = backbones or BACKBONES
     shapes = tuple(shapes or SHAPES)
@@ -382,6 +384,7 @@ def table_rows(record: dict) -> list[dict]:
 
 def write_tables(record: dict, out_root: Path) -> None:
     import pandas as pd
+
     from ..io import write_text_atomic
     from ..study.tables import frame_markdown
     df = pd.DataFrame(table_rows(record))
@@ -401,20 +404,21 @@ def write_tables(record: dict, out_root: Path) -> None:
     write_text_atomic(out_root / "bench.md", "\n".join(lines) + "\n")
 
 
-# ---- runs side by side (experiments.default_workers) --------------------------------------------
+# ---- runs side by side (study.executor.default_workers) --------------------------------------------
 SIDE_BY_SIDE_TASKS = ("bit-xor", "bit-memory", "listops", "mnist")
 
 
 def side_by_side(out_root: Path, tasks=SIDE_BY_SIDE_TASKS, steps: int = 100, seeds=(0, 1),
                  workers: int = 2, scale: str = "cpu") -> dict:
     """Wall time of the same short runs trained one after another (one process, torch's threads on every
-    core) and side by side (experiments.execute with `workers` processes sharing the cores), on the
+    core) and side by side (study.executor.execute with `workers` processes sharing the cores), on the
     scale's real configs cut to `steps` steps, each mode in a fresh results directory."""
     import shutil
     import tempfile
+
     from ..config import RunConfig, resolve
-    from ..study.executor import Run, execute, threads_per_worker
     from ..io import write_json_atomic, write_text_atomic
+    from ..study.executor import Run, execute, threads_per_worker
     t0 = time.perf_counter()
     record = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
               "scale": scale, "steps": steps, "seeds": list(seeds), "workers": workers,
@@ -457,7 +461,8 @@ def side_by_side_markdown(record: dict) -> str:
              "| task | one after another (s) | side by side (s) | speed-up | test accuracy, one after another "
              "| test accuracy, side by side |", "|---|---|---|---|---|---|"]
     for task, r in record["tasks"].items():
-        acc = [", ".join(f"{100 * a:.2f}" for a in r[k]["test_accuracy"]) for k in ("one_after_another", "side_by_side")]
+        acc = [", ".join(f"{100 * a:.2f}" for a in r[k]["test_accuracy"])
+               for k in ("one_after_another", "side_by_side")]
         lines.append(f"| {task} | {r['one_after_another']['seconds']:.1f} | {r['side_by_side']['seconds']:.1f} "
                      f"| {r['speedup']:.2f} | {acc[0]} | {acc[1]} |")
     lines += ["", "Short runs: starting a worker, building the model and data and scoring the test split are a "

@@ -1,5 +1,5 @@
 """The original (2021) implementation's training and evaluation step, rebuilt from its description
-(paper.md §5) as the speed baseline of `fpt bench`. It is never used to produce results.
+(docs/paper.md §5) as the speed baseline of `fpt bench`. It is never used to produce results.
 
 What makes it the original's step, and what costs time:
 - HF GPT-2 with the 2021 eager attention: Q·Kᵀ, division by √d, `torch.where` against the causal

@@ -3,8 +3,21 @@ beside the paper's numbers (tables, paper), figures (plots), attention maps (att
 catalogue (catalogue), the report (report, compute_time) and papermill execution (notebooks)."""
 from .base import Study, Tables1And2, load_runs
 from .executor import Run, execute
-from .studies import (Ablation, Backbones, BitInit, Convergence, Depth, FrozenLN, LRSweep, LSTMBaseline,
-                      LSTMVariants, ModelSize, MoreParams, OutputOnly, StatsInit)
+from .studies import (
+                      Ablation,
+                      Backbones,
+                      BitInit,
+                      Convergence,
+                      Depth,
+                      FrozenLN,
+                      LRSweep,
+                      LSTMBaseline,
+                      LSTMVariants,
+                      ModelSize,
+                      MoreParams,
+                      OutputOnly,
+                      StatsInit,
+)
 
 __all__ = ["Study", "Tables1And2", "load_runs", "Run", "execute", "Ablation", "Backbones", "BitInit",
            "Convergence", "Depth", "FrozenLN", "LRSweep", "LSTMBaseline", "LSTMVariants", "ModelSize",

@@ -102,7 +102,7 @@ def trained_model(cfg: RunConfig, progress: bool = False) -> tuple:
 
     if cfg.attn_implementation != "eager":
         raise RunError("attention maps need attn_implementation='eager' (sdpa returns no attention "
-                       "weights); use fptlib.attention.attention_config")
+                       "weights); use fptlib.study.attention.attention_config")
     weights, meta = cache_paths(cfg)
     with FileLock(weights.with_name(f".{weights.stem}.lock"), wait=True):
         if weights.is_file() and meta.is_file():
@@ -209,7 +209,8 @@ def xor_alignment(maps, n_bits: int = 5, causal: bool | None = None) -> pd.DataF
         visible = q + 1 if causal else T
         rows.append({"out_token": q, "partner": i, "mass_pair": pair.mean(), "mass_partner": r[..., i].mean(),
                      "mass_self": r[..., q].mean(), "uniform_pair": 2 / visible,
-                     "top1_partner": (avg.argmax(-1) == i).mean(), "top2_exact": exact.all(-1).mean(), "best_head": int(per_head.argmax()),
+                     "top1_partner": (avg.argmax(-1) == i).mean(), "top2_exact": exact.all(-1).mean(),
+                     "best_head": int(per_head.argmax()),
                      "best_head_mass_pair": per_head.max()})
     return pd.DataFrame(rows)
 
@@ -296,7 +297,8 @@ class Analysis:
 
     def caption(self) -> str:
         c, i = self.cfg, self.info
-        acc = f"test accuracy {100 * i['test_accuracy']:.1f} % trained, {100 * self.untrained_accuracy['accuracy']:.1f} % untrained"
+        acc = (f"test accuracy {100 * i['test_accuracy']:.1f} % trained, "
+               f"{100 * self.untrained_accuracy['accuracy']:.1f} % untrained")
         if i.get("test_masked_accuracy") is not None:
             acc += (f"; masked bits {100 * i['test_masked_accuracy']:.1f} % trained, "
                     f"{100 * self.untrained_accuracy.get('masked_accuracy', float('nan')):.1f} % untrained")
@@ -407,7 +409,8 @@ def xor_verdict(table: pd.DataFrame, factor: float = 1.5) -> str:
         r1 = sub.loc[1]
         lines.append(
             f"- {which}: output token 5+i attends to {{i, 5+i}} most in layer {best} ({sub.mass_pair[best]:.3f} "
-            f"against {sub.uniform_pair[best]:.3f} for uniform attention, {sub.mass_pair[best] / sub.uniform_pair[best]:.2f}x); "
+            f"against {sub.uniform_pair[best]:.3f} for uniform attention, "
+            f"{sub.mass_pair[best] / sub.uniform_pair[best]:.2f}x); "
             f"layers with at least {factor}x uniform: {strong or 'none'}. Layer 1: {r1.mass_pair:.3f} "
             f"({r1.mass_partner:.3f} on the partner bit i, {r1.mass_self:.3f} on itself; {r1['mass_pair_i>0']:.3f} "
             f"without output token 5, whose partner is the first token); the head-averaged row peaks at the "
@@ -510,7 +513,8 @@ def layer_figure(an: Analysis, layer: int = 0):
         a, pattern, n = _maps_for_plot(an, which, layer)
         r = row.loc[(which, layer + 1)]
         if an.task_name == "bit-xor":
-            stat = f"mass on {{i, 5+i}} {r.mass_pair:.2f} (uniform {r.uniform_pair:.2f}), top-2 exact {100 * r.top2_exact:.0f} %"
+            stat = (f"mass on {{i, 5+i}} {r.mass_pair:.2f} (uniform {r.uniform_pair:.2f}), "
+                    f"top-2 exact {100 * r.top2_exact:.0f} %")
         else:
             stat = f"mass on repeated pattern {r.mass_pattern:.2f} (uniform {r.uniform_pattern:.2f})"
         im = _draw_map(ax, a.mean(axis=(0, 1)), an, f"{which}, layer {layer + 1}\n{stat}", pattern=pattern)

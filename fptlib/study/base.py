@@ -10,14 +10,13 @@ from typing import ClassVar
 
 import pandas as pd
 
-from . import paper
 from ..config import PRESETS, RunConfig, resolve
 from ..data import data_missing
 from ..paths import figures_dir, results_dir
 from ..training import deviations
+from . import paper
 from .executor import Run, execute
 from .tables import load_run, markdown_table, save_table, summarise
-
 
 _TYPES = {"str": str, "int": int, "list": list, "bool": bool, "float": (int, float)}
 
@@ -169,7 +168,7 @@ class Study:
 @dataclass
 class Tables1And2(Study):
     """Notebook 01: paper Tables 1-2, FPT (pretrained, frozen) vs the same backbone random and frozen,
-    over seeds. Table 1's fully trained LSTM is notebook 01b (studies.LSTMBaseline): one notebook of
+    over seeds. Table 1's fully trained LSTM is notebook 01b (study.studies.LSTMBaseline): one notebook of
     the three rows takes longer than the hour a `cpu` notebook may."""
 
     name: ClassVar[str] = "table01_02"

@@ -14,7 +14,7 @@ from .tables import load_run
 
 def schedule_seconds(durations: list[float], workers: int) -> float:
     """Wall time of jobs handed out in order to `workers` processes, each taking the next when free
-    (what experiments.execute does with its runs)."""
+    (what study.executor.execute does with its runs)."""
     free = [0.0] * max(1, workers)
     for d in durations:
         heapq.heappush(free, heapq.heappop(free) + d)

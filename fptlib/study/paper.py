@@ -1,4 +1,4 @@
-"""The paper's numbers (test accuracy, %), as collected in shared/reference/paper.md.
+"""The paper's numbers (test accuracy, %), as summarised in docs/paper.md.
 
 Most come from a secondary source that read the ar5iv v2 text; they are not checked against the PDF.
 A missing entry means the paper gives no number for that cell: it is shown as absent, never filled.
@@ -78,7 +78,7 @@ TABLE16 = {"Pretrained, frozen LN": {"cifar10": 61.5}, "Pretrained, finetuned LN
 TABLE17 = {"GPT-2": {"cifar10": 68.2, "listops": 38.4}, "BERT": {"cifar10": 68.8, "listops": 38.3},
            "T5 (encoder)": {"cifar10": 64.7, "listops": 15.4}, "Longformer": {"cifar10": 66.8, "listops": 17.0}}
 
-# Rothermel et al. 2021, Table 1 (mean over 3 seeds, tuned learning rates), paper.md §7.
+# Rothermel et al. 2021, Table 1 (mean over 3 seeds, tuned learning rates), docs/paper.md §7.
 ROTHERMEL = {"Frozen random": {"listops": 38.9, "mnist": 98.0, "cifar10": 61.8, "cifar10-lra": 44.2},
              "Frozen pretrained": {"listops": 46.1, "mnist": 98.5, "cifar10": 66.3, "cifar10-lra": 54.7},
              "Unfrozen random": {"listops": 57.6, "mnist": 98.7, "cifar10": 77.8, "cifar10-lra": 62.0},

@@ -14,7 +14,7 @@ Reads only what the notebooks left in `results/<scale>/tables/` (NAME.csv, NAME.
 - `results/<scale>/tables/compute_time.csv` and `.md` (once any run exists): what each notebook
   costs to compute, from the runs' result files (`compute_time.compute_times`).
 
-`gallery_markdown` and `update_readme` put every table and figure of a scale into the README
+`gallery_markdown` and `update_readme` put every table and figure of a scale into docs/results.md
 (`fpt readme`).
 
 Notebook 00 calls `build(scale)`; `fpt reproduce` runs it after all the others.
@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from ..paths import PROJ_ROOT, figures_dir, portable, results_dir
 from .catalogue import SUMMARY_TABLE, expected_tables
 from .compute_time import compute_times
 
-# Columns a study table's CSV has (experiments.Study.summary); other CSVs are shown, not summarised.
+# Columns a study table's CSV has (study.base.Study.summary); other CSVs are shown, not summarised.
 STUDY_COLUMNS = {"study", "row", "task", "metric", "mean"}
 SUMMARY_COLUMNS = ["table", "row", "task", "metric", "ours", "mean", "std", "n_seeds", "paper", "scale",
                    "backbone", "steps", "seeds", "note", "paper_source"]
@@ -108,7 +109,7 @@ def _ours(mean, std, n_seeds, metric) -> str:
 
 
 def _short_source(src) -> str:
-    """'Lu et al. 2021 (arXiv ...) Table 2, via shared/reference/paper.md §2.2, row 'FPT'' ->
+    """'Lu et al. 2021 (arXiv ...) Table 2, via docs/paper.md §2.2, row 'FPT'' ->
     'Lu et al. 2021 (arXiv ...) Table 2, row 'FPT''."""
     return "" if _blank(src) else re.sub(r", via [^,]*", "", str(src))
 
@@ -252,7 +253,8 @@ def _summary_html(summary: pd.DataFrame, scale: str) -> str:
     if summary.empty:
         return f"<p><strong>Nothing has run yet at scale <code>{_e(scale)}</code></strong>: no study tables.</p>"
     head = ("<tr><th>table</th><th>row</th><th>task</th><th>metric</th><th>ours (mean ± std)</th>"
-            "<th>paper</th><th>scale</th><th>backbone</th><th>steps</th><th>seeds</th><th>note / paper source</th></tr>")
+            "<th>paper</th><th>scale</th><th>backbone</th><th>steps</th><th>seeds</th>"
+            "<th>note / paper source</th></tr>")
     body = []
     for _, r in summary.iterrows():
         absent = bool(r["note"]) and _blank(r["mean"])
@@ -306,12 +308,14 @@ def render_html(scale: str, tables: list[TableFiles] | None = None, summary: pd.
            f"scale <code>{_e(scale)}</code></h1>",
            f"<p><strong>Scale <code>{_e(scale)}</code></strong>: {_e(about)}.</p>",
            f'<p class="meta">Generated {_e(now)} by <code>fptlib.study.report</code> from the files in '
-           f"<code>{_e(portable(str(_tables_dir(scale))))}</code> and <code>{_e(portable(str(figures_dir(scale))))}</code>; nothing was "
+           f"<code>{_e(portable(str(_tables_dir(scale))))}</code> and "
+           f"<code>{_e(portable(str(figures_dir(scale))))}</code>; nothing was "
            "trained or rerun to make it. Paper: Lu, Grover, Abbeel, Mordatch 2021, arXiv 2103.05247v2 "
            "(GPT-2 base unless a table says otherwise).</p>"]
     if not found:
         out.append(f"<p><strong>Nothing has run yet at scale <code>{_e(scale)}</code></strong>: no tables in "
-                   f"<code>{_e(portable(str(_tables_dir(scale))))}</code>. Run <code>fpt reproduce --scale {_e(scale)}</code>."
+                   f"<code>{_e(portable(str(_tables_dir(scale))))}</code>. "
+                   f"Run <code>fpt reproduce --scale {_e(scale)}</code>."
                    "</p>")
     out.append(f"<h2>Tables</h2><p>{len(found)} table(s) found, {len(absent)} of the {len(expected)} expected "
                "not run yet.</p><table><tr><th>notebook</th><th>table</th><th>title</th><th>status</th></tr>")
@@ -339,7 +343,7 @@ COMPUTE_NAME = "compute_time"
 
 
 def compute_time_markdown(times: pd.DataFrame, scale: str) -> str:
-    """The per-notebook cost table (studies.compute_times) with a total line."""
+    """The per-notebook cost table (compute_time.compute_times) with a total line."""
     def minutes(s):
         return f"{s / 60:.1f}"
     lines = [f"Compute time per notebook at scale `{scale}`: the runs a notebook computes first on a machine "
@@ -358,10 +362,11 @@ def compute_time_markdown(times: pd.DataFrame, scale: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def gallery_markdown(scale: str = "cpu", root: Path | None = None) -> str:
+def gallery_markdown(scale: str = "cpu", base: Path | None = None) -> str:
     """Every table the notebooks wrote at `scale`, in notebook order, each followed by its figures
-    (links relative to `root`, the repository): the README's results gallery, from files only."""
-    root = Path(root or PROJ_ROOT)
+    (links relative to `base`, the directory of the document that shows them; default the
+    repository's docs/): the results gallery, from files only."""
+    base = Path(base or PROJ_ROOT / "docs").resolve()
     parts = []
     for t in find_tables(scale):
         if not t.found or t.md is None:
@@ -369,8 +374,7 @@ def gallery_markdown(scale: str = "cpu", root: Path | None = None) -> str:
         nb = f" (notebook {t.notebook})" if t.notebook else ""
         parts += [f"#### {t.title}{nb}", "", t.md.read_text().strip(), ""]
         for fig in t.figures:
-            rel = fig.resolve().relative_to(root.resolve()) if fig.resolve().is_relative_to(root.resolve()) else fig
-            parts += [f"![{fig.stem}]({rel.as_posix()})", ""]
+            parts += [f"![{fig.stem}]({Path(os.path.relpath(fig.resolve(), base)).as_posix()})", ""]
     return "\n".join(parts).rstrip() + "\n"
 
 
@@ -385,7 +389,7 @@ def update_readme(readme: Path, scale: str = "cpu") -> bool:
         raise ValueError(f"{readme} has no gallery block: add the lines {README_START!r} and {README_END!r}")
     head, rest = text.split(README_START, 1)
     _, tail = rest.split(README_END, 1)
-    new = head + README_START + "\n\n" + gallery_markdown(scale) + "\n" + README_END + tail
+    new = head + README_START + "\n\n" + gallery_markdown(scale, Path(readme).parent) + "\n" + README_END + tail
     if new != text:
         write_text_atomic(Path(readme), new)
     return new != text
@@ -399,8 +403,8 @@ def readme_gallery_block(readme: Path) -> str:
 
 def build(scale: str = "cpu") -> dict:
     """Write results/SCALE/report.html, results/SCALE/tables/summary.{csv,md} and (once a run exists)
-    tables/compute_time.{csv,md}, each atomically, from the files on disk. Returns the paths, the summary DataFrame and which expected
-    tables were found and which are absent."""
+    tables/compute_time.{csv,md}, each atomically, from the files on disk. Returns the paths, the
+    summary DataFrame and which expected tables were found and which are absent."""
     times = compute_times(scale)
     if times.computed.sum():  # a scale with no runs yet has no costs to report
         write_text_atomic(_tables_dir(scale) / f"{COMPUTE_NAME}.csv", times.to_csv(index=False))

@@ -1,5 +1,5 @@
-"""One Study per paper result (beyond Tables 1-2's FPT and Random, in experiments.Tables1And2): each names its
-rows and the config of every row; experiments.Study turns that into runs, tables and captions.
+"""One Study per paper result (beyond Tables 1-2's FPT and Random, in study.base.Tables1And2): each names its
+rows and the config of every row; study.base.Study turns that into runs, tables and captions.
 
 Runs are cached by config, so a row that is the same computation as another notebook's (FPT,
 Random, ...) is computed once and shared.
@@ -11,10 +11,10 @@ from typing import ClassVar
 
 import pandas as pd
 
-from . import paper
 from ..config import PRESETS
 from ..groups import FPT_GROUPS
 from ..models import family_of, hf_config
+from . import paper
 from .base import Study, Tables1And2
 from .tables import fmt_cell, load_curve, load_run
 
@@ -229,7 +229,8 @@ class Depth(Study):
 
     def arms(self, task):
         train = ("output",) if self.output_only else ("output", "layernorm")
-        return [(f"{n} layers, {init}", {"init": init, "n_layers": keep_blocks(self.scale, self.backbone, n), "train": train,
+        return [(f"{n} layers, {init}", {"init": init, "n_layers": keep_blocks(self.scale, self.backbone, n),
+                                          "train": train,
                                           "cache_features": self.output_only and task in CACHEABLE})
                 for n in self.depths for init in ("pretrained", "random")]
 
@@ -318,7 +319,7 @@ class LSTMVariants(Study):
     """Tables 3-5: is it the transformer architecture? A frozen random transformer against a frozen
     random LSTM (input, output and layer norm trained), and LSTM variants: residual connections,
     12 layers (residual), learned positional embeddings. The paper's numbers for these tables are
-    not available (paper.md §2.3), so no paper column is filled."""
+    not available (docs/paper.md §2.3), so no paper column is filled."""
 
     GRID: ClassVar[dict] = {"seeds": [0], "tasks": ["bit-memory", "bit-xor", "listops", "mnist"]}
     CPU_GRID: ClassVar[dict] = {"tasks": ["bit-xor", "mnist"]}
@@ -337,7 +338,7 @@ class LSTMVariants(Study):
 
 @dataclass
 class LRSweep(Study):
-    """Beyond the paper: learning-rate sensitivity (Rothermel et al. 2021, paper.md §7). Frozen and
+    """Beyond the paper: learning-rate sensitivity (Rothermel et al. 2021, docs/paper.md §7). Frozen and
     unfrozen, pretrained and random, over a sweep of learning rates; the question is whether the
     ordering FPT > random survives every learning rate, and what full finetuning gives when its
     learning rate is tuned."""

@@ -12,6 +12,7 @@ from ..io import read_json, sha256_file, write_json_atomic
 from .errors import RunError
 from .faults import fault
 
+
 def discard(path: Path) -> None:
     """Remove a directory so that no half-deleted copy is ever left under its name: rename, then delete."""
     if not path.exists():
