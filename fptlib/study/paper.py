@@ -93,11 +93,11 @@ _V2 = "Lu et al. 2021 (arXiv 2103.05247v2)"
 _SECTIONS = {"table1": "2.1", "table2": "2.2", "table6": "2.4", "table7": "2.5", "table8": "2.6", "table9": "2.7",
              "table10": "2.8", "table11": "2.9", "table12": "2.9", "table15": "2.11", "table16": "2.13",
              "table17": "2.14"}
-SOURCES = {k: f"{_V2} Table {k.removeprefix('table')}, via shared/reference/paper.md §{_SECTIONS[k]}"
+SOURCES = {k: f"{_V2} Table {k.removeprefix('table')}, via docs/paper.md §{_SECTIONS[k]}"
            for k in _SECTIONS}
-SOURCES["table13"] = f"{_V2} Tables 13-14, via shared/reference/paper.md §2.10"
-SOURCES["table21"] = f"{_V2} appendix Table 21, via shared/reference/paper.md §2.12"
-SOURCES["rothermel"] = "Rothermel et al. 2021 (arXiv 2107.12460) Table 1, via shared/reference/paper.md §7"
+SOURCES["table13"] = f"{_V2} Tables 13-14, via docs/paper.md §2.10"
+SOURCES["table21"] = f"{_V2} appendix Table 21, via docs/paper.md §2.12"
+SOURCES["rothermel"] = "Rothermel et al. 2021 (arXiv 2107.12460) Table 1, via docs/paper.md §7"
 
 
 def lookup(table: str, row: str, task: str) -> float | None:
