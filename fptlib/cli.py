@@ -42,7 +42,7 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
             meta["help"] += f" (default: {','.join(f.default) if isinstance(f.default, tuple) else f.default})"
         flag = "--" + meta.get("flag", f.name).replace("_", "-")
         if f.name == "task":
-            p.add_argument("task", help=f"one of: {', '.join(TASKS)}")
+            p.add_argument("task", help=f"{meta['help']}: {', '.join(TASKS)}")
         elif f.name == "task_options":
             p.add_argument(flag, dest=f.name, action="append", type=_task_option, default=[], metavar="KEY=VALUE",
                            help=meta["help"])
