@@ -34,6 +34,9 @@ import torch
 from ..config import RunConfig, resolve
 from ..io import FileLock, read_json, sha256_file, write_bytes_atomic, write_json_atomic
 from ..paths import figures_dir, results_dir
+from ..training import RunError, build, evaluate, run_steps, start
+from .plots import save
+from .tables import frame_markdown, save_table
 
 TASKS = ("bit-xor", "bit-memory")
 FIGURE_PREFIX = {"bit-xor": "attention_xor", "bit-memory": "attention_bitmemory"}
@@ -70,8 +73,6 @@ def train_in_process(cfg: RunConfig, progress: bool) -> tuple:
     """`fptlib.training.train`'s own loop without a run directory (no checkpoints or validation along
     the way: the same build, seeds, batches, optimizer and steps); returns the trained model, its task
     and a summary."""
-    from ..training import RunError, evaluate, run_steps, start
-
     if cfg.cache_features:
         raise RunError("the attention study trains the whole FPT path; cache_features does not apply")
     t0 = time.time()
@@ -97,8 +98,6 @@ def trained_model(cfg: RunConfig, progress: bool = False) -> tuple:
     from the seed and must match the digest recorded when the model was trained."""
     from safetensors.torch import load as st_load
     from safetensors.torch import save as st_save
-
-    from ..training import RunError, build
 
     if cfg.attn_implementation != "eager":
         raise RunError("attention maps need attn_implementation='eager' (sdpa returns no attention "
@@ -131,7 +130,6 @@ def trained_model(cfg: RunConfig, progress: bool = False) -> tuple:
 
 def untrained_model(cfg: RunConfig) -> tuple:
     """The same FPT before any step: random (orthogonal) input layer, frozen pretrained backbone."""
-    from ..training import build
     model, task = build(cfg)
     return model.eval(), task
 
@@ -292,7 +290,6 @@ class Analysis:
         return a.mean(axis=(0, 1))
 
     def save_tables(self) -> dict[str, Path]:
-        from .tables import save_table
         return save_table(self.table, self.markdown(), results_dir(self.cfg.scale) / "tables", self.name)
 
     def caption(self) -> str:
@@ -308,7 +305,7 @@ class Analysis:
                 "`untrained`: the same model before training (random input layer, frozen pretrained backbone).")
 
     def markdown(self) -> str:
-        return f"{self.caption()}\n\n{_frame_markdown(self.table)}\n\n{self.verdict()}\n"
+        return f"{self.caption()}\n\n{frame_markdown(self.table, float_digits=3)}\n\n{self.verdict()}\n"
 
     def verdict(self) -> str:
         return xor_verdict(self.table) if self.task_name == "bit-xor" else memory_verdict(self.table)
@@ -317,7 +314,6 @@ class Analysis:
         """Write the figures of this task into figures/<scale>/; returns name -> path."""
         import matplotlib.pyplot as plt
 
-        from .plots import save
         d = Path(directory) if directory is not None else figures_dir(self.cfg.scale)
         out = {}
         makers = {"layer1": lambda: layer_figure(self, 0), "heads": lambda: heads_figure(self, 0),
@@ -327,17 +323,6 @@ class Analysis:
             out[key] = save(fig, d / f"{self.name}_{key}.png")
             plt.close(fig)
         return out
-
-
-def _frame_markdown(df: pd.DataFrame) -> str:
-    def cell(v):
-        if isinstance(v, float):
-            return "" if v != v else f"{v:.3f}"
-        return str(v)
-    cols = [str(c) for c in df.columns]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(lines)
 
 
 def eval_examples(task, n: int, seed: int = 0) -> dict:
@@ -382,7 +367,6 @@ def analyse(task: str, scale: str = "cpu", seed: int = 0, steps: int = 0, n_exam
             backbone: str | None = None, progress: bool = False) -> Analysis:
     """Train (or load) the FPT of `task` at `scale`, take the attention maps of it and of the untrained
     model on `n_examples` test examples, and tabulate the alignment per layer."""
-    from ..training import evaluate
     t0 = time.time()
     cfg = attention_config(task, scale, seed, steps, backbone)
     model, task_obj, info = trained_model(cfg, progress=progress)

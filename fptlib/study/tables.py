@@ -166,11 +166,14 @@ def save_table(summary: pd.DataFrame, markdown: str, out_dir: Path, name: str) -
     return paths
 
 
-def frame_markdown(df: pd.DataFrame) -> str:
-    """A DataFrame as a GitHub pipe table (pandas' to_markdown needs tabulate, which we do not ship)."""
+def frame_markdown(df: pd.DataFrame, float_digits: int | None = None) -> str:
+    """A DataFrame as a GitHub pipe table (pandas' to_markdown needs tabulate, which we do not ship);
+    floats with `float_digits` decimals where given, NaN and None as empty cells."""
+    def cell(v) -> str:
+        if v is None or (isinstance(v, float) and v != v):
+            return ""
+        return f"{v:.{float_digits}f}" if float_digits is not None and isinstance(v, float) else str(v)
     cols = [str(c) for c in df.columns]
-    cells = [["" if (isinstance(v, float) and v != v) or v is None else str(v) for v in row]
-             for row in df.itertuples(index=False)]
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in cells]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join(lines)
