@@ -107,5 +107,6 @@ def test_the_config_knows_nothing_of_models_or_data():
 def test_no_function_is_longer_than_the_house_limit(module):
     tree = ast.parse(modules()[module].read_text())
     long = [(n.name, n.end_lineno - n.lineno + 1) for n in ast.walk(tree)
-            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > MAX_FUNCTION_LINES]
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and n.end_lineno - n.lineno + 1 > MAX_FUNCTION_LINES]
     assert not long, f"functions over {MAX_FUNCTION_LINES} lines in {module}: {long}"

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from fptlib import attention as A
 from fptlib.config import RunConfig, resolve
+from fptlib.study import attention as A
 from fptlib.training import RunError, train
 
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel, GPT2Config, GPT2Model
 
-from fptlib.backbones import BackboneError, BackboneSpec, build_backbone, minilm_path
+from fptlib.models.backbones import BackboneError, BackboneSpec, build_backbone, minilm_path
 
 
 def _tiny_gpt2_dir(tmp_path):

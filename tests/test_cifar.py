@@ -8,11 +8,20 @@ import numpy as np
 import pytest
 import torch
 
-from fptlib import cifar
-from fptlib.cifar import (CIFAR10, CIFAR10LRA, augment_images, hflip, load_cifar10,
-                          random_crop, read_cifar_batch, rotate, to_gray, to_patches)
+from fptlib.data import DataError, cifar, make_task
+from fptlib.data.cifar import (
+    CIFAR10,
+    CIFAR10LRA,
+    augment_images,
+    hflip,
+    load_cifar10,
+    random_crop,
+    read_cifar_batch,
+    rotate,
+    to_gray,
+    to_patches,
+)
 from fptlib.paths import data_dir
-from fptlib.tasks import DataError, make_task
 
 N_PER_BATCH = 20
 
@@ -182,7 +191,7 @@ def test_stratified_validation_split_is_fixed_and_disjoint(fixture_data):
     Xall = torch.from_numpy(fixture_data["train"][0])
     assert _row_keys(torch.cat([a._data["train"][0], a._data["val"][0]])) == _row_keys(Xall)
     # Each train image keeps its label.
-    lookup = {bytes(r): int(l) for r, l in zip(Xall.reshape(100, -1).numpy(), fixture_data["train"][1])}
+    lookup = {bytes(r): int(label) for r, label in zip(Xall.reshape(100, -1).numpy(), fixture_data["train"][1])}
     for X, y in (a._data["train"], a._data["val"]):
         assert [lookup[bytes(r)] for r in X.reshape(len(X), -1).numpy()] == y.tolist()
     small = CIFAR10(n_val=20, max_train=30, max_test=5)

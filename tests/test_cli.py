@@ -47,7 +47,7 @@ def test_reproduce_refuses_zero_workers(fpt_cmd):
 
 
 def test_only_picks_a_notebook_by_number_name_or_prefix():
-    from fptlib.reproduce import notebooks
+    from fptlib.study.notebooks import notebooks
     names = lambda only: [p.stem for p in notebooks(only)]  # noqa: E731
     assert names(["01"]) == ["01_table1_table2"]  # a number is that notebook, not 01b too
     assert names(["01b"]) == ["01b_table1_lstm"]

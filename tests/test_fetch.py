@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fptlib import fetch as F
-from fptlib.cifar import TEST_FILES, TRAIN_FILES
-from fptlib.homology import SPLIT_FILES
+from fptlib.data import download as F
+from fptlib.data.cifar import TEST_FILES, TRAIN_FILES, _check_cifar_batches
+from fptlib.data.homology import SPLIT_FILES
 
 CIFAR_BATCHES = TRAIN_FILES + TEST_FILES
 HOMOLOGY_SPLITS = tuple(SPLIT_FILES.values())
@@ -207,7 +207,7 @@ def test_fetch_then_status_present(name, server, registry, tmp_path):
 
 
 def test_fetched_files_are_what_the_readers_expect(server, registry, tmp_path):
-    from fptlib.tasks import MNIST_IDX, mnist_idx_available, read_idx
+    from fptlib.data.mnist import MNIST_IDX, mnist_idx_available, read_idx
     data = tmp_path / "data"
     for name in ("mnist", "cifar10", "homology"):
         F.fetch(name, data, mirror=f"{server}/good", progress=False, registry=registry, log=lambda m: None)
@@ -470,4 +470,4 @@ def test_pickles_with_code_are_refused(tmp_path):
     for b in CIFAR_BATCHES + ("batches.meta",):
         (top / b).write_bytes(pickle.dumps({b"data": Evil()}, protocol=2))
     with pytest.raises(F.DataError, match=r"refusing to load \S*print"):
-        F._check_cifar_batches(top)
+        _check_cifar_batches(top)

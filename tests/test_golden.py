@@ -6,7 +6,6 @@ import json
 import math
 
 import pytest
-
 from golden import runs as G
 
 GOLDEN = json.loads(G.GOLDEN_FILE.read_text())

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from fptlib.backbones import BackboneError, BackboneSpec, build_backbone
-from fptlib.model import FPT, TRAINABLE_GROUPS, parse_groups
+from fptlib.groups import TRAINABLE_GROUPS, parse_groups
+from fptlib.models import FPT, BackboneError, BackboneSpec, build_backbone
 
 
 def make(name, init="random", task_dim=16, out_dim=10, n_layers=None, **kw):

@@ -8,12 +8,23 @@ import numpy as np
 import pytest
 import torch
 
-from fptlib.homology import (AMINO_ACIDS, N_FOLDS, SPLIT_FILES, UNK, VOCAB, RemoteHomology,
-                             accuracy_dropped_as_wrong, decode, encode, homology_data_available,
-                             homology_dir, read_split)
+from fptlib.data import DataError, make_task
+from fptlib.data.homology import (
+    AMINO_ACIDS,
+    N_FOLDS,
+    SPLIT_FILES,
+    UNK,
+    VOCAB,
+    RemoteHomology,
+    accuracy_dropped_as_wrong,
+    decode,
+    encode,
+    homology_data_available,
+    homology_dir,
+    read_split,
+)
 from fptlib.io import safe_loads
 from fptlib.paths import data_dir
-from fptlib.tasks import DataError, make_task
 
 MAX_LEN = 16
 # Per TAPE split: (sequences, how many of them are longer than MAX_LEN)
@@ -104,16 +115,16 @@ def test_reads_tape_lmdb_and_tokenises_every_split():
         assert t.split_size(split) == len(want) and t.split_dropped(split) == 0
 
 
-def test_skip_drops_and_counts_long_sequences_per_split():
+def test_drop_drops_and_counts_long_sequences_per_split():
     recs = write_fixture()
-    t = RemoteHomology(seed=0, max_len=MAX_LEN)  # long_policy="skip" is the default
+    t = RemoteHomology(seed=0, max_len=MAX_LEN)  # long_policy="drop" is the default
     for split, stem in SPLIT_FILES.items():
         n, n_long = SIZES[stem]
         assert (t.split_size(split), t.split_dropped(split)) == (n - n_long, n_long), split
         kept = sorted((r["primary"], r["fold_label"]) for r in recs[stem] if len(r["primary"]) <= MAX_LEN)
         assert sorted(_rows(_all(t, split))) == kept
     d = t.describe()
-    assert d["dropped"]["test"] == 3 and d["cropped"]["test"] == 0 and d["long_policy"] == "skip"
+    assert d["dropped"]["test"] == 3 and d["cropped"]["test"] == 0 and d["long_policy"] == "drop"
     assert d["extra_split_sizes"] == {"test_superfamily_holdout": 8, "test_family_holdout": 8}
     assert d["split_sizes"] == {"train": 34, "val": 10, "test": 7}
 
@@ -297,9 +308,8 @@ def test_accuracy_both_ways():
 
 
 def test_model_reads_batches_and_a_too_long_task_is_refused_at_configuration():
-    from fptlib.backbones import BackboneSpec, build_backbone
     from fptlib.config import RunConfig
-    from fptlib.model import FPT
+    from fptlib.models import FPT, BackboneSpec, build_backbone
     from fptlib.training import RunError, build, evaluate
     write_fixture()
     t = RemoteHomology(seed=0, max_len=MAX_LEN)

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from fptlib import listops as L
-from fptlib.listops import ListOps
+from fptlib.data import DataError, make_task, task_class
+from fptlib.data import listops as L
+from fptlib.data.listops import ListOps
 from fptlib.paths import data_dir
-from fptlib.tasks import DataError, make_task, task_class
 
 SMALL = dict(n_train=60, n_val=20, n_test=20, min_len=16, max_len=64)
 
@@ -302,8 +302,7 @@ def test_tsv_without_header_is_refused():
 # ---- padding cannot change the answer -----------------------------------------------------------
 @pytest.mark.parametrize("backbone", ["tiny-bert", "tiny-gpt2"])
 def test_padding_with_the_attention_mask_does_not_change_the_prediction(backbone):
-    from fptlib.backbones import BackboneSpec, build_backbone
-    from fptlib.model import FPT
+    from fptlib.models import FPT, BackboneSpec, build_backbone
     short = small(seq_len=64)
     model = FPT(build_backbone(BackboneSpec(name=backbone, init="random"), seed=0), input_kind="tokens",
                 d_in=short.d_in, n_out_tokens=1, out_dim=10).eval()

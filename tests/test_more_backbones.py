@@ -4,9 +4,9 @@ import torch
 from transformers import LongformerConfig, LongformerModel, T5Config, T5EncoderModel, T5ForConditionalGeneration
 
 from fptlib import RunConfig, resolve, train
-from fptlib.backbones import (KNOWN_BACKBONES, BackboneError, BackboneSpec, build_backbone,
-                              set_attention_dropout)
-from fptlib.model import FPT, FPT_GROUPS, TRAINABLE_GROUPS
+from fptlib.groups import FPT_GROUPS, TRAINABLE_GROUPS
+from fptlib.models import FPT
+from fptlib.models.backbones import KNOWN_BACKBONES, BackboneError, BackboneSpec, build_backbone, set_attention_dropout
 from fptlib.training import RunError, build
 
 TINY = ("tiny-t5", "tiny-longformer")
@@ -78,7 +78,7 @@ def test_longformer_max_positions_are_the_usable_table_rounded_to_the_window():
     # a table whose usable size is no multiple of the window: padding decides
     cfg = LongformerConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
                            attention_window=8, max_position_embeddings=100)
-    from fptlib.backbones import HFBackbone
+    from fptlib.models.backbones import HFBackbone
     odd = HFBackbone(LongformerModel(cfg, add_pooling_layer=False), "longformer").eval()
     assert odd.max_positions == 96  # 98 usable, but 97-98 tokens would be padded to 104
     with torch.no_grad():

@@ -7,17 +7,17 @@ import pandas as pd
 import papermill as pm
 import pytest
 
-from fptlib.experiments import Table12
-from fptlib.studies import LSTMBaseline
+from fptlib.study.base import Tables1And2
+from fptlib.study.catalogue import NOTEBOOKS
 
 
-@pytest.mark.parametrize("notebook, cls", [("01_table1_table2", Table12), ("01b_table1_lstm", LSTMBaseline)])
-def test_parameters_cell_mirrors_the_study_dataclass(repo_root, notebook, cls):
-    params = pm.inspect_notebook(str(repo_root / "notebooks" / f"{notebook}.ipynb"))
-    defaults = cls()
+@pytest.mark.parametrize("notebook", [nb for nb in NOTEBOOKS if nb.studies], ids=lambda nb: nb.stem)
+def test_parameters_cell_mirrors_the_study_dataclass(repo_root, notebook):
+    """The parameters cell names the study's fields in order, and its defaults make the same study."""
+    cls = notebook.studies[0][0]
+    params = pm.inspect_notebook(str(repo_root / "notebooks" / f"{notebook.stem}.ipynb"))
     assert list(params) == [f.name for f in fields(cls)]
-    for name, p in params.items():
-        assert eval(p["default"]) == getattr(defaults, name), name
+    assert cls(**{name: eval(p["default"]) for name, p in params.items()}) == cls()
 
 
 def test_notebooks_are_stored_without_outputs(repo_root):
@@ -40,28 +40,9 @@ def smoke_reproduction(tmp_path_factory):
 
 
 # notebook -> (tables it writes, figures it writes)
-WRITES = {
-    "00_summary": (["summary", "compute_time"], []),
-    "01_table1_table2": (["table01_02"], ["table01_02_bars.png", "table01_02_curves.png"]),
-    "01b_table1_lstm": (["table01_lstm"], ["table01_lstm_bars.png", "table01_lstm_curves.png"]),
-    "02_table2_bit_init": (["table02_bit"], ["table02_bit_bars.png", "table02_bit_curves.png"]),
-    "03_table6_7_convergence_fit": (["table06_07_convergence_fit", "table06_convergence"],
-                                    ["table06_07_convergence_fit_train_test.png", "table06_07_convergence_fit_curves.png"]),
-    "04_attention_maps": (["attention_xor", "attention_bitmemory"],
-                          ["attention_xor_layer1.png", "attention_xor_heads.png", "attention_bitmemory_layer1.png"]),
-    "05_table3_5_lstm": (["table03_05_lstm"], ["table03_05_lstm_bars.png"]),
-    "06_table8_model_size": (["table08_model_size"], ["table08_model_size_bars.png"]),
-    "07_table9_stats_init": (["table09_stats_init"], ["table09_stats_init_bars.png"]),
-    "08_table10_output_only": (["table10_output_only", "table10_cache_speedup"], ["table10_output_only_bars.png"]),
-    "09_table11_12_depth": (["table11_depth", "table12_depth_output_only"],
-                            ["table11_depth_by_depth.png", "table12_depth_output_only_by_depth.png"]),
-    "10_table13_14_more_params": (["table13_14_more_params"], ["table13_14_more_params_bars.png"]),
-    "11_table15_21_ablation": (["table15_ablation_pretrained", "table21_ablation_random"],
-                               ["table15_ablation_pretrained_bars.png", "table21_ablation_random_bars.png"]),
-    "12_table16_frozen_ln": (["table16_frozen_ln"], ["table16_frozen_ln_bars.png"]),
-    "13_table17_backbones": (["table17_backbones"], ["table17_backbones_bars.png"]),
-    "14_lr_sensitivity": (["lr_sensitivity"], ["lr_sensitivity.png"]),
-}
+# What each notebook writes, from the one catalogue: (tables, figures) by notebook stem
+WRITES = {nb.stem: ([name for name, _ in nb.table_titles("smoke")] + (["summary"] if nb.key == "00" else []),
+                    nb.figure_files("smoke")) for nb in NOTEBOOKS}
 
 
 def test_every_notebook_is_listed(repo_root):
@@ -93,7 +74,7 @@ def test_each_notebook_writes_its_tables_and_figures(smoke_reproduction, noteboo
 
 @pytest.mark.slow
 def test_smoke_table01_02_content(smoke_reproduction):
-    res, fig = smoke_reproduction["res"], smoke_reproduction["fig"]
+    res = smoke_reproduction["res"]
     runs = list((res / "runs").glob("*/result.json"))
     table = pd.read_csv(res / "tables" / "table01_02.csv")
     assert set(table.row) == {"FPT", "Random"}
@@ -102,7 +83,8 @@ def test_smoke_table01_02_content(smoke_reproduction):
     # 01b reuses 01's FPT runs: the same numbers in both tables
     key = ["task", "metric", "mean"]
     assert table[table.row == "FPT"][key].dropna().equals(lstm[lstm.row == "FPT"][key].dropna())
-    assert lstm[(lstm.row == "LSTM") & (lstm.task == "bit-xor") & (lstm.metric == "test_accuracy")].paper.iloc[0] == 50.1
+    lstm_xor = lstm[(lstm.row == "LSTM") & (lstm.task == "bit-xor") & (lstm.metric == "test_accuracy")]
+    assert lstm_xor.paper.iloc[0] == 50.1
     assert set(table.task) == {"bit-xor", "bit-memory", "listops", "mnist", "cifar10", "cifar10-lra", "homology"}
     measured = table[table.note.isna()]
     assert set(measured.task) == {"bit-xor", "bit-memory", "listops", "mnist"}
@@ -136,7 +118,7 @@ def test_smoke_rerun_computes_nothing(smoke_reproduction):
     assert len(summary["notebooks"]) == len(WRITES)
 
 
-@pytest.mark.parametrize("notebook", [n for n in sorted(WRITES) if n[:2] not in ("00", "01", "04")])
+@pytest.mark.parametrize("notebook", [nb.stem for nb in NOTEBOOKS if not nb.by_hand])
 def test_study_notebook_parameters_mirror_their_dataclass(repo_root, notebook):
     import importlib.util
     spec = importlib.util.spec_from_file_location("make_nb", repo_root / "notebooks" / "_make.py")
@@ -151,13 +133,13 @@ def test_study_notebook_parameters_mirror_their_dataclass(repo_root, notebook):
 
 
 @pytest.mark.parametrize("kw, message", [
-    ({"seeds": "0,1"}, "parameter 'seeds' of Table12 must be list, got str"),
-    ({"steps": "100"}, "parameter 'steps' of Table12 must be int"),
+    ({"seeds": "0,1"}, "parameter 'seeds' of Tables1And2 must be list, got str"),
+    ({"steps": "100"}, "parameter 'steps' of Tables1And2 must be int"),
     ({"scale": "gpu"}, "unknown scale 'gpu'"),
 ])
 def test_wrong_parameter_types_are_named(kw, message):
     with pytest.raises((TypeError, ValueError), match=message):
-        Table12(**kw)
+        Tables1And2(**kw)
 
 
 @pytest.mark.slow

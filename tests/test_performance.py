@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from fptlib import RunConfig, train
-from fptlib.backbones import BackboneError, BackboneSpec, build_backbone
-from fptlib.bench import SHAPES, Shape, run as run_bench, step_flops
-from fptlib.model import FPT
+from fptlib.models import FPT, BackboneError, BackboneSpec, build_backbone
+from fptlib.perf.bench import SHAPES, Shape, step_flops
+from fptlib.perf.bench import run as run_bench
 from fptlib.training import RunError, head_step
 
 
@@ -21,7 +21,7 @@ def _fpt(name, n_out=1, seed=0, **spec):
 @pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-bert"])
 @pytest.mark.parametrize("n_out", [1, 3])
 def test_inference_shortcuts_compute_the_plain_forward(name, n_out, monkeypatch):
-    import fptlib.fastpath as fp
+    import fptlib.models.fastpath as fp
     pruned = []
     for attr in ("_gpt2_last_block", "_bert_last_layer"):
         orig = getattr(fp, attr)
@@ -88,8 +88,8 @@ def test_new_options_keep_the_hash_of_existing_runs():
 
 def test_original_baseline_is_the_same_model():
     """The 2021 step (eager attention, Python GELU, Adam over every parameter) computes what ours does."""
-    from fptlib.original import OriginalStep, build_original
-    from fptlib.model import FPT_GROUPS
+    from fptlib.groups import FPT_GROUPS
+    from fptlib.perf.original import OriginalStep, build_original
     ours = _fpt("tiny-gpt2", n_out=2).eval()
     bb = build_backbone(BackboneSpec("tiny-gpt2", init="random", attn_implementation="eager"), 0)
     trainable = {n for n, g in bb.groups().items() if g in FPT_GROUPS}

@@ -21,14 +21,22 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-import fptlib.training as tr
 from conftest import numbers
+
+import fptlib.training.checkpoint as checkpoint
+import fptlib.training.faults as faults
+import fptlib.training.loop as loop
+import fptlib.training.steps as steps
 from fptlib import RunConfig, train
 from fptlib.config import resolve
-from fptlib.experiments import Run, Table12, execute, load_runs, run_dir_for
-from fptlib.results import MixedResults, markdown_table, summarise
-from fptlib.training import NonFiniteLoss, RunError
+from fptlib.study.base import Tables1And2, load_runs
+from fptlib.study.executor import Run, execute
+from fptlib.study.tables import MixedResults, markdown_table, summarise
+from fptlib.training import NUMERICS_VERSION, NonFiniteLoss, RunError, run_dir_for
+
+# The modules that call faults.fault (each binds the name at import): a test that watches or
+# replaces the fault hook patches it in all of them.
+FAULT_CALLERS = (loop, checkpoint)
 
 # Checkpoints at steps 2, 4 and 6; a run takes a second or two at the smoke scale (128 test
 # examples instead of all 1024 keep the final evaluation short).
@@ -67,6 +75,11 @@ def _state_step(ckpt: Path) -> int:
     return json.loads((ckpt / "trainer_state.json").read_text())["step"]
 
 
+def _patch_fault(mp, hook) -> None:
+    for module in FAULT_CALLERS:
+        mp.setattr(module, "fault", hook)
+
+
 def _leftovers(run_dir: Path) -> list[str]:
     return sorted(p.name for p in run_dir.iterdir() if p.name not in
                   {"config.json", "metrics.jsonl", "result.json", ".lock"})
@@ -76,12 +89,12 @@ def _leftovers(run_dir: Path) -> list[str]:
 def steps_computed(monkeypatch):
     """Counts the optimizer steps this process takes (the 'step' fault point runs once per step)."""
     count = {"step": 0}
-    real = tr._fault
+    real = faults.fault
 
     def counting(point):
         count[point] = count.get(point, 0) + 1
         real(point)
-    monkeypatch.setattr(tr, "_fault", counting)
+    _patch_fault(monkeypatch, counting)
     return count
 
 
@@ -140,14 +153,14 @@ def test_kill_at_a_fault_point_then_resume_gives_the_uninterrupted_numbers(
         with pytest.raises(ValueError):
             json.loads(half[0].read_text())  # really half a file
     seen_at_start = []
-    counting = tr._fault
+    counting = loop.fault  # the steps_computed fixture's counter
 
     def snapshot(p):  # what the resuming process finds once it is running
         if not seen_at_start:
             seen_at_start.append(_leftovers(run))
         counting(p)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(tr, "_fault", snapshot)
+        _patch_fault(mp, snapshot)
         res = train(RunConfig(**CFG), run, resume=True, progress=False)
     # leftovers of the killed process are removed before any work (kills in a row do not pile them up)
     assert not [n for n in seen_at_start[0] if n.endswith(".tmp") or n.startswith(".trash-")]
@@ -268,7 +281,7 @@ def test_a_damaged_result_or_config_is_refused_not_reported(tmp_path, reference,
 # ---- full disk --------------------------------------------------------------------------------
 
 def _full_disk_on(monkeypatch, name: str, nth: int):
-    real = tr.write_json_atomic
+    real = loop.write_json_atomic
     seen = {"n": 0}
 
     def write(path, obj):
@@ -277,7 +290,8 @@ def _full_disk_on(monkeypatch, name: str, nth: int):
             if seen["n"] == nth:
                 raise OSError(errno.ENOSPC, "No space left on device", str(path))
         return real(path, obj)
-    monkeypatch.setattr(tr, "write_json_atomic", write)
+    for module in (loop, checkpoint):  # result.json and config.json; trainer_state.json
+        monkeypatch.setattr(module, "write_json_atomic", write)
 
 
 @pytest.mark.parametrize("name, nth, kept_step, redo", [
@@ -299,8 +313,8 @@ def test_a_full_disk_costs_only_the_work_since_the_last_checkpoint(
     assert _state_step(run / "checkpoint") == kept_step
     assert not [p for p in run.iterdir() if p.name.startswith(".checkpoint-")]
     count = {"n": 0}
-    real = tr._fault
-    monkeypatch.setattr(tr, "_fault", lambda p: (count.__setitem__("n", count["n"] + (p == "step")), real(p)))
+    real = faults.fault
+    _patch_fault(monkeypatch, lambda p: (count.__setitem__("n", count["n"] + (p == "step")), real(p)))
     res = train(RunConfig(**CFG), run, resume=True, progress=False)
     assert count["n"] == redo
     assert numbers(res) == numbers(reference["result"])
@@ -315,13 +329,13 @@ def test_a_full_disk_costs_only_the_work_since_the_last_checkpoint(
 def test_an_infinite_or_nan_loss_stops_with_a_diagnosis(tmp_path, monkeypatch, poison, at, message, reliability):
     # Guards the finiteness check of every training loss before a checkpoint or result is written.
     reliability.fault(f"{poison} loss")
-    real, calls = tr.loss_fn, {"n": 0}
+    real, calls = steps.loss_fn, {"n": 0}
 
     def poisoned(logits, batch, n_classes):
         calls["n"] += 1
         out = real(logits, batch, n_classes)
         return out * poison if calls["n"] >= at else out
-    monkeypatch.setattr(tr, "loss_fn", poisoned)
+    monkeypatch.setattr(steps, "loss_fn", poisoned)
     with pytest.raises(NonFiniteLoss, match=message) as e:
         train(RunConfig(**CFG), tmp_path / "run", progress=False)
     assert "--lr" in str(e.value)  # the hint
@@ -332,6 +346,7 @@ def test_an_infinite_or_nan_loss_stops_with_a_diagnosis(tmp_path, monkeypatch, p
 
 def _write_idx(path: Path, shape, values):
     import struct
+
     import numpy as np
     arr = np.resize(np.asarray(values, dtype=np.uint8), shape)
     path.write_bytes(struct.pack(">HBB", 0, 8, len(shape)) + struct.pack(f">{len(shape)}I", *shape) + arr.tobytes())
@@ -392,16 +407,16 @@ def test_bad_input_exits_2_with_a_message_naming_the_choices(tmp_path, monkeypat
 
 
 @pytest.mark.parametrize("kw, message", [
-    ({"tasks": "mnist"}, "parameter 'tasks' of Table12 must be list, got str 'mnist'"),
-    ({"progress": "yes"}, "parameter 'progress' of Table12 must be bool"),
-    ({"steps": 2.5}, "parameter 'steps' of Table12 must be int, got float"),
-    ({"seeds": 0}, "parameter 'seeds' of Table12 must be list, got int"),
+    ({"tasks": "mnist"}, "parameter 'tasks' of Tables1And2 must be list, got str 'mnist'"),
+    ({"progress": "yes"}, "parameter 'progress' of Tables1And2 must be bool"),
+    ({"steps": 2.5}, "parameter 'steps' of Tables1And2 must be int, got float"),
+    ({"seeds": 0}, "parameter 'seeds' of Tables1And2 must be list, got int"),
 ])
 def test_a_papermill_parameter_of_the_wrong_type_is_named(kw, message, reliability):
     # Guards check_parameter_types: a wrong literal from `papermill -p` is named at once.
     reliability.bad_input(f"papermill {kw}")
     with pytest.raises(TypeError, match=message):
-        Table12(**kw)
+        Tables1And2(**kw)
 
 
 def test_an_unknown_fault_point_names_the_valid_ones(monkeypatch, reliability):
@@ -410,7 +425,7 @@ def test_an_unknown_fault_point_names_the_valid_ones(monkeypatch, reliability):
     reliability.bad_input("FPT_FAULT=stpe:1")
     monkeypatch.setenv("FPT_FAULT", "stpe:1")
     with pytest.raises(RunError, match="unknown point 'stpe'; choose one of step, checkpoint-written"):
-        tr._fault("step")
+        faults.fault("step")
 
 
 # ---- batch runs: fpt reproduce -----------------------------------------------------------------
@@ -450,7 +465,7 @@ def test_reproduce_runs_every_notebook_and_summarises_the_failures(tmp_path, fpt
 
 def test_an_empty_notebooks_directory_is_refused(tmp_path, reliability):
     # Guards the check that there is something to run (else `fpt reproduce` "succeeds" doing nothing).
-    from fptlib.reproduce import reproduce
+    from fptlib.study.notebooks import reproduce
     reliability.bad_input("empty notebooks directory")
     with pytest.raises(ValueError, match="no numbered notebooks"):
         reproduce("smoke", notebooks_dir=tmp_path)
@@ -482,7 +497,7 @@ STUDY_WORKER = r"""
 import sys, time
 from pathlib import Path
 from fptlib.config import RunConfig, resolve
-from fptlib.experiments import Run, execute
+from fptlib.study.executor import Run, execute
 runs = [Run("FPT", resolve(RunConfig("bit-xor", scale="smoke", seed=s, steps=4, eval_every=2,
                                       task_options={"n_test": 128}))) for s in (0, 1)]
 print("ready", flush=True)
@@ -516,7 +531,7 @@ TABLE_WORKER = r"""
 import sys, time
 from pathlib import Path
 import pandas as pd
-import fptlib.results as r
+import fptlib.study.tables as r
 out, tag, hold = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 if hold != "-":  # pause between the CSV and the Markdown file, as a slow disk would
     real = r.write_text_atomic
@@ -577,12 +592,12 @@ def test_every_result_records_config_hash_data_hash_and_versions(reference):
     res = reference["result"]
     assert res["config_hash"] == resolve(RunConfig(**CFG)).hash()
     assert len(res["data_hash"]) == 16
-    assert {"fptlib", "fptlib_source", "torch", "transformers"} <= set(res["versions"])
-    assert res["versions"]["fptlib_source"] == tr.source_hash()
+    assert {"fptlib", "numerics_version", "torch", "transformers"} <= set(res["versions"])
+    assert res["versions"]["numerics_version"] == res["numerics_version"] == NUMERICS_VERSION
 
 
 def _frame(versions=None, data_hashes=None, task_options=None):
-    v = {"fptlib": "0.1.0", "fptlib_source": "abc", "torch": "2.13.0", "transformers": "5.24.0"}
+    v = {"fptlib": "0.1.0", "numerics_version": 1, "torch": "2.13.0", "transformers": "5.24.0"}
     rows = []
     for i, (row, seed) in enumerate([(r, s) for r in ("FPT", "Random", "LSTM") for s in (0, 1)]):
         rows.append({"row": row, "task": "bit-xor", "seed": seed, "backbone": "minilm", "steps": 20,
@@ -595,7 +610,7 @@ def _frame(versions=None, data_hashes=None, task_options=None):
 
 def test_a_clean_table_carries_no_warning():
     # The clean case of the provenance check: one code and data version, no label, no warning.
-    study = Table12(scale="smoke", seeds=[0, 1], tasks=["bit-xor"], progress=False)
+    study = Tables1And2(scale="smoke", seeds=[0, 1], tasks=["bit-xor"], progress=False)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         s = study.summary(_frame())
@@ -607,14 +622,14 @@ def test_a_clean_table_carries_no_warning():
 
 def test_mixed_code_versions_are_labelled_loudly_or_refused(reliability):
     # Guards the provenance check of summarise: without it a table silently averages runs of
-    # different code (here one run under another transformers, one under other fptlib source).
+    # different code (here one run under another transformers, one under another numerics version).
     reliability.bad_input("mixed code versions")
-    study = Table12(scale="smoke", seeds=[0, 1], tasks=["bit-xor"], progress=False)
-    runs = _frame(versions={1: {"transformers": "5.0.0"}, 4: {"fptlib_source": "def"}})
+    study = Tables1And2(scale="smoke", seeds=[0, 1], tasks=["bit-xor"], progress=False)
+    runs = _frame(versions={1: {"transformers": "5.0.0"}, 4: {"numerics_version": 2}})
     with pytest.warns(RuntimeWarning, match="mixed code versions"):
         s = study.summary(runs)
     assert s.provenance.str.contains("transformers 5.0.0 \\(1 run\\), 5.24.0 \\(5 runs\\)").all()
-    assert s.provenance.str.contains("fptlib_source abc \\(5 runs\\), def \\(1 run\\)").all()
+    assert s.provenance.str.contains("numerics_version 1 \\(5 runs\\), 2 \\(1 run\\)").all()
     md = study.markdown(s)
     assert "**Warning: this table mixes results that are not comparable.**" in md
     assert md.index("Warning") < md.index("| FPT |")  # above the numbers, not in a footnote

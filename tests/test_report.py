@@ -1,4 +1,4 @@
-"""The summary report (fptlib.report, notebook 00): built from result files only, every number
+"""The summary report (fptlib.study.report, notebook 00): built from result files only, every number
 labelled with its scale and backbone, beside the paper's; absent tables and data said so, never a number."""
 import base64
 import json
@@ -9,9 +9,10 @@ import pandas as pd
 import papermill as pm
 import pytest
 
-from fptlib import report
 from fptlib.config import PRESETS
 from fptlib.paths import figures_dir, results_dir
+from fptlib.study import report
+from fptlib.study.catalogue import expected_tables
 
 SCALE = "smoke"
 CSV_COLUMNS = ["study", "row", "task", "metric", "mean", "std", "n_seeds", "seeds", "backbone", "steps", "scale",
@@ -132,8 +133,8 @@ def test_empty_results_dir_says_nothing_has_run():
     built = report.build(SCALE)  # neither results/ nor figures/ exist
     html = built["html"].read_text()
     assert "Nothing has run yet" in html
-    assert built["found"] == [] and built["absent"] == [name for _, name, _ in report.EXPECTED]
-    assert html.count("not run yet") >= len(report.EXPECTED)
+    assert built["found"] == [] and built["absent"] == [name for _, name, _ in expected_tables(SCALE)]
+    assert html.count("not run yet") >= len(expected_tables(SCALE))
     assert built["summary"].empty and "<img" not in html
     assert pd.read_csv(built["csv"]).empty
     assert "Nothing has run yet" in built["md"].read_text()
@@ -141,11 +142,15 @@ def test_empty_results_dir_says_nothing_has_run():
 
 def test_report_never_trains_and_writes_only_its_three_files(monkeypatch):
     import fptlib
+    import fptlib.study.executor
     import fptlib.training
+    import fptlib.training.loop
 
     def forbidden(*a, **k):
         raise AssertionError("the report must not train")
     monkeypatch.setattr(fptlib.training, "train", forbidden)
+    monkeypatch.setattr(fptlib.training.loop, "train", forbidden)
+    monkeypatch.setattr(fptlib.study.executor, "train", forbidden)
     monkeypatch.setattr(fptlib, "train", forbidden)
     fake_results()
     roots = [results_dir(SCALE).parent, figures_dir(SCALE).parent]
@@ -178,7 +183,8 @@ def test_notebook_00_parameters_and_storage(repo_root):
     assert list(pm.inspect_notebook(str(nb_path))) == ["scale"]
     cells = json.loads(nb_path.read_text())["cells"]
     assert [c["id"] for c in cells] == [f"cell-{i:02d}" for i in range(len(cells))]
-    assert cells[1]["metadata"]["tags"] == ["parameters"] and "".join(cells[1]["source"]).startswith('scale: str = "cpu"')
+    assert cells[1]["metadata"]["tags"] == ["parameters"]
+    assert "".join(cells[1]["source"]).startswith('scale: str = "cpu"')
 
 
 @pytest.mark.slow
@@ -206,13 +212,15 @@ def _result(run_dir, wall, build=None):
 
 
 def test_compute_time_counts_a_shared_run_once_in_the_first_notebook_that_needs_it():
-    from fptlib import studies as S
-    from fptlib.experiments import Table12, run_dir_for
-    fpt_mnist = next(r.config for r in Table12(scale=SCALE, tasks=["mnist"], seeds=[0]).runs() if r.row == "FPT")
+    from fptlib.study import studies as S
+    from fptlib.study.base import Tables1And2
+    from fptlib.study.compute_time import compute_times
+    from fptlib.training import run_dir_for
+    fpt_mnist = next(r.config for r in Tables1And2(scale=SCALE, tasks=["mnist"], seeds=[0]).runs() if r.row == "FPT")
     _result(run_dir_for(fpt_mnist), 100.0)  # notebook 01's, reused by 02, 07, 10, ...
     cached = next(r.config for r in S.OutputOnly(scale=SCALE, tasks=["mnist"]).runs() if r.row == "Output only")
     _result(run_dir_for(cached), 2.0, build=30.0)
-    times = S.compute_times(SCALE).set_index("notebook")
+    times = compute_times(SCALE).set_index("notebook")
     assert times.loc["01", "train_seconds"] == 100.0 and times.loc["01", "computed"] == 1
     assert times.loc["07", "computed"] == 0 and times.loc["07", "runs"] > times.loc["07", "new_runs"]
     assert times.loc["08", "train_seconds"] == 32.0  # the cache build counts: it is part of the run
@@ -220,12 +228,13 @@ def test_compute_time_counts_a_shared_run_once_in_the_first_notebook_that_needs_
     md = report.compute_time_markdown(times.reset_index(), SCALE)
     assert "| 01 | " in md and "| all | | " in md
     built = report.build(SCALE)
-    assert "compute_time" in built["found"] and "| 08 | " in (results_dir(SCALE) / "tables" / "compute_time.md").read_text()
+    assert "compute_time" in built["found"]
+    assert "| 08 | " in (results_dir(SCALE) / "tables" / "compute_time.md").read_text()
 
 
 def test_gallery_shows_each_table_then_its_figures_with_repository_links(tmp_path):
     paths = fake_results()
-    md = report.gallery_markdown(SCALE, root=tmp_path)
+    md = report.gallery_markdown(SCALE, base=tmp_path)
     head = md.index("#### Tables 1-2")
     assert md.index("97.1 ± 1.2 (paper 93.7)") > head
     assert "![table01_02_bars](figures/smoke/table01_02_bars.png)" in md
@@ -248,9 +257,10 @@ def test_readme_gallery_block_is_replaced_and_a_readme_without_one_is_refused(tm
         report.update_readme(bare, SCALE)
 
 
-def test_the_committed_readme_shows_the_committed_cpu_results(repo_root, monkeypatch):
-    """The README's gallery is what `fpt readme` makes of results/cpu and figures/cpu as committed:
-    a number changed in one and not the other fails here."""
+def test_the_committed_results_page_shows_the_committed_cpu_results(repo_root, monkeypatch):
+    """docs/results.md's gallery is what `fpt readme` makes of results/cpu and figures/cpu as
+    committed: a number changed in one and not the other fails here."""
     monkeypatch.delenv("FPT_RESULTS_DIR")
     monkeypatch.delenv("FPT_FIGURES_DIR")
-    assert report.readme_gallery_block(repo_root / "README.md") == report.gallery_markdown("cpu", root=repo_root)
+    page = repo_root / "docs" / "results.md"
+    assert report.readme_gallery_block(page) == report.gallery_markdown("cpu", base=page.parent)

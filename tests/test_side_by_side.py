@@ -1,13 +1,14 @@
-"""experiments.execute training runs side by side in worker processes: same results as one at a time
+"""fptlib.study.executor trains runs side by side in worker processes: same results as one at a time
 with the same threads, errors surface in the caller, and the worker count is validated."""
 import json
 
 import pytest
 import torch
 
-from fptlib import experiments as E
 from fptlib.config import RunConfig, resolve
-from fptlib.experiments import Run, execute, run_dir_for
+from fptlib.study import executor as E
+from fptlib.study.executor import Run, execute
+from fptlib.training import run_dir_for
 
 
 def _runs(task="bit-xor", seeds=(0, 1)):
@@ -75,11 +76,13 @@ def test_an_interrupt_stops_the_workers_and_leaves_their_checkpoints(tmp_path, r
     import subprocess
     import sys
     import time
+
     from fptlib.io import FileLock
     reliability.fault("SIGINT to execute while two workers train")
     # A background job (nohup, CI) starts with SIGINT ignored, and Python then installs no handler:
     # the script restores the one an interactive session (a terminal, a Jupyter kernel) has.
-    code = ("import signal\nfrom fptlib.config import RunConfig, resolve\nfrom fptlib.experiments import Run, execute\n"
+    code = ("import signal\nfrom fptlib.config import RunConfig, resolve\n"
+            "from fptlib.study.executor import Run, execute\n"
             "if __name__ == '__main__':\n"
             "    signal.signal(signal.SIGINT, signal.default_int_handler)\n"
             "    execute([Run(f's{s}', resolve(RunConfig(task='bit-memory', scale='smoke', seed=s, steps=10**6, "

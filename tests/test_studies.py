@@ -5,13 +5,14 @@ import json
 import pandas as pd
 import pytest
 
-from fptlib import paper, plots
-from fptlib import studies as S
-from fptlib.experiments import Table12
-from fptlib.model import FPT_GROUPS
+from fptlib.groups import FPT_GROUPS
+from fptlib.study import paper, plots
+from fptlib.study import studies as S
+from fptlib.study.base import Tables1And2
+from fptlib.study.compute_time import schedule_seconds
 
 ALL = [S.BitInit, S.StatsInit, S.OutputOnly, S.Ablation, S.MoreParams, S.FrozenLN, S.Depth, S.Backbones,
-       S.ModelSize, S.LSTMVariants, S.LRSweep, S.Convergence, Table12, S.LSTMBaseline]
+       S.ModelSize, S.LSTMVariants, S.LRSweep, S.Convergence, Tables1And2, S.LSTMBaseline]
 
 
 @pytest.mark.parametrize("cls", ALL, ids=lambda c: c.__name__)
@@ -35,7 +36,7 @@ def test_every_row_the_paper_has_finds_its_number(cls):
 
 def test_shared_rows_are_the_same_runs_across_notebooks():
     """FPT and Random of Table 2 (01) are reused by 02, 03, 07 and 10: same config, same run."""
-    t12 = {(r.row, r.config.task): r.config.hash() for r in Table12(seeds=[0]).runs()}
+    t12 = {(r.row, r.config.task): r.config.hash() for r in Tables1And2(seeds=[0]).runs()}
     bit = {(r.row, r.config.task): r.config.hash() for r in S.BitInit(seeds=[0]).runs()}
     stats = {(r.row, r.config.task): r.config.hash() for r in S.StatsInit(seeds=[0]).runs()}
     for task in ("bit-xor", "mnist"):
@@ -76,7 +77,7 @@ def test_depth_rows_truncate_the_backbone():
 
 def test_a_depth_that_keeps_every_block_is_the_untruncated_run():
     """6 of MiniLM's 6 blocks is the FPT config itself (one cached run), not a copy with n_layers=6."""
-    fpt = {r.config.task: r.config.hash() for r in Table12(seeds=[0], tasks=["mnist"]).runs() if r.row == "FPT"}
+    fpt = {r.config.task: r.config.hash() for r in Tables1And2(seeds=[0], tasks=["mnist"]).runs() if r.row == "FPT"}
     size = {r.row: r.config for r in S.ModelSize(tasks=["mnist"]).runs()}
     assert size["minilm 6 blocks FPT"].hash() == fpt["mnist"]
     assert size["minilm 2 blocks FPT"].n_layers == 2
@@ -93,13 +94,13 @@ def test_empty_seeds_and_tasks_take_the_scales_grid():
     assert paper_scale.tasks == list(paper.TASK_COLUMNS)
     assert S.Ablation(tasks=["bit-memory"]).tasks == ["bit-memory"]  # explicit values win
     assert S.BitInit().seeds == [0] and S.BitInit(scale="smoke").seeds == [0, 1, 2]
-    assert Table12().seeds == [0, 1, 2] and Table12().tasks == list(paper.TASK_COLUMNS)
+    assert Tables1And2().seeds == [0, 1, 2] and Tables1And2().tasks == list(paper.TASK_COLUMNS)
     assert S.LRSweep().tasks == ["listops"] and S.LRSweep(scale="paper").tasks == ["listops", "mnist"]
     assert S.LRSweep().lrs == [1e-4, 1e-3] and S.LRSweep(scale="smoke").lrs == [1e-4, 3e-4, 1e-3, 3e-3]
     # the cut is written under the table, and only where there is one
     assert "grid: tasks ['bit-xor', 'mnist', 'cifar10', 'cifar10-lra', 'homology'] (paper scale: " \
            "['bit-memory'," in cpu.scale_note() and "cut, to finish on two cores" in cpu.scale_note()
-    assert "grid:" not in Table12(seeds=[0, 1, 2]).scale_note()
+    assert "grid:" not in Tables1And2(seeds=[0, 1, 2]).scale_note()
     assert "cut" not in S.Ablation(tasks=["mnist"]).scale_note()
 
 
@@ -135,11 +136,11 @@ def test_lr_sweep_table_sets_rothermel_beside_ours():
 
 
 def test_runs_handed_out_in_order_to_workers():
-    assert S.schedule_seconds([], 2) == 0.0
-    assert S.schedule_seconds([10, 10, 10, 10], 2) == 20  # two pairs
-    assert S.schedule_seconds([30, 10, 10, 10], 2) == 30  # the long one, beside three short ones
-    assert S.schedule_seconds([10, 10, 30], 2) == 40  # in order: the long one comes last
-    assert S.schedule_seconds([5, 7], 1) == 12
+    assert schedule_seconds([], 2) == 0.0
+    assert schedule_seconds([10, 10, 10, 10], 2) == 20  # two pairs
+    assert schedule_seconds([30, 10, 10, 10], 2) == 30  # the long one, beside three short ones
+    assert schedule_seconds([10, 10, 30], 2) == 40  # in order: the long one comes last
+    assert schedule_seconds([5, 7], 1) == 12
 
 
 def test_depth_points_put_ours_beside_the_papers_deeper_rows():
@@ -158,7 +159,7 @@ def test_depth_points_put_ours_beside_the_papers_deeper_rows():
 
 
 def test_a_partial_reproduce_keeps_the_record_of_the_others(tmp_path):
-    from fptlib.reproduce import _merged
+    from fptlib.study.notebooks import _merged
     (tmp_path / "reproduce_summary.json").write_text(json.dumps({"notebooks": [
         {"notebook": "01_a.ipynb", "status": "ok", "wall_seconds": 5},
         {"notebook": "02_b.ipynb", "status": "failed", "error": "x"}]}))

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from fptlib.tasks import BitMemory, BitXOR, DataError, MNIST, load_mnist, make_task, read_idx
+from fptlib.data import DataError, make_task
+from fptlib.data.bits import BitMemory, BitXOR
+from fptlib.data.mnist import MNIST, load_mnist, read_idx
 
 
 def test_bit_xor_targets_and_exhaustive_test_set():

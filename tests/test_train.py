@@ -5,11 +5,11 @@ import subprocess
 import time
 
 import pytest
-
 from conftest import numbers
+
 from fptlib import RunConfig, train
-from fptlib.config import deviations, resolve
-from fptlib.training import NonFiniteLoss, RunError, build
+from fptlib.config import resolve
+from fptlib.training import NonFiniteLoss, RunError, build, deviations
 
 
 def test_same_seed_same_numbers_other_seed_other_numbers(tmp_path):
@@ -91,7 +91,7 @@ def test_sequence_longer_than_the_backbone_is_refused():
 
 
 def test_non_finite_loss_stops_with_a_diagnosis(tmp_path, monkeypatch):
-    import fptlib.training as tr
+    import fptlib.training.steps as tr
     real = tr.loss_fn
     calls = {"n": 0}
 

@@ -277,7 +277,7 @@ def memory_probe(impl: str, backbone: str, init: str, shape_name: str) -> dict:
 
 
 def _memory(impl, backbone, init, shape_name) -> dict:
-    code = ("import json,sys; from fptlib.bench import memory_probe; "
+    code = ("import json,sys; from fptlib.perf.bench import memory_probe; "
             "print(json.dumps(memory_probe(*sys.argv[1:])))")
     r = subprocess.run([sys.executable, "-c", code, impl, backbone, init, shape_name],
                        capture_output=True, text=True)
