@@ -1,9 +1,9 @@
 """Dataset acquisition: `fpt data fetch TASK` and `fpt data status`.
 
-Every dataset the readers need is described once, in `REGISTRY`: which files to download, from
-where, with which published checksum (or, when none is published, which format check), and where
-the reader expects the result under the data directory (`fptlib.paths.data_dir()`, moved by
-FPT_DATA_DIR or `--data-dir`).
+Every dataset is described once, in the SPEC at the end of its module (collected in
+`registry.REGISTRY`): which files to download, from where, with which published checksum (or, when
+none is published, which format check), and where the reader expects the result under the data
+directory (`fptlib.paths.data_dir()`, moved by FPT_DATA_DIR or `--data-dir`).
 
 Downloads go through pooch: each file is streamed into a temporary file inside a hidden staging
 directory (`<dataset>/.download/`) and moved to its name there only once it is complete and its

@@ -17,6 +17,7 @@ import torch
 from ..config import PRESETS, RunConfig, resolve
 from ..data import task_defaults
 from ..paths import portable
+from ..version import __version__
 from .steps import evaluate
 
 NUMERICS_VERSION = 1
@@ -32,7 +33,6 @@ def versions() -> dict:
     import numpy
     import transformers
 
-    from ..version import __version__
     return {"fptlib": __version__, "numerics_version": NUMERICS_VERSION, "torch": torch.__version__,
             "transformers": transformers.__version__, "accelerate": accelerate.__version__,
             "numpy": numpy.__version__, "python": platform.python_version()}
