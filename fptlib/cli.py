@@ -92,6 +92,20 @@ def _reproduce_parser(sub) -> None:
     g.add_argument("--readme", default=None, help="the file to update (default: the repository's docs/results.md)")
 
 
+def _plan_parser(sub) -> None:
+    p = sub.add_parser("plan", help="every run the notebooks of a scale would compute, its shape and its cost, "
+                       "before anything trains; writes results/SCALE/plan/plan.{csv,md}",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--scale", default="paper", choices=SCALES)
+    p.add_argument("--only", nargs="+", default=None, metavar="NOTEBOOK", help="notebook keys, e.g. 01 01b")
+    p.add_argument("--calibrate", action="store_true", help="time a few real training steps of each distinct "
+                   "shape on this machine (the GPU if there is one) and multiply by the step budgets")
+    p.add_argument("--calibrate-steps", type=int, default=3, help="timed steps per shape (after one warm-up)")
+    p.add_argument("--precision", default=None, choices=("fp32", "bf16", "fp16"),
+                   help="calibrate in this precision (default: each run's own, fp32)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
 def _bench_parser(sub) -> None:
     b = sub.add_parser("bench", help="time our training step, evaluation and output-only training "
                        "against the original implementation's, in one run; writes results/bench/",
@@ -136,7 +150,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fpt", description="Frozen Pretrained Transformers: train runs and "
                                 "reproduce the paper's tables (Lu et al. 2021).")
     sub = p.add_subparsers(dest="cmd", required=True)
-    for add in (_train_parser, _reproduce_parser, _bench_parser, _data_parser):
+    for add in (_train_parser, _reproduce_parser, _plan_parser, _bench_parser, _data_parser):
         add(sub)
     return p
 
@@ -151,6 +165,8 @@ def main(argv=None) -> int:
         return _bench(args)
     if args.cmd == "readme":
         return _readme(args)
+    if args.cmd == "plan":
+        return _plan(args)
     return _reproduce(args)
 
 
@@ -222,6 +238,26 @@ def _train(args) -> int:
             "total_params", "frozen_unchanged", "wall_seconds")
     print(json.dumps({k: result[k] for k in keys if k in result}, indent=2))
     print(f"run directory: {out}")
+    return 0
+
+
+def _plan(args) -> int:
+    from dataclasses import replace
+
+    from .study import plan as P
+    try:
+        runs = P.plan(args.scale, args.only)
+    except ValueError as e:
+        print(f"fpt plan: error: {e}", file=sys.stderr)
+        return 2
+    if args.precision:
+        runs["precision"] = args.precision
+        runs["config"] = [replace(c, precision=args.precision) for c in runs.config]
+    if args.calibrate:
+        runs = P.calibrate(runs, args.calibrate_steps, progress=not args.no_progress)
+    paths = P.save(runs, args.scale)
+    print(P.markdown(runs, args.scale))
+    print(f"[fpt plan] {len(runs)} runs; every run in {paths['csv']}")
     return 0
 
 

@@ -51,7 +51,10 @@ class RunConfig:
                          "(0: run the whole budget; the paper scale's default is 20)")
     eval_batch_size: int | None = _opt(None, "batch size of evaluation (default 64)")
     train_eval_examples: int | None = _opt(None, "train accuracy is measured on this many training examples")
-    precision: str = _opt("fp32", "fp32, or bf16/fp16 autocast through Accelerate", choices=PRECISIONS)
+    precision: str = _opt("fp32", "fp32 (the paper's, the default at every scale), or bf16/fp16 autocast "
+                          "through Accelerate (bf16 runs on CPU too)", choices=PRECISIONS)
+    tf32: bool = _opt(False, "on CUDA, let fp32 matmuls and convolutions use TF32 (faster, fewer mantissa bits); "
+                      "off unless asked")
     n_layers: int | None = _opt(None, "keep only the first N backbone blocks")
     attn_implementation: str = _opt("sdpa", "HF attention implementation (eager returns attention maps)",
                                     choices=("sdpa", "eager"))
@@ -107,13 +110,14 @@ class RunConfig:
 
 
 # Fields added after the first published runs, with the default that leaves a run unchanged.
-_LATER_FIELDS = {"attention_dropout": None, "cache_features": False, "save_backbone": False}
+_LATER_FIELDS = {"attention_dropout": None, "cache_features": False, "save_backbone": False, "tf32": False}
 
 # Per-scale defaults. "backbone_defaults" apply only when the backbone itself is the scale's default.
 _COMMON = {"eval_batch_size": 64}
 PRESETS: dict[str, dict] = {
     "smoke": {
         "about": "seconds per run, for tests and CI: MiniLM cut to 2 blocks, tiny data, a few steps",
+        "offline": True,  # downloads nothing: a row whose pretrained weights are not on disk says so
         "backbone": "minilm", "backbone_defaults": {"n_layers": 2}, "lstm_width": 32,
         "train_eval_examples": 64,
         "tasks": {
@@ -139,6 +143,7 @@ PRESETS: dict[str, dict] = {
     "cpu": {
         "about": "finishes on 2 CPU cores: the offline language-pretrained MiniLM-L6 (BERT family, "
                  "6x384) instead of GPT-2 (12x768), offline data, short step budgets",
+        "offline": True,
         "backbone": "minilm", "backbone_defaults": {}, "lstm_width": 384,
         "train_eval_examples": 1000,
         "tasks": {

@@ -161,7 +161,10 @@ layer norm, positions): **FPT** (language-pretrained), **Random** (default init)
 architecture randomly initialised, first trained in full on Bit Memory, then frozen. The Bit source run is
 one run per seed at the same scale (`bit-memory`, all parameters trained, weights kept in
 `backbone.safetensors`); each Bit result records which source run it used and that run's accuracy.
-The ViT row of the paper needs image-pretrained ViT weights (network), so it is not run here.
+The **ViT** row is an image-pretrained ViT-B/16 (`--backbone vit-base`: Hugging Face's google/vit-base-patch16-224,
+the counterpart of the timm model the original used), frozen, its blocks and final norm only, with a new
+zero-initialised 1,024-position table; it runs where its weights are on disk (the paper scale downloads
+them), and offline its cells say "weights not available offline".
 
 {HOW.format(num="02", cls="BitInit")}""")
     nbs["03"] = study_notebook(E["03"], f"""

@@ -7,7 +7,7 @@ on the run seed, so every run of a table is scored on the same examples (fptlib.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import torch
 
@@ -16,6 +16,18 @@ from ..seeding import DATA_SEED, Stream, generator, hash_tensors
 SPLITS = ("train", "val", "test")
 # What every dataset's length policy calls leaving an over-long example out (scored both ways).
 DROP = "drop"
+
+
+class TaskShape(NamedTuple):
+    """What a model needs to know of a task: tokens, features per token (or vocabulary), input kind,
+    and the decisions read from the last n_out_tokens tokens."""
+
+    tokens: int
+    d_in: int
+    input_kind: str
+    n_out_tokens: int
+    out_dim: int
+    n_classes: int
 
 
 class DataError(ValueError):
@@ -34,6 +46,17 @@ class Task:
     n_out_tokens: int = field(init=False, default=1)         # read from the last n_out_tokens
     out_dim: int = field(init=False, default=2)              # logits per output token
     n_classes: int = field(init=False, default=2)            # classes per decision
+
+    @classmethod
+    def planned_shape(cls, options: dict) -> TaskShape:
+        """The shape of the task with these options, without reading its data: what `fpt plan` sizes a
+        run by. Where the data decides the length (a TSV's longest example), the bound the options allow."""
+        raise NotImplementedError
+
+    @classmethod
+    def option(cls, options: dict, name: str):
+        """An option's value: as given, else the dataclass default."""
+        return options.get(name, cls.__dataclass_fields__[name].default)
 
     def train_batch(self, step: int, batch_size: int) -> dict:
         raise NotImplementedError

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import DataError, FixedEvalSets, Task
+from .base import DataError, FixedEvalSets, Task, TaskShape
 from .spec import Dataset
 
 
@@ -27,6 +27,11 @@ class BitXOR(FixedEvalSets, Task):
         self.name, self.d_in, self.seq_len = "bit-xor", 1, 2 * self.n_bits
         self.n_out_tokens, self.out_dim, self.n_classes = self.n_bits, 2, 2
         self._cache = {}
+
+    @classmethod
+    def planned_shape(cls, options):
+        n = cls.option(options, "n_bits")
+        return TaskShape(2 * n, 1, "linear", n, 2, 2)
 
     def split_size(self, split):
         if split == "test":
@@ -74,6 +79,12 @@ class BitMemory(FixedEvalSets, Task):
         self.seq_len = (self.n_patterns + 1) * self.n_bits // self.patch_size
         self.n_out_tokens, self.out_dim, self.n_classes = self.n_bits // self.patch_size, 2 * self.patch_size, 2
         self._cache = {}
+
+    @classmethod
+    def planned_shape(cls, options):
+        n_bits, patch = cls.option(options, "n_bits"), cls.option(options, "patch_size")
+        return TaskShape((cls.option(options, "n_patterns") + 1) * n_bits // patch, patch, "linear", n_bits // patch,
+                         2 * patch, 2)
 
     def split_size(self, split):
         return {"train": self.n_train_eval, "val": self.n_val, "test": self.n_test}[split]

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from ..io import safe_load
 from ..paths import data_dir
 from ..seeding import DATA_SEED, Stream, generator, hash_tensors
-from .base import SPLITS, DataError, EpochOrder, Task
+from .base import SPLITS, DataError, EpochOrder, Task, TaskShape
 from .spec import Dataset, Remote
 
 IMAGE_SIZE = 32
@@ -260,6 +260,11 @@ class CIFAR10(EpochOrder, Task):
         self._mean = torch.tensor(self.mean, dtype=torch.float32)[:, None, None]
         self._std = torch.tensor(self.std, dtype=torch.float32)[:, None, None]
         self._hash: str | None = None
+
+    @classmethod
+    def planned_shape(cls, options):
+        p = cls.option(options, "patch_size")
+        return TaskShape((IMAGE_SIZE // p) ** 2, p * p * (1 if cls.grayscale else 3), "linear", 1, N_CLASSES, N_CLASSES)
 
     def tokens(self, images: torch.Tensor, g: torch.Generator | None = None) -> torch.Tensor:
         """uint8 images (B, C, 32, 32) -> normalised tokens; augmented when a generator is given."""

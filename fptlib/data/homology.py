@@ -53,7 +53,7 @@ import torch
 from ..io import safe_loads
 from ..paths import data_dir
 from ..seeding import DATA_SEED, hash_tensors
-from .base import DROP, DataError, EpochOrder, Task
+from .base import DROP, DataError, EpochOrder, Task, TaskShape
 from .spec import Dataset, Remote
 
 N_FOLDS = 1195
@@ -315,6 +315,10 @@ class RemoteHomology(EpochOrder, Task):
         if split not in self._data:
             raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLIT_FILES)}")
         return self._data[split]
+
+    @classmethod
+    def planned_shape(cls, options):
+        return TaskShape(cls.option(options, "max_len"), len(VOCAB), "tokens", 1, N_FOLDS, N_FOLDS)
 
     def split_size(self, split):
         return len(self._check(split)["y"])

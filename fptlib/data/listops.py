@@ -47,7 +47,7 @@ import torch
 from ..io import write_bytes_atomic, write_text_atomic
 from ..paths import data_dir
 from ..seeding import DATA_SEED, hash_tensors
-from .base import DROP, SPLITS, DataError, EpochOrder, Task
+from .base import DROP, SPLITS, DataError, EpochOrder, Task, TaskShape
 from .spec import Dataset, Remote
 
 # ---- vocabulary ---------------------------------------------------------------------------------
@@ -553,6 +553,13 @@ class ListOps(EpochOrder, Task):
         for s in ("val", "test"):
             if len(self._data[s]) == 0:
                 raise DataError(f"no ListOps {s} example fits seq_len={self.seq_len}; raise seq_len")
+
+    @classmethod
+    def planned_shape(cls, options):
+        original = cls.option(options, "original_tokenizer")
+        bound = ORIGINAL_MAX_LEN if original else cls.option(options, "max_len") - 1
+        seq_len = cls.option(options, "seq_len") or bound
+        return TaskShape(seq_len, len(ORIGINAL_VOCAB) if original else len(VOCAB), "tokens", 1, N_CLASSES, N_CLASSES)
 
     # ---- data ----------------------------------------------------------------------------------
     def _generation_is_lra(self) -> bool:

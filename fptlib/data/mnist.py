@@ -11,7 +11,7 @@ import torch
 
 from ..paths import data_dir
 from ..seeding import DATA_SEED, hash_tensors
-from .base import SPLITS, DataError, EpochOrder, Task
+from .base import SPLITS, DataError, EpochOrder, Task, TaskShape
 from .spec import Dataset, Remote
 
 
@@ -116,6 +116,11 @@ class MNIST(EpochOrder, Task):
             X, y = X[:cap], y[:cap]
             self._data[split] = (self._patches(torch.as_tensor(np.asarray(X, np.float32) / 255.0)),
                                  torch.as_tensor(np.asarray(y, np.int64)))
+
+    @classmethod
+    def planned_shape(cls, options):
+        p = cls.option(options, "patch_size")
+        return TaskShape((28 // p) ** 2, p * p, "linear", 1, 10, 10)
 
     def _patches(self, images: torch.Tensor) -> torch.Tensor:
         p = self.patch_size

@@ -1,7 +1,16 @@
 """Models: backbones and their parameter groups (backbones), the FPT wrapper (fpt), the LSTM baseline
 (lstm) and exact inference shortcuts (fastpath)."""
-from .backbones import KNOWN_BACKBONES, Backbone, BackboneError, BackboneSpec, build_backbone, family_of, hf_config
+from .backbones import (
+                        KNOWN_BACKBONES,
+                        Backbone,
+                        BackboneError,
+                        BackboneSpec,
+                        build_backbone,
+                        family_of,
+                        hf_config,
+                        weights_missing,
+)
 from .fpt import FPT
 
 __all__ = ["KNOWN_BACKBONES", "Backbone", "BackboneError", "BackboneSpec", "build_backbone", "family_of",
-           "hf_config", "FPT"]
+           "hf_config", "weights_missing", "FPT"]

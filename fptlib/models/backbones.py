@@ -48,11 +48,24 @@ LONGFORMER_SHAPES = {
     "tiny-longformer": {**_LONGFORMER_BASE, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
                         "intermediate_size": 64, "attention_window": 8, "max_position_embeddings": 258},
 }
+# ViT: an image-pretrained ViT-B/16, the Hugging Face counterpart of the timm vit_base_patch16_224 the
+# original code used (ImageNet-21k pretraining, ImageNet-1k finetuning). Only its blocks and final norm
+# are kept; a new zero-initialised table of VIT_POSITIONS positions takes the FPT input embeddings.
+VIT_SHAPES = {
+    "vit-base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
+    # Tiny shape for tests and smoke runs; it has no pretrained weights.
+    "tiny-vit": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64),
+}
+VIT_HUB = {"vit-base": "google/vit-base-patch16-224"}
+VIT_POSITIONS = 1024
+# The original built its ViT with timm's drop_rate and attn_drop_rate at 0.1 (the checkpoint's config has 0).
+VIT_DROPOUT = 0.1
 # T5's attention is position-relative (a learned bias per bucket of distances), so no table caps the
 # sequence length: like the LSTM, it reports an effectively unbounded number of positions. Distances
 # beyond relative_attention_max_distance (128) share one bucket; that limits resolution, not length.
 T5_MAX_POSITIONS = 10**9
-KNOWN_BACKBONES = tuple(GPT2_SHAPES) + BERT_NAMES + tuple(T5_SHAPES) + tuple(LONGFORMER_SHAPES) + ("lstm",)
+KNOWN_BACKBONES = (tuple(GPT2_SHAPES) + BERT_NAMES + tuple(T5_SHAPES) + tuple(LONGFORMER_SHAPES) + tuple(VIT_SHAPES)
+                   + ("lstm",))
 # HF families whose module layout fastpath.py, fuse_activation and the GPT-2/BERT code paths know.
 _GPT2_BERT = ("gpt2", "bert")
 
@@ -85,6 +98,8 @@ def family_of(name: str) -> str:
         return "t5"
     if name in LONGFORMER_SHAPES:
         return "longformer"
+    if name in VIT_SHAPES:
+        return "vit"
     if os.path.isdir(name):
         import json
         cfg = Path(name) / "config.json"
@@ -95,12 +110,38 @@ def family_of(name: str) -> str:
             return "gpt2"
         if model_type == "bert":
             return "bert"
-        if model_type in ("t5", "longformer"):
+        if model_type in ("t5", "longformer", "vit"):
             return model_type
         raise BackboneError(f"backbone directory {name!r} holds model_type {model_type!r}; "
-                            "supported families: gpt2, bert, t5, longformer")
+                            "supported families: gpt2, bert, t5, longformer, vit")
     raise BackboneError(f"unknown backbone {name!r}; choose one of {', '.join(KNOWN_BACKBONES)}, "
                         "or a local directory saved with save_pretrained")
+
+
+def weights_missing(name: str) -> str | None:
+    """None when the pretrained weights of backbone `name` are on this machine (the offline MiniLM
+    package, a directory saved with save_pretrained, or the Hugging Face cache), else why not. Looks
+    for files only; never reaches the network."""
+    if name == "lstm" or name.startswith("tiny-"):
+        return f"{name} has no pretrained weights"
+    if name == "minilm":
+        try:
+            minilm_path()
+        except BackboneError as e:
+            return str(e)
+        return None
+    if os.path.isdir(name):
+        return None
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+    repo = _hub_or_dir(name)
+    try:
+        snapshot = Path(snapshot_download(repo, local_files_only=True))
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        return f"{repo} is not in the Hugging Face cache"
+    if not any(snapshot.glob("*.safetensors")) and not any(snapshot.glob("*.bin")):
+        return f"{repo} is in the Hugging Face cache without its weights"
+    return None
 
 
 def _hub_or_dir(name: str) -> str:
@@ -109,45 +150,57 @@ def _hub_or_dir(name: str) -> str:
     if name.startswith("tiny-"):
         raise BackboneError(f"{name!r} is a test shape with no pretrained weights; use --init random, "
                             "or pass a directory written by save_pretrained")
-    return name  # a hub name (needs the network once) or a directory
+    return VIT_HUB.get(name, name)  # a hub name (needs the network once) or a directory
+
+
+def _config_on_disk(cls, name: str):
+    """The config.json of `name` where one is at hand (a directory, the offline MiniLM package, or the
+    Hugging Face cache), else None; never downloads."""
+    if name.startswith("tiny-") or name == "lstm":
+        return None
+    try:
+        return cls.from_pretrained(_hub_or_dir(name), local_files_only=True)
+    except (OSError, ValueError, BackboneError):
+        return None
+
+
+# Built-in shapes for names whose config.json may not be at hand (random init needs no download).
+_BERT_SHAPES = {"tiny-bert": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                                  max_position_embeddings=256),
+                "bert-base-uncased": {},
+                "bert-large-uncased": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                                           intermediate_size=4096)}
 
 
 def hf_config(name: str, family: str, attn_impl: str):
-    from transformers import BertConfig, GPT2Config, LongformerConfig, T5Config
-    if family == "gpt2":
-        if name in GPT2_SHAPES:
-            cfg = GPT2Config(**GPT2_SHAPES[name])
-        else:
-            cfg = GPT2Config.from_pretrained(name)
-    elif family == "t5":
-        cfg = T5Config(**T5_SHAPES[name]) if name in T5_SHAPES else T5Config.from_pretrained(_hub_or_dir(name))
-    elif family == "longformer":
-        cfg = (LongformerConfig(**LONGFORMER_SHAPES[name]) if name in LONGFORMER_SHAPES
-               else LongformerConfig.from_pretrained(_hub_or_dir(name)))
-    else:
-        if name == "tiny-bert":
-            cfg = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                             intermediate_size=64, max_position_embeddings=256)
-        elif name == "bert-base-uncased":
-            cfg = BertConfig()
-        elif name == "bert-large-uncased":
-            cfg = BertConfig(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
-                             intermediate_size=4096)
-        else:
-            cfg = BertConfig.from_pretrained(_hub_or_dir(name))
+    """The architecture of backbone `name`: its config.json wherever one is at hand (the same file the
+    pretrained path loads, as the original code did), else the built-in shape table; a name with
+    neither is loaded from the hub."""
+    from transformers import BertConfig, GPT2Config, LongformerConfig, T5Config, ViTConfig
+    cls, table = {"gpt2": (GPT2Config, GPT2_SHAPES), "t5": (T5Config, T5_SHAPES),
+                  "longformer": (LongformerConfig, LONGFORMER_SHAPES), "vit": (ViTConfig, VIT_SHAPES),
+                  "bert": (BertConfig, _BERT_SHAPES)}[family]
+    cfg = _config_on_disk(cls, name)
+    if cfg is None:
+        cfg = cls(**table[name]) if name in table else cls.from_pretrained(_hub_or_dir(name))
+    if family == "vit":
+        cfg.hidden_dropout_prob = cfg.attention_probs_dropout_prob = VIT_DROPOUT
     cfg._attn_implementation = attn_impl
     return cfg
 
 
 def _load_hf(name: str, family: str, init: str, attn_impl: str) -> nn.Module:
-    from transformers import BertModel, GPT2Model, LongformerModel, T5EncoderModel
+    from transformers import BertModel, GPT2Model, LongformerModel, T5EncoderModel, ViTModel
     if family == "longformer":
         # Longformer's sliding-window self-attention is its own code whatever the setting, and HF
         # refuses "sdpa" for it; "eager" only picks how its padding mask is built.
         attn_impl = "eager"
-    cls = {"gpt2": GPT2Model, "bert": BertModel, "t5": T5EncoderModel, "longformer": LongformerModel}[family]
-    # FPT never uses BERT's or Longformer's pooler
-    kw = {"add_pooling_layer": False} if family in ("bert", "longformer") else {}
+    cls = {"gpt2": GPT2Model, "bert": BertModel, "t5": T5EncoderModel, "longformer": LongformerModel,
+           "vit": ViTModel}[family]
+    # FPT never uses BERT's, Longformer's or ViT's pooler
+    kw = {"add_pooling_layer": False} if family in ("bert", "longformer", "vit") else {}
+    if family == "vit" and init != "random":
+        kw |= {"hidden_dropout_prob": VIT_DROPOUT, "attention_probs_dropout_prob": VIT_DROPOUT}
     if init == "random":
         return cls(hf_config(name, family, attn_impl), **kw)
     from transformers.utils import logging as hf_logging
@@ -250,12 +303,14 @@ class HFBackbone(Backbone):
             return self.model.h
         if self.family == "t5":
             return self.model.encoder.block
+        if self.family == "vit":
+            return self.model.layers
         return self.model.encoder.layer  # bert, longformer
 
     def block_index(self, name: str) -> int | None:
         """Index of the block a parameter (named relative to this module) lives in, else None."""
         import re
-        m = re.match(r"model\.(?:h|encoder\.layer|encoder\.block)\.(\d+)\.", name)
+        m = re.match(r"model\.(?:h|encoder\.layer|encoder\.block|layers)\.(\d+)\.", name)
         return int(m.group(1)) if m else None
 
     def groups(self) -> dict[str, str]:
@@ -302,6 +357,37 @@ class HFBackbone(Backbone):
         by_class = {ml.LongformerAttention: "attention", ml.LongformerIntermediate: "feedforward",
                     ml.LongformerOutput: "feedforward"}
         return _assign(m, "model.", by_class, _embedding_groups(m.embeddings))
+
+
+class ViTBackbone(HFBackbone):
+    """An image-pretrained ViT's blocks and final norm only, as the original used timm's ViT-B/16: the
+    patch embedding, class token and 197-position table are dropped, and a new zero-initialised table
+    of VIT_POSITIONS positions (trained in group `positions`) is added to the FPT input embeddings.
+    Attention is bidirectional; the output layer reads the last token(s), as for the other families."""
+
+    def __init__(self, model: nn.Module):
+        model.embeddings = None  # never used: FPT has its own input layer
+        super().__init__(model, "vit")
+        self.positions = nn.Parameter(torch.zeros(1, VIT_POSITIONS, self.width))
+
+    def _set_max_positions(self) -> None:
+        self.max_positions = VIT_POSITIONS
+
+    def forward(self, embeds, attention_mask=None, output_attentions=False, n_last=None):
+        if output_attentions:
+            raise BackboneError("attention maps are read from gpt2, bert or t5 backbones, not vit")
+        h = embeds + self.positions[:, :embeds.shape[1]]
+        mask = None
+        if attention_mask is not None:  # padded tokens are never attended to
+            mask = (1.0 - attention_mask[:, None, None, :].to(h.dtype)) * torch.finfo(h.dtype).min
+        for block in self.model.layers:
+            h = block(h, mask)
+        return self.model.layernorm(h)
+
+    def groups(self) -> dict[str, str]:
+        from transformers.models.vit import modeling_vit as mv
+        by_class = {mv.ViTAttention: "attention", mv.ViTMLP: "feedforward"}
+        return _assign(self.model, "model.", by_class, {}) | {"positions": "positions"}
 
 
 def _longformer_max_positions(cfg) -> int:
@@ -408,7 +494,7 @@ def build_backbone(spec: BackboneSpec, seed: int) -> Backbone:
                          spec.attn_implementation)
         if family == "t5":
             _drop_t5_token_alias(model)
-        bb = HFBackbone(model, family)
+        bb = ViTBackbone(model) if family == "vit" else HFBackbone(model, family)
         if spec.n_layers is not None:
             bb.truncate(spec.n_layers)
         if spec.init == "bit":
@@ -470,5 +556,7 @@ def set_attention_dropout(bb: HFBackbone, p: float) -> None:
             block.layer[0].SelfAttention.dropout = p  # a float, applied to the attention weights
         elif bb.family == "longformer":
             block.attention.self.dropout = p  # a float, applied to the attention probabilities
+        elif bb.family == "vit":
+            block.attention.attention_dropout = p  # a float, handed to the attention function
         else:
             block.attention.self.dropout.p = p

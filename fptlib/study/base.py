@@ -12,6 +12,7 @@ import pandas as pd
 
 from ..config import PRESETS, RunConfig, resolve
 from ..data import data_missing
+from ..models import weights_missing
 from ..paths import figures_dir, results_dir
 from ..training import deviations
 from . import paper
@@ -91,14 +92,35 @@ class Study:
                 out[task] = why
         return out
 
+    def missing_weights(self) -> dict[str, str]:
+        """Rows whose pretrained backbone is not on this machine, at a scale that downloads nothing
+        (smoke, cpu): they get a 'weights not available offline' cell, no number."""
+        if not PRESETS[self.scale].get("offline"):
+            return {}
+        out = {}
+        for task in self.tasks:
+            for row, kw in self.arms(task):
+                backbone = kw.get("backbone") or self.backbone or PRESETS[self.scale]["backbone"]
+                if row not in out and kw.get("init", "pretrained") == "pretrained":
+                    why = weights_missing(backbone)
+                    if why:
+                        out[row] = why
+        return out
+
     @property
     def tasks_with_data(self) -> list[str]:
         missing = self.missing_data()
         return [t for t in self.tasks if t not in missing]
 
     def runs(self) -> list[Run]:
+        skip = self.missing_weights()
         return [Run(row, self.config(task, seed, **kw)) for task in self.tasks_with_data
-                for seed in self.seeds for row, kw in self.arms(task)]
+                for seed in self.seeds for row, kw in self.arms(task) if row not in skip]
+
+    def planned_runs(self) -> list[Run]:
+        """Every run of the grid as if every dataset and every backbone's weights were at hand."""
+        return [Run(row, self.config(task, seed, **kw)) for task in self.tasks for seed in self.seeds
+                for row, kw in self.arms(task)]
 
     def execute(self) -> pd.DataFrame:
         return execute(self.runs(), progress=self.progress)
@@ -121,6 +143,9 @@ class Study:
             s["note"] = ""
         absent = [{"row": r, "task": t, "metric": "test_accuracy", "note": f"data not available offline: {why}",
                    "scale": self.scale} for t, why in self.missing_data().items() for r in self.rows]
+        absent += [{"row": r, "task": t, "metric": m, "note": f"weights not available offline: {why}",
+                    "scale": self.scale} for r, why in self.missing_weights().items() for t in self.tasks_with_data
+                   for m in self.metric_titles if m != "test_masked_accuracy" or t == "bit-memory"]
         s = pd.concat([s, pd.DataFrame(absent)], ignore_index=True) if absent else s
         s.insert(0, "study", self.name)
         return s
@@ -155,7 +180,10 @@ class Study:
 
     def markdown(self, summary: pd.DataFrame) -> str:
         return (markdown_table(summary, rows=self.rows, tasks=self.tasks, metric_titles=self.metric_titles,
-                               caption=self.caption(), missing=self.missing_data()) + "\n" + self.scale_note() + "\n")
+                               caption=self.caption(), missing=self.missing_data(),
+                               row_notes={r: f"weights not available offline: {why}"
+                                          for r, why in self.missing_weights().items()})
+                + "\n" + self.scale_note() + "\n")
 
     def save(self, summary: pd.DataFrame) -> dict[str, Path]:
         return save_table(summary, self.markdown(summary), results_dir(self.scale) / "tables", self.name)

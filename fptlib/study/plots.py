@@ -28,6 +28,7 @@ def bar_chart(summary: pd.DataFrame, rows: list[str], tasks: list[str], title: s
               metric: str = "test_accuracy"):
     """Grouped bars (ours, mean ± std over seeds) with the paper's number as a black marker."""
     s = summary[summary.metric == metric]
+    rows = [r for r in rows if s[s.row == r]["mean"].notna().any()]  # a row with no number draws no bar
     fig, ax = plt.subplots(figsize=(1.9 * len(tasks) + 2, 3.8))
     width = 0.8 / len(rows)
     x = np.arange(len(tasks))

@@ -47,17 +47,19 @@ def keep_blocks(scale: str, backbone: str, n: int) -> int | None:
 @dataclass
 class BitInit(Study):
     """Table 2 complete: FPT and Random beside the Bit-pretrained initialisation (the same
-    architecture fully trained on Bit Memory, then frozen and given the usual FPT training)."""
+    architecture fully trained on Bit Memory, then frozen and given the usual FPT training) and an
+    image-pretrained ViT-B/16 (frozen, its blocks and final norm; runs where its weights are on disk)."""
 
     name: ClassVar[str] = "table02_bit"
     title: ClassVar[str] = "Table 2: importance of the pretraining modality (language, random, Bit Memory)"
-    rows: ClassVar[list] = ["FPT", "Random", "Bit"]
+    rows: ClassVar[list] = ["FPT", "Random", "Bit", "ViT"]
     paper_table: ClassVar[str] = "table2"
     CPU_GRID: ClassVar[dict] = {"seeds": [0]}
     metric_titles: ClassVar[dict] = {"test_accuracy": "", "test_masked_accuracy": " (masked bits only)"}
 
     def arms(self, task):
-        return [("FPT", FPT_ROW), ("Random", RANDOM_ROW), ("Bit", {"init": "bit"})]
+        return [("FPT", FPT_ROW), ("Random", RANDOM_ROW), ("Bit", {"init": "bit"}),
+                ("ViT", {"backbone": "vit-base", "init": "pretrained"})]
 
 
 @dataclass

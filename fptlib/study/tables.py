@@ -118,7 +118,8 @@ def fmt_cell(mean: float | None, std: float | None) -> str:
 
 
 def markdown_table(summary: pd.DataFrame, *, rows: list[str], tasks: list[str], metric_titles: dict,
-                   caption: str, missing: dict[str, str] | None = None) -> str:
+                   caption: str, missing: dict[str, str] | None = None,
+                   row_notes: dict[str, str] | None = None) -> str:
     """Rows = models, columns = task x metric; each cell 'ours ± std (paper P)'. A task whose data is
     missing gets one column saying so (never a number that was not measured)."""
     missing = missing or {}
@@ -145,12 +146,16 @@ def markdown_table(summary: pd.DataFrame, *, rows: list[str], tasks: list[str], 
                 cells.append("not run")
                 continue
             h = hit.iloc[0]
+            if pd.isna(h.get("mean")) and isinstance(h.get("note"), str) and h["note"]:
+                cells.append(h["note"].split(":")[0])  # e.g. "weights not available offline"
+                continue
             paper = h.get("paper")
             ours = fmt_cell(h["mean"], h["std"])
             cells.append(f"{ours} (paper {paper:g})" if paper is not None and not pd.isna(paper)
                          else f"{ours} (paper: none)")
         lines.append(f"| {r} | " + " | ".join(cells) + " |")
     notes = [f"- {TASK_TITLES.get(t, t)}: {why}." for t, why in missing.items()]
+    notes += [f"- {r}: {why}." for r, why in (row_notes or {}).items()]
     return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
 

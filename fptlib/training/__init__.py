@@ -6,9 +6,9 @@ from .faults import FAULT_POINTS
 from .loop import Session, bit_source, build_for_run, evaluate_and_checkpoint, finish, run_steps, start, step, train
 from .result import NUMERICS_VERSION, deviations, numerics_version, versions
 from .rundir import result_without_timing, run_dir_for
-from .steps import FeatureCache, evaluate, head_step, train_step
+from .steps import FeatureCache, accelerator, evaluate, head_step, train_step
 
 __all__ = ["bit_source_config", "build", "NonFiniteLoss", "RunError", "FAULT_POINTS", "Session", "bit_source",
            "build_for_run", "evaluate_and_checkpoint", "finish", "run_steps", "start", "step", "train",
            "NUMERICS_VERSION", "deviations", "numerics_version", "versions", "result_without_timing",
-           "run_dir_for", "FeatureCache", "evaluate", "head_step", "train_step"]
+           "run_dir_for", "FeatureCache", "accelerator", "evaluate", "head_step", "train_step"]

@@ -29,7 +29,7 @@ from .checkpoint import checkpoint_keys, clean_leftovers, discard, find_checkpoi
 from .errors import NonFiniteLoss, RunError
 from .faults import fault
 from .rundir import NO_SPACE, check_run_dir, check_writable, read_result, run_dir_for, write_metrics
-from .steps import FeatureCache, check_cacheable, evaluate, head_step, train_step
+from .steps import FeatureCache, accelerator, check_cacheable, evaluate, head_step, to_device, train_step
 
 
 @dataclass
@@ -89,9 +89,9 @@ def build_for_run(cfg: RunConfig) -> tuple[FPT, Task]:
 
 
 def _accelerator(cfg: RunConfig, trainable: set[str]):
-    from accelerate import Accelerator
-    acc = Accelerator(cpu=not torch.cuda.is_available(),
-                      mixed_precision="no" if cfg.precision == "fp32" else cfg.precision)
+    if torch.cuda.is_available():  # TF32 only when asked: the paper's numbers are fp32
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.tf32
+    acc = accelerator(cfg.precision)
 
     def keep_trainable(models, weights, _dir):
         """Checkpoints hold only trainable tensors; frozen ones are rebuilt from the seed and verified."""
@@ -174,7 +174,7 @@ def step(s: Session) -> None:
                                   b["y"].to(s.device), task.n_classes, cfg.clip_norm))
         fault("step")
     else:
-        micro = ({k: v.to(s.device) for k, v in task.train_batch(n * cfg.grad_accum + m, cfg.batch_size).items()}
+        micro = (to_device(task.train_batch(n * cfg.grad_accum + m, cfg.batch_size), s.device)
                  for m in range(cfg.grad_accum))
         s.losses += train_step(s.acc, s.model, s.opt, s.params, micro, cfg.grad_accum, task.n_classes,
                                cfg.clip_norm, before_update=lambda: fault("step"))

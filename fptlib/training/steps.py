@@ -14,6 +14,25 @@ from ..models import FPT
 from .errors import RunError
 
 
+def accelerator(precision: str, **kw):
+    """An Accelerator for one run in this precision. Accelerate keeps one state per process, so a run
+    in another precision than the previous one in the same process (a notebook, a plan calibration)
+    resets that state first; a distributed launch's process group is kept."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+    want = "no" if precision == "fp32" else precision
+    if AcceleratorState._shared_state and str(AcceleratorState().mixed_precision) != want:
+        AcceleratorState._reset_state()
+    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=want, **kw)
+
+
+def to_device(batch: dict, device) -> dict:
+    """A batch on the run's device; on CUDA through pinned memory, copied without blocking the host."""
+    if getattr(device, "type", str(device)) == "cuda":
+        return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
+    return {k: v.to(device) for k, v in batch.items()}
+
+
 def loss_fn(logits: torch.Tensor, batch: dict, n_classes: int) -> torch.Tensor:
     return F.cross_entropy(logits.float().reshape(-1, n_classes), batch["y"].reshape(-1))
 
@@ -51,7 +70,7 @@ def evaluate(model: FPT, task: Task, split: str, batch_size: int, device, limit:
     m_correct = m_total = 0
     source = cache if cache is not None else task
     for batch in source.eval_batches(split, batch_size, limit):
-        batch = {k: v.to(device) for k, v in batch.items()}
+        batch = to_device(batch, device)
         if cache is not None:
             logits = model.output(batch["h"]).float()
         else:
@@ -91,7 +110,7 @@ class FeatureCache:
         model.eval()
         parts: dict[str, list] = {}
         for batch in task.eval_batches(split, batch_size):
-            batch = {k: v.to(device) for k, v in batch.items()}
+            batch = to_device(batch, device)
             parts.setdefault("h", []).append(model.features(batch["x"], batch.get("attention_mask")))
             for k in ("y", "query_mask"):
                 if k in batch:

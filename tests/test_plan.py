@@ -1,0 +1,74 @@
+"""`fpt plan`: every run of a scale's notebooks, deduplicated as execution does, with its shape and,
+calibrated, its cost; before anything trains."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from fptlib.config import RunConfig, resolve
+from fptlib.data import TASKS, make_task, task_class
+from fptlib.study import plan as P
+from fptlib.study.catalogue import NOTEBOOKS
+
+
+@pytest.fixture(scope="module")
+def paper_plan():
+    return P.plan("paper")
+
+
+def test_the_paper_plan_counts_every_run_once(paper_plan):
+    assert paper_plan.run_id.is_unique
+    assert len(paper_plan) == 298 and int(paper_plan.steps.sum()) == 11_220_000
+    assert set(paper_plan.notebook) == {nb.key for nb in NOTEBOOKS if nb.studies} - {"03"}  # 03 reuses 01
+    assert set(paper_plan.task) == set(TASKS)  # every dataset, present or not
+    bits = paper_plan[paper_plan.init == "bit"]
+    assert len(paper_plan[paper_plan.row == "Bit Memory source"]) == len(set(bits.seed))
+    assert {"gpt2", "gpt2-medium", "gpt2-large", "bert-base-uncased", "t5-base", "allenai/longformer-base-4096",
+            "vit-base", "lstm"} <= set(paper_plan.backbone)
+
+
+def test_a_runs_shape_is_its_tasks(paper_plan):
+    lra = paper_plan[(paper_plan.task == "cifar10-lra") & (paper_plan.backbone == "gpt2")].iloc[0]
+    assert (lra.tokens, lra.d_in, lra.batch_size) == (1024, 1, 2)
+    assert set(paper_plan[paper_plan.task == "listops"].tokens) == {1024}
+
+
+@pytest.mark.parametrize("task", ["bit-xor", "bit-memory", "mnist", "listops"])
+def test_planned_shape_is_the_shape_the_task_has(task):
+    cfg = resolve(RunConfig(task=task, scale="smoke"))
+    t = make_task(task, **cfg.task_options)
+    assert tuple(task_class(task).planned_shape(cfg.task_options)) == (
+        t.seq_len, t.d_in, t.input_kind, t.n_out_tokens, t.out_dim, t.n_classes)
+
+
+def test_planned_shape_of_the_dataset_tasks_matches_their_fixtures():
+    from test_cifar import write_fixture as cifar_fixture
+    from test_homology import write_fixture as homology_fixture
+    cifar_fixture()
+    homology_fixture()
+    for task, opts in (("cifar10", {"n_val": 20}), ("cifar10-lra", {"n_val": 20}), ("homology", {"max_len": 64})):
+        t = make_task(task, **opts)
+        assert tuple(task_class(task).planned_shape(opts)) == (
+            t.seq_len, t.d_in, t.input_kind, t.n_out_tokens, t.out_dim, t.n_classes), task
+
+
+def test_calibration_times_each_shape_and_multiplies_by_the_budget():
+    runs = P.plan("smoke", only=["01"])
+    cal = P.calibrate(runs, n_steps=1, progress=False)
+    assert (cal.step_seconds > 0).all()
+    assert (cal.seconds == cal.step_seconds * cal.steps).all()
+    same = cal.groupby(list(P.SHAPE_KEYS)).step_seconds.nunique()
+    assert (same == 1).all()
+    t = P.totals(cal)
+    assert t.iloc[-1].notebook == "all" and t.iloc[-1].runs == len(cal)
+    assert "hours of training" in P.markdown(cal, "smoke")
+
+
+def test_fpt_plan_writes_its_tables(fpt_cmd, tmp_path, monkeypatch):
+    import subprocess
+    r = subprocess.run(fpt_cmd + ["plan", "--scale", "cpu", "--only", "05"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    from fptlib.paths import results_dir
+    csv = pd.read_csv(results_dir("cpu") / "plan" / "plan.csv", dtype={"notebook": str})
+    assert set(csv.notebook) == {"05"} and len(csv) == 8  # 2 tasks x 5 rows; "Frozen random transformer" is 01's Random
+    assert "| all |" in (results_dir("cpu") / "plan" / "plan.md").read_text()
