@@ -18,14 +18,14 @@ from ..training import bit_source_config, run_dir_for
 from .catalogue import NOTEBOOKS
 from .tables import frame_markdown
 
-SHAPE_KEYS = ("task", "backbone", "init_kind", "n_layers", "tokens", "d_in", "batch_size", "grad_accum", "trained",
+SHAPE_KEYS = ("task", "backbone", "n_layers", "tokens", "d_in", "batch_size", "grad_accum", "trained",
               "cache_features", "precision")
 
 
 def _line(notebook: str, row: str, cfg: RunConfig) -> dict:
     tokens, d_in = task_class(cfg.task).planned_shape(cfg.task_options)[:2]
     return {"notebook": notebook, "row": row, "run_id": cfg.run_id(), "task": cfg.task, "backbone": cfg.backbone,
-            "init": cfg.init, "init_kind": "random" if cfg.init != "pretrained" else "pretrained",
+            "init": cfg.init,
             "n_layers": cfg.n_layers or 0, "trained": "+".join(cfg.train), "seed": cfg.seed, "tokens": tokens,
             "d_in": d_in, "batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum, "steps": cfg.steps,
             "patience": cfg.patience, "cache_features": cfg.cache_features, "precision": cfg.precision,
