@@ -578,7 +578,7 @@ def test_run_ids_differ_whenever_the_config_differs():
                "patience": 2, "eval_batch_size": 8, "train_eval_examples": 9, "precision": "bf16",
                "n_layers": 1, "attn_implementation": "eager", "orth_gain": 1.0, "input_dropout": 0.0,
                "lstm_width": 8, "lstm_layers": 2, "lstm_residual": True, "lstm_positions": 4,
-               "attention_dropout": 0.0, "cache_features": True, "save_backbone": True,
+               "attention_dropout": 0.0, "cache_features": True, "save_backbone": True, "tf32": True,
                "task_options": {**base.task_options, "n_val": 32}, "task": "bit-memory"}
     assert set(changed) == {f.name for f in fields(RunConfig)}
     ids = {base.run_id()} | {replace(base, **{k: v}).run_id() for k, v in changed.items()}
