@@ -337,7 +337,7 @@ def render_html(scale: str, tables: list[TableFiles] | None = None, summary: pd.
     return "\n".join(out)
 
 
-# ---- compute time and the README gallery ------------------------------------------------------
+# ---- compute time and the results gallery -----------------------------------------------------
 
 COMPUTE_NAME = "compute_time"
 
@@ -383,7 +383,7 @@ README_END = "<!-- gallery:end -->"
 
 
 def update_readme(readme: Path, scale: str = "cpu") -> bool:
-    """Replace the README's gallery block with the current one; True if the file changed."""
+    """Replace the gallery block of `readme` (docs/results.md) with the current one; True if it changed."""
     text = Path(readme).read_text()
     if README_START not in text or README_END not in text:
         raise ValueError(f"{readme} has no gallery block: add the lines {README_START!r} and {README_END!r}")
@@ -396,7 +396,7 @@ def update_readme(readme: Path, scale: str = "cpu") -> bool:
 
 
 def readme_gallery_block(readme: Path) -> str:
-    """What the README's gallery block holds now (for the check that it matches the results)."""
+    """What the gallery block of `readme` holds now (for the check that it matches the results)."""
     text = Path(readme).read_text()
     return text.split(README_START, 1)[1].split(README_END, 1)[0].strip("\n") + "\n"
 
