@@ -97,14 +97,14 @@ class Study:
         (smoke, cpu): they get a 'weights not available offline' cell, no number."""
         if not PRESETS[self.scale].get("offline"):
             return {}
-        out = {}
+        out, looked_up = {}, {}
         for task in self.tasks:
             for row, kw in self.arms(task):
                 backbone = kw.get("backbone") or self.backbone or PRESETS[self.scale]["backbone"]
-                if row not in out and kw.get("init", "pretrained") == "pretrained":
-                    why = weights_missing(backbone)
+                if kw.get("init", "pretrained") == "pretrained":
+                    why = looked_up.setdefault(backbone, weights_missing(backbone))
                     if why:
-                        out[row] = why
+                        out.setdefault(row, why)
         return out
 
     @property
@@ -113,9 +113,9 @@ class Study:
         return [t for t in self.tasks if t not in missing]
 
     def runs(self) -> list[Run]:
-        skip = self.missing_weights()
-        return [Run(row, self.config(task, seed, **kw)) for task in self.tasks_with_data
-                for seed in self.seeds for row, kw in self.arms(task) if row not in skip]
+        """The runs of the grid that can run here: data present, pretrained weights on disk."""
+        tasks, skip = set(self.tasks_with_data), self.missing_weights()
+        return [r for r in self.planned_runs() if r.config.task in tasks and r.row not in skip]
 
     def planned_runs(self) -> list[Run]:
         """Every run of the grid as if every dataset and every backbone's weights were at hand."""

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..training import bit_source_config
 from . import studies as S
 from .attention import FIGURE_KEYS, FIGURE_PREFIX
 from .base import Study, Tables1And2
+from .executor import Run
 
 
 @dataclass(frozen=True)
@@ -71,16 +73,26 @@ NOTEBOOKS: tuple[Notebook, ...] = (
 SUMMARY_TABLE = "summary"
 
 
-def notebook(key: str) -> Notebook:
-    for nb in NOTEBOOKS:
-        if nb.key == key or nb.stem == key:
-            return nb
-    raise ValueError(f"no notebook {key!r}; choose one of {', '.join(nb.key for nb in NOTEBOOKS)}")
-
-
 def notebook_studies(scale: str) -> dict[str, list[Study]]:
     """The studies each numbered notebook runs with its default parameters, in notebook order."""
     return {nb.key: nb.instances(scale) for nb in NOTEBOOKS if nb.studies}
+
+
+def notebook_runs(scale: str, planned: bool = False) -> dict[str, list[Run]]:
+    """Per notebook, in order, every run it uses, each once, init 'bit''s Bit Memory source run before
+    the run that needs it. planned=True: as if every dataset and backbone's weights were at hand
+    (Study.planned_runs) rather than what runs here (Study.runs)."""
+    out = {}
+    for key, studies in notebook_studies(scale).items():
+        runs: dict[str, Run] = {}
+        for st in studies:
+            for r in (st.planned_runs() if planned else st.runs()):
+                if r.config.init == "bit":
+                    src = bit_source_config(r.config)
+                    runs.setdefault(src.run_id(), Run("Bit Memory source", src))
+                runs.setdefault(r.config.run_id(), r)
+        out[key] = list(runs.values())
+    return out
 
 
 def expected_tables(scale: str = "cpu") -> list[tuple[str, str, str]]:

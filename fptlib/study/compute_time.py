@@ -7,8 +7,8 @@ import pandas as pd
 
 from ..io import read_json
 from ..paths import results_dir
-from ..training import bit_source_config, run_dir_for
-from .catalogue import notebook_studies
+from ..training import run_dir_for
+from .catalogue import notebook_runs
 from .tables import load_run
 
 
@@ -34,14 +34,8 @@ def compute_times(scale: str, workers: int = 2) -> pd.DataFrame:
 
     claimed: set = set()
     out = []
-    for nb, studies in notebook_studies(scale).items():
-        dirs = []
-        for st in studies:
-            for r in st.runs():
-                if r.config.init == "bit":
-                    dirs.append(run_dir_for(bit_source_config(r.config)))
-                dirs.append(run_dir_for(r.config))
-        used = list(dict.fromkeys(dirs))
+    for nb, runs in notebook_runs(scale).items():
+        used = [run_dir_for(r.config) for r in runs]
         new = [d for d in used if d not in claimed]
         claimed.update(new)
         done = [load_run(d) for d in new if (d / "result.json").is_file()]

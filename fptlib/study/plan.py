@@ -14,8 +14,8 @@ import torch
 from ..config import PRESETS, RunConfig
 from ..data import task_class
 from ..paths import results_dir
-from ..training import bit_source_config, run_dir_for
-from .catalogue import NOTEBOOKS
+from ..training import run_dir_for
+from .catalogue import notebook_runs
 from .tables import frame_markdown
 
 SHAPE_KEYS = ("task", "backbone", "n_layers", "tokens", "d_in", "batch_size", "grad_accum", "trained",
@@ -36,14 +36,11 @@ def plan(scale: str, only: list[str] | None = None) -> pd.DataFrame:
     """One line per run, in notebook order, each counted by the first notebook that computes it."""
     seen: set[str] = set()
     out = []
-    for nb in NOTEBOOKS:
-        for st in nb.instances(scale):
-            for r in st.planned_runs():
-                cfgs = ([bit_source_config(r.config)] if r.config.init == "bit" else []) + [r.config]
-                for cfg, row in zip(cfgs, (["Bit Memory source"] if len(cfgs) == 2 else []) + [r.row]):
-                    if cfg.run_id() not in seen:
-                        seen.add(cfg.run_id())
-                        out.append(_line(nb.key, row, cfg))
+    for nb, runs in notebook_runs(scale, planned=True).items():
+        for r in runs:
+            if r.config.run_id() not in seen:
+                seen.add(r.config.run_id())
+                out.append(_line(nb, r.row, r.config))
     df = pd.DataFrame(out)
     if only:
         df = df[df.notebook.isin(only)].reset_index(drop=True)

@@ -23,11 +23,6 @@ from .steps import evaluate
 NUMERICS_VERSION = 1
 
 
-def numerics_version(result: dict) -> int:
-    """The numerics version a result was computed under (1 for results older than the field)."""
-    return int(result.get("numerics_version") or (result.get("versions") or {}).get("numerics_version") or 1)
-
-
 def versions() -> dict:
     import accelerate
     import numpy
