@@ -85,6 +85,14 @@ def _reproduce_parser(sub) -> None:
     r.add_argument("--figures-dir", default=None, help="write figures here instead of figures/ "
                    "(sets FPT_FIGURES_DIR)")
     r.add_argument("--log-output", action="store_true", help="stream notebook output to the terminal")
+    r.add_argument("--runs-per-gpu", type=int, default=None, help="on a GPU machine: runs sharing each GPU (sets "
+                   "FPT_RUNS_PER_GPU; default 1); one worker per GPU slot, each seeing only its GPU")
+    r.add_argument("--executor", default="local", choices=("local", "slurm"), help="local: train on this machine "
+                   "(default); slurm: one SLURM job per missing run, through submitit (logs in "
+                   "results/SCALE/logs/)")
+    _slurm_arguments(r)
+    r.add_argument("--no-wait", action="store_true", help="with --executor slurm: submit and return; the next "
+                   "`fpt reproduce` reads the finished runs (`fpt status` shows where they are)")
     g = sub.add_parser("readme", help="rewrite the results gallery (docs/results.md: every table and figure "
                        "of a scale) from results/ and figures/; trains nothing",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -104,6 +112,45 @@ def _plan_parser(sub) -> None:
     p.add_argument("--precision", default=None, choices=("fp32", "bf16", "fp16"),
                    help="calibrate in this precision (default: each run's own, fp32)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _slurm_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("SLURM resources per job (with --executor slurm)")
+    g.add_argument("--partition", default=None, help="SLURM partition (default: the cluster's)")
+    g.add_argument("--timeout-min", type=int, default=None, help="time limit per job in minutes (default: 1.5x "
+                   "`fpt plan --calibrate`'s estimate + 10 where known, else 240; a job that runs out is "
+                   "requeued and resumes)")
+    g.add_argument("--cpus-per-task", type=int, default=1, help="CPUs per job (also the run's torch threads)")
+    g.add_argument("--gpus-per-node", type=int, default=0, help="GPUs per job")
+    g.add_argument("--mem-gb", type=float, default=None, help="memory per job in GB")
+    g.add_argument("--array-parallelism", type=int, default=256, help="jobs of the array running at once")
+
+
+def _slurm_resources(args) -> dict:
+    keys = ("partition", "timeout_min", "cpus_per_task", "gpus_per_node", "mem_gb", "array_parallelism")
+    return {k: getattr(args, k) for k in keys}
+
+
+def _status_parser(sub) -> None:
+    p = sub.add_parser("status", help="which runs of a scale's notebooks are done, running, queued (SLURM), "
+                       "failed (with the log to read) or missing")
+    p.add_argument("--scale", default="cpu", choices=SCALES)
+    p.add_argument("--only", nargs="+", default=None, metavar="NOTEBOOK", help="notebook keys, e.g. 01 01b")
+    p.add_argument("--all", action="store_true", help="list the done runs too")
+
+
+def _rehearse_parser(sub) -> None:
+    r = sub.add_parser("rehearse", help="execute every notebook at scale paper with a step cap, offline: tiny "
+                       "stand-ins under the real hub names, fixture data fetched from a loopback mirror",
+                       description="Rehearses the paper scale end to end on a machine without its models or "
+                       "data. Writes a stand-in hub cache, canonical-format dataset files, serves them on "
+                       "127.0.0.1 and fetches them with `fpt data fetch --mirror`, then executes the notebooks "
+                       "at scale paper with --steps and one seed; lists every run trained (hub name, weights, "
+                       "data source) and checks each notebook's tables and figures. Exit 1 if any failed.")
+    r.add_argument("--workdir", default=None, help="where the cache, data, results and figures go (default: a new "
+                   "temporary directory, kept and printed)")
+    r.add_argument("--only", nargs="+", default=None, metavar="NOTEBOOK", help="notebook keys, e.g. 01 04")
+    r.add_argument("--steps", type=int, default=2, help="gradient steps per run (the step cap; default 2)")
 
 
 def _bench_parser(sub) -> None:
@@ -150,7 +197,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fpt", description="Frozen Pretrained Transformers: train runs and "
                                 "reproduce the paper's tables (Lu et al. 2021).")
     sub = p.add_subparsers(dest="cmd", required=True)
-    for add in (_train_parser, _reproduce_parser, _plan_parser, _bench_parser, _data_parser):
+    for add in (_train_parser, _reproduce_parser, _status_parser, _plan_parser, _rehearse_parser, _bench_parser,
+                _data_parser):
         add(sub)
     return p
 
@@ -167,6 +215,10 @@ def main(argv=None) -> int:
         return _readme(args)
     if args.cmd == "plan":
         return _plan(args)
+    if args.cmd == "rehearse":
+        return _rehearse(args)
+    if args.cmd == "status":
+        return _status(args)
     return _reproduce(args)
 
 
@@ -235,9 +287,10 @@ def _train(args) -> int:
         return 2
     keys = ("task", "backbone", "init", "trained_groups", "seed", "scale", "steps", "test_accuracy",
             "test_masked_accuracy", "train_accuracy", "trainable_params", "trainable_params_by_group",
-            "total_params", "frozen_unchanged", "wall_seconds")
-    print(json.dumps({k: result[k] for k in keys if k in result}, indent=2))
-    print(f"run directory: {out}")
+            "total_params", "frozen_unchanged", "wall_seconds", "num_processes")
+    if os.environ.get("RANK", "0") == "0":  # one report for a run spread over processes (torchrun, accelerate)
+        print(json.dumps({k: result[k] for k in keys if k in result}, indent=2))
+        print(f"run directory: {out}")
     return 0
 
 
@@ -258,6 +311,62 @@ def _plan(args) -> int:
     paths = P.save(runs, args.scale)
     print(P.markdown(runs, args.scale))
     print(f"[fpt plan] {len(runs)} runs; every run in {paths['csv']}")
+    return 0
+
+
+def _rehearse(args) -> int:
+    import tempfile
+
+    from .rehearse import run as R
+    if args.steps < 1:
+        print(f"fpt rehearse: error: --steps {args.steps}: give 1 or more gradient steps per run", file=sys.stderr)
+        return 2
+    workdir = args.workdir or tempfile.mkdtemp(prefix="fpt-rehearse-")
+    try:
+        out = R.rehearse(workdir, args.only, args.steps)
+    except (ValueError, RuntimeError) as e:
+        print(f"fpt rehearse: error: {e}", file=sys.stderr)
+        return 2
+    for nb, why in out["failed"].items():
+        print(f"[fpt rehearse] FAILED {nb}: {why}", file=sys.stderr)
+    for nb, files in out["missing"].items():
+        print(f"[fpt rehearse] {nb} did not write {', '.join(files)}", file=sys.stderr)
+    layout = out["layout"]
+    print(f"[fpt rehearse] {'ok' if out['ok'] else 'FAILED'}: {len(out['runs'])} runs in {out['seconds']} s; "
+          f"tables in {layout.results / R.SCALE / 'tables'}, figures in {layout.figures / R.SCALE}, "
+          f"the run list in {layout.results / R.SCALE / 'rehearsal.md'}")
+    return 0 if out["ok"] else 1
+
+
+def _terminate_on_sigterm() -> None:
+    """SIGTERM (SLURM's time limit, a service manager, `kill`) unwinds like Ctrl-C, so papermill shuts the
+    notebook's kernel down and the kernel's workers end with it (they end with their parent)."""
+    import signal
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+    signal.signal(signal.SIGTERM, stop)
+
+
+def _status(args) -> int:
+    from .study import slurm as S
+    from .study.plan import plan
+    try:
+        runs = plan(args.scale, args.only)
+        table = S.states(list(runs.config), args.scale) if len(runs) else None
+    except (ValueError, RuntimeError) as e:
+        print(f"fpt status: error: {e}", file=sys.stderr)
+        return 2
+    if table is None:
+        print(f"fpt status: no runs planned at scale {args.scale}")
+        return 0
+    table.insert(0, "notebook", list(runs.notebook))
+    counts = table.state.value_counts()
+    print(f"scale {args.scale}: {len(table)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    shown = table if args.all else table[table.state != "done"]
+    if len(shown):
+        with __import__("pandas").option_context("display.max_colwidth", 160, "display.width", 250):
+            print(shown.drop(columns=["run_id"]).to_string(index=False))
     return 0
 
 
@@ -287,9 +396,18 @@ def _reproduce(args) -> int:
                   file=sys.stderr)
             return 2
         os.environ["FPT_WORKERS"] = str(args.workers)
+    if args.runs_per_gpu is not None:
+        if args.runs_per_gpu < 1:
+            print(f"fpt reproduce: error: --runs-per-gpu {args.runs_per_gpu}: give 1 or more", file=sys.stderr)
+            return 2
+        os.environ["FPT_RUNS_PER_GPU"] = str(args.runs_per_gpu)
     from .study.notebooks import reproduce
+    params = {}
+    if args.executor == "slurm":
+        params = {"executor": "slurm", "slurm": _slurm_resources(args), "wait": not args.no_wait}
+    _terminate_on_sigterm()
     try:
-        summary = reproduce(args.scale, args.only, log_output=args.log_output)
+        summary = reproduce(args.scale, args.only, parameters=params, log_output=args.log_output)
     except ValueError as e:
         print(f"fpt reproduce: error: {e}", file=sys.stderr)
         return 2

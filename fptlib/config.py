@@ -65,6 +65,8 @@ class RunConfig:
                                 "dropout) and train the output layer on them (paper Table 10)")
     save_backbone: bool = _opt(False, "keep the trained backbone's weights (backbone.safetensors) in the "
                                "run directory")
+    bit_source_steps: int | None = _opt(None, "with --init bit: gradient steps of the Bit Memory source run "
+                                        "(default: the scale's Bit Memory budget)")
     orth_gain: float = _opt(1.41, "gain of the orthogonal init of the linear input layer")
     input_dropout: float = _opt(0.1, "dropout after the input layer")
     lstm_width: int | None = _opt(None, "width of the LSTM baseline (default: the width of the transformer "
@@ -110,7 +112,8 @@ class RunConfig:
 
 
 # Fields added after the first published runs, with the default that leaves a run unchanged.
-_LATER_FIELDS = {"attention_dropout": None, "cache_features": False, "save_backbone": False, "tf32": False}
+_LATER_FIELDS = {"attention_dropout": None, "cache_features": False, "save_backbone": False, "tf32": False,
+                 "bit_source_steps": None}
 
 # Per-scale defaults. "backbone_defaults" apply only when the backbone itself is the scale's default.
 _COMMON = {"eval_batch_size": 64}
@@ -167,7 +170,9 @@ PRESETS: dict[str, dict] = {
     "paper": {
         "about": "the paper's settings: GPT-2 base, full data, long budgets with convergence stopping; "
                  "needs a GPU and the network",
-        "backbone": "gpt2", "backbone_defaults": {}, "lstm_width": 768,
+        # The LSTM is as wide as the transformer it replaces: the width in gpt2's config.json where one is at
+        # hand (the hub cache), else GPT-2 base's 768.
+        "backbone": "gpt2", "backbone_defaults": {}, "lstm_width": 768, "lstm_width_from_config": True,
         "train_eval_examples": 10000,
         "tasks": {
             "bit-xor": {"steps": 20000, "batch_size": 16, "eval_every": 100, "patience": 20,
@@ -190,6 +195,30 @@ PRESETS: dict[str, dict] = {
         },
     },
 }
+
+
+_WIDTH_KEYS = ("n_embd", "hidden_size", "d_model")
+
+
+def config_width(name: str) -> int | None:
+    """The hidden width in the config.json of backbone `name` where one is at hand (a directory written by
+    save_pretrained, or the Hugging Face cache under that hub name); None where none is. Never downloads."""
+    from pathlib import Path
+    path = Path(name) / "config.json"
+    if not path.is_file():
+        try:
+            from huggingface_hub import try_to_load_from_cache
+            found = try_to_load_from_cache(name, "config.json")
+        except ValueError:  # not a valid hub name
+            return None
+        if not isinstance(found, str):
+            return None
+        path = Path(found)
+    try:
+        cfg = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return next((int(cfg[k]) for k in _WIDTH_KEYS if isinstance(cfg.get(k), int)), None)
 
 
 # Fields `resolve` fills; a config with all of them set has been resolved.
@@ -230,6 +259,8 @@ def resolve(cfg: RunConfig) -> RunConfig:
     for k in ("lstm_width", "train_eval_examples"):
         if getattr(cfg, k) is None:
             changes[k] = preset[k]
+    if cfg.lstm_width is None and preset.get("lstm_width_from_config"):
+        changes["lstm_width"] = config_width(preset["backbone"]) or preset["lstm_width"]
     if cfg.eval_batch_size is None:
         changes["eval_batch_size"] = _COMMON["eval_batch_size"]
     backbone = changes.get("backbone", cfg.backbone)

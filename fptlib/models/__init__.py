@@ -9,8 +9,9 @@ from .backbones import (
                         family_of,
                         hf_config,
                         weights_missing,
+                        weights_source,
 )
 from .fpt import FPT
 
 __all__ = ["KNOWN_BACKBONES", "Backbone", "BackboneError", "BackboneSpec", "build_backbone", "family_of",
-           "hf_config", "weights_missing", "FPT"]
+           "hf_config", "weights_missing", "weights_source", "FPT"]

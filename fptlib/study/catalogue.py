@@ -23,8 +23,12 @@ class Notebook:
     figures: tuple[str, ...] = ()              # further figure files
     by_hand: str = ""                          # why notebooks/_make.py does not write it ("" = it does)
 
-    def instances(self, scale: str) -> list[Study]:
-        return [cls(scale=scale, **kw) for cls, kw in self.studies]
+    def instances(self, scale: str, **parameters) -> list[Study]:
+        """Its studies at `scale`; `parameters` (e.g. seeds, steps) are given to each study that has them,
+        as papermill gives them to the notebook."""
+        from dataclasses import fields
+        return [cls(scale=scale, **kw, **{k: v for k, v in parameters.items() if k in {f.name for f in fields(cls)}})
+                for cls, kw in self.studies]
 
     def table_titles(self, scale: str = "cpu") -> list[tuple[str, str]]:
         """(name, title) of every table it writes: its studies' own titles, then the further tables."""
@@ -35,6 +39,11 @@ class Notebook:
         own = [f"{st.name}_{kind}.png" for st in first for kind, on in (("bars", self.bars), ("curves", self.curves))
                if on]
         return own + list(self.figures)
+
+    def outputs(self, scale: str = "cpu") -> tuple[list[str], list[str]]:
+        """(tables, figure files) it writes: results/<scale>/tables/<name>.csv, figures/<scale>/<file>."""
+        return [n for n, _ in self.table_titles(scale)] + ([SUMMARY_TABLE] if self.key == "00" else []), \
+            self.figure_files(scale)
 
 
 def _attention_figures() -> tuple[str, ...]:
@@ -73,17 +82,18 @@ NOTEBOOKS: tuple[Notebook, ...] = (
 SUMMARY_TABLE = "summary"
 
 
-def notebook_studies(scale: str) -> dict[str, list[Study]]:
-    """The studies each numbered notebook runs with its default parameters, in notebook order."""
-    return {nb.key: nb.instances(scale) for nb in NOTEBOOKS if nb.studies}
+def notebook_studies(scale: str, **parameters) -> dict[str, list[Study]]:
+    """The studies each numbered notebook runs (with its default parameters, or these), in notebook order."""
+    return {nb.key: nb.instances(scale, **parameters) for nb in NOTEBOOKS if nb.studies}
 
 
-def notebook_runs(scale: str, planned: bool = False) -> dict[str, list[Run]]:
+def notebook_runs(scale: str, planned: bool = False, **parameters) -> dict[str, list[Run]]:
     """Per notebook, in order, every run it uses, each once, init 'bit''s Bit Memory source run before
     the run that needs it. planned=True: as if every dataset and backbone's weights were at hand
-    (Study.planned_runs) rather than what runs here (Study.runs)."""
+    (Study.planned_runs) rather than what runs here (Study.runs). parameters: notebook parameters
+    (seeds, steps, ...), as papermill would pass them."""
     out = {}
-    for key, studies in notebook_studies(scale).items():
+    for key, studies in notebook_studies(scale, **parameters).items():
         runs: dict[str, Run] = {}
         for st in studies:
             for r in (st.planned_runs() if planned else st.runs()):

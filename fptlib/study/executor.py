@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..config import RunConfig
-from ..training import run_dir_for, train
+from ..training import RunError, run_dir_for, train
 
 
 @dataclass
@@ -21,6 +21,8 @@ class Run:
 
 
 WORKERS_ENV = "FPT_WORKERS"
+RUNS_PER_GPU_ENV = "FPT_RUNS_PER_GPU"
+EXECUTORS = ("local", "slurm")
 
 
 def usable_cores() -> int:
@@ -44,9 +46,67 @@ def default_workers(todo: list[Run]) -> int:
             raise ValueError(f"{WORKERS_ENV}={env!r}: give a whole number of runs to train at once, 1 or more")
         return int(env)
     import torch
-    if torch.cuda.is_available() or all(r.config.scale == "smoke" for r in todo):
+    if torch.cuda.is_available():  # one worker per GPU, or several where runs are small enough to share one
+        return torch.cuda.device_count() * runs_per_gpu()
+    if all(r.config.scale == "smoke" for r in todo):
         return 1
     return max(1, min(usable_cores(), 4))
+
+
+def runs_per_gpu() -> int:
+    """$FPT_RUNS_PER_GPU (`fpt reproduce --runs-per-gpu`): runs sharing one GPU; default 1."""
+    env = os.environ.get(RUNS_PER_GPU_ENV, "1").strip()
+    if not env.isdigit() or int(env) < 1:
+        raise ValueError(f"{RUNS_PER_GPU_ENV}={env!r}: give a whole number of runs per GPU, 1 or more")
+    return int(env)
+
+
+def gpu_slots(n_gpus: int, per_gpu: int) -> list[str]:
+    """The GPU each worker sees (its CUDA_VISIBLE_DEVICES), GPU by GPU: 2 GPUs x 2 runs -> 0, 0, 1, 1."""
+    return [str(g) for g in range(n_gpus) for _ in range(per_gpu)]
+
+
+def _init_worker(parent: int, slots) -> None:
+    end_with_parent(parent)
+    if slots is not None:  # before torch first touches CUDA in this fresh (spawned) process
+        os.environ["CUDA_VISIBLE_DEVICES"] = slots.get(timeout=60)
+
+
+def worker_pool(workers: int, slots: list[str] | None = None):
+    """A pool of spawned worker processes that end with this one; with `slots`, worker i sees only GPU
+    slots[i] (one device each, so every run uses cuda:0 of its own view)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    ctx = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools mid-use
+    queue = None
+    if slots:
+        queue = ctx.Queue()
+        for s in slots[:workers]:
+            queue.put(s)
+    return ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(os.getpid(), queue))
+
+
+def _train_named(cfg: RunConfig, run_dir: str, progress: bool) -> dict:
+    """train(), with a failure's message naming the run (its directory) whatever raised it."""
+    try:
+        return train(cfg, run_dir, resume=True, progress=progress, wait_for_lock=True)
+    except Exception as e:
+        raise RunError(f"run {run_dir} ({cfg.task}, {cfg.backbone}, init {cfg.init}, seed {cfg.seed}) failed: "
+                       f"{type(e).__name__}: {e}") from e
+
+
+def end_with_parent(parent: int) -> None:
+    """Have the kernel end this process (SIGTERM) when its parent dies, however the parent died: a
+    notebook kernel restarted by JupyterLab, `fpt reproduce` killed by SLURM, a SIGKILL. A run killed so
+    keeps its last sealed checkpoint. Linux only (prctl); elsewhere the pool's own shutdown applies."""
+    import ctypes
+    import signal
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _train_in_worker(job: tuple[RunConfig, str, int]) -> str:
@@ -54,7 +114,7 @@ def _train_in_worker(job: tuple[RunConfig, str, int]) -> str:
     cfg, run_dir, threads = job
     import torch
     torch.set_num_threads(threads)
-    train(cfg, run_dir, resume=True, progress=False, wait_for_lock=True)
+    _train_named(cfg, run_dir, progress=False)
     return run_dir
 
 
@@ -63,16 +123,24 @@ def _train_side_by_side(todo: list[Run], workers: int, threads: int, bar) -> Non
     the same Bit Memory source wait for each other). A failed run stops the others; an interrupt
     stops the workers, whose runs resume from their last checkpoint next time."""
     import multiprocessing
-    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+    from concurrent.futures import FIRST_EXCEPTION, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    import torch
     configs = {str(run_dir_for(r.config)): r.config for r in todo}  # one job per run directory
-    ctx = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools mid-use
     others = set(multiprocessing.active_children())  # children that are not the pool's stay alone
-    pool = ProcessPoolExecutor(min(workers, len(configs)), mp_context=ctx)
+    n = min(workers, len(configs))
+    slots = gpu_slots(torch.cuda.device_count(), runs_per_gpu()) if torch.cuda.is_available() else None
+    pool = worker_pool(n, slots)
     try:
-        pending = {pool.submit(_train_in_worker, (cfg, d, threads)) for d, cfg in configs.items()}
+        jobs = {pool.submit(_train_in_worker, (cfg, d, threads)): d for d, cfg in configs.items()}
+        pending = set(jobs)
         while pending:
             done, pending = wait(pending, return_when=FIRST_EXCEPTION)
             for f in done:
+                if isinstance(f.exception(), BrokenProcessPool):  # which run's worker died is not known
+                    raise RunError(f"a worker process died (killed, or out of memory) while runs trained, among "
+                                   f"them {jobs[f]}; rerun to resume them from their checkpoints") from f.exception()
                 bar.set_postfix_str(Path(f.result()).name[:48])  # re-raises a worker's error here
                 bar.update(1)
     except BaseException:
@@ -86,10 +154,25 @@ def _train_side_by_side(todo: list[Run], workers: int, threads: int, bar) -> Non
     pool.shutdown()
 
 
-def execute(runs: list[Run], progress: bool = True, workers: int | None = None) -> pd.DataFrame:
+def execute(runs: list[Run], progress: bool = True, workers: int | None = None, executor: str = "local",
+            slurm: dict | None = None, wait: bool = True) -> pd.DataFrame:
     """Train every run that has no result yet (resuming unfinished ones); one line per run.
     workers: runs trained side by side (None: default_workers). On a CPU a run's numbers depend on
-    its thread count, cores // workers (README: A run), not on the order runs finish in."""
+    its thread count, cores // workers (README: A run), not on the order runs finish in.
+    executor "slurm": one SLURM job per missing run (study.slurm; `slurm` holds its resources); with
+    wait False it returns at once with the runs finished so far."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
+    if executor == "slurm":
+        from . import slurm as S
+        configs = list({r.config.run_id(): r.config for r in runs}.values())
+        S.execute(configs, configs[0].scale if configs else "cpu", S.Resources.from_dict(slurm), wait, progress)
+        runs = [r for r in runs if (run_dir_for(r.config) / "result.json").exists()]
+        workers = 1  # nothing left to train here
+    return _execute_local(runs, progress, workers)
+
+
+def _execute_local(runs: list[Run], progress: bool, workers: int | None) -> pd.DataFrame:
     from tqdm.auto import tqdm
     rows = []
     todo = [r for r in runs if not (run_dir_for(r.config) / "result.json").exists()]
@@ -109,7 +192,7 @@ def execute(runs: list[Run], progress: bool = True, workers: int | None = None) 
         d = run_dir_for(r.config)
         cached = (d / "result.json").exists()
         # Another process may be computing the same run: wait for it and reuse its result.
-        res = train(r.config, d, resume=True, progress=progress, wait_for_lock=True)
+        res = _train_named(r.config, str(d), progress)
         if not cached:
             bar.update(1)
         rows.append({"row": r.row, "run_dir": str(d), **{k: res.get(k) for k in (

@@ -42,9 +42,9 @@ def notebooks(only: list[str] | None = None, directory: Path | str | None = None
 SCALE_PARAMETERS = {"smoke": {"seeds": [0], "depths": [1, 2], "lrs": [3e-4, 1e-3]}}
 
 
-def _scale_parameters(nb: Path, scale: str) -> dict:
-    """The scale's parameter overrides that this notebook declares in its parameters cell."""
-    wanted = SCALE_PARAMETERS.get(scale, {})
+def _declared(nb: Path, wanted: dict) -> dict:
+    """The parameters of `wanted` that this notebook declares in its parameters cell (a sweep's `depths`
+    means nothing to notebook 01, nor `seeds` to notebook 04, which trains one `seed`)."""
     if not wanted:
         return {}
     import papermill as pm
@@ -98,7 +98,7 @@ def reproduce(scale: str = "cpu", only: list[str] | None = None, parameters: dic
         entry = {"notebook": nb.name, "executed": portable(str(out_dir / nb.name))}
         print(f"[fpt reproduce] {nb.name} (scale {scale}) ...", flush=True)
         try:
-            params = {"scale": scale, **_scale_parameters(nb, scale), **(parameters or {})}
+            params = {"scale": scale, **_declared(nb, SCALE_PARAMETERS.get(scale, {}) | (parameters or {}))}
             pm.execute_notebook(str(nb), str(out_dir / nb.name), parameters=params,
                                 cwd=str(PROJ_ROOT), progress_bar=False, log_output=log_output,
                                 kernel_name="python3")

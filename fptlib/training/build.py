@@ -14,9 +14,11 @@ from .errors import RunError
 
 def bit_source_config(cfg: RunConfig) -> RunConfig:
     """Init 'bit' (paper Table 2): the same architecture, randomly initialised and fully trained on
-    Bit Memory at the same scale and seed; its weights become the frozen backbone."""
+    Bit Memory at the same scale and seed (for bit_source_steps steps where set); its weights become the
+    frozen backbone."""
     return resolve(RunConfig(task="bit-memory", backbone=cfg.backbone, init="random", train=("full",),
-                             scale=cfg.scale, seed=cfg.seed, n_layers=cfg.n_layers, save_backbone=True))
+                             scale=cfg.scale, seed=cfg.seed, n_layers=cfg.n_layers, save_backbone=True,
+                             steps=cfg.bit_source_steps))
 
 
 def build(cfg: RunConfig, bit_weights: tuple[Path, dict] | None = None) -> tuple[FPT, Task]:
