@@ -122,3 +122,18 @@ def test_status_lists_each_run_state(tmp_path, fpt_cmd):
 def test_unknown_resources_are_refused(bad):
     with pytest.raises(ValueError, match="unknown SLURM resource.*partitoin"):
         S.Resources.from_dict(bad)
+
+
+def test_without_waiting_a_notebook_returns_and_picks_the_runs_up_next_time():
+    from fptlib.study.base import Tables1And2
+    from fptlib.study.executor import RunsPending
+    study = Tables1And2(scale="smoke", tasks=["bit-xor"], seeds=[0], steps=4, executor="slurm", wait=False,
+                        progress=False)
+    with pytest.raises(RunsPending, match="2 of 2 runs are queued or running on SLURM"):
+        study.execute()
+    jobs = {k: v["job_id"] for k, v in S.read_ledger("smoke").items()}
+    configs = [r.config for r in study.runs()]
+    _wait_until(lambda: (S.states(configs, "smoke").state == "done").all(), 300, "both jobs to finish")
+    runs = study.execute()  # reads them, submits nothing
+    assert sorted(runs.row) == ["FPT", "Random"] and runs.test_accuracy.notna().all()
+    assert {k: v["job_id"] for k, v in S.read_ledger("smoke").items()} == jobs

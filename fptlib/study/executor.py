@@ -166,10 +166,19 @@ def execute(runs: list[Run], progress: bool = True, workers: int | None = None, 
     if executor == "slurm":
         from . import slurm as S
         configs = list({r.config.run_id(): r.config for r in runs}.values())
-        S.execute(configs, configs[0].scale if configs else "cpu", S.Resources.from_dict(slurm), wait, progress)
-        runs = [r for r in runs if (run_dir_for(r.config) / "result.json").exists()]
+        scale = configs[0].scale if configs else "cpu"
+        S.execute(configs, scale, S.Resources.from_dict(slurm), wait, progress)
+        done = [r for r in runs if (run_dir_for(r.config) / "result.json").exists()]
+        if len(done) < len(runs):  # only without wait: a failure after waiting has raised already
+            raise RunsPending(f"{len(runs) - len(done)} of {len(runs)} runs are queued or running on SLURM "
+                              f"(logs in {S.logs_dir(scale)}; `fpt status --scale {scale}` lists them); execute "
+                              "this again once they are done: finished runs are read, nothing is submitted twice")
         workers = 1  # nothing left to train here
     return _execute_local(runs, progress, workers)
+
+
+class RunsPending(RuntimeError):
+    """Runs submitted without waiting are not finished yet; executing again picks them up."""
 
 
 def _execute_local(runs: list[Run], progress: bool, workers: int | None) -> pd.DataFrame:

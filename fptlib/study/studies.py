@@ -11,7 +11,7 @@ from typing import ClassVar
 
 import pandas as pd
 
-from ..config import PRESETS
+from ..config import PRESETS, RunConfig, resolve
 from ..groups import FPT_GROUPS
 from ..models import family_of, hf_config
 from . import paper
@@ -271,8 +271,20 @@ class Backbones(Study):
     def paper_ref(self, row):
         return ("table17", row) if row in paper.TABLE17 else None
 
+    # Backbones with fewer positions than the scale's ListOps sequences read them cropped to fit (the
+    # original cropped ListOps to 512 for every backbone); the table's scale note lists the change.
+    POSITIONS: ClassVar[dict] = {"bert-base-uncased": 512}
+
     def arms(self, task):
-        return [(self.LABELS.get(b, b), {"backbone": b, "init": "pretrained"}) for b in self.chosen]
+        return [(self.LABELS.get(b, b), {"backbone": b, "init": "pretrained", **self._fit(task, b)})
+                for b in self.chosen]
+
+    def _fit(self, task: str, backbone: str) -> dict:
+        limit = self.POSITIONS.get(backbone)
+        seq_len = resolve(RunConfig(task=task, scale=self.scale)).task_options.get("seq_len")
+        if task != "listops" or not limit or not seq_len or seq_len <= limit:
+            return {}
+        return {"task_options": {"seq_len": limit, "long_policy": "crop"}}
 
     def markdown(self, summary):
         rest = [r for r in paper.TABLE17 if r not in self.rows]

@@ -27,18 +27,28 @@ def save_checkpoint(acc, run_dir: Path, state: dict) -> None:
 
     The seal is trainer_state.json, written last, with the size and sha256 of every other file.
     Invariant: at every instant checkpoint/ or .checkpoint-old/ is a complete, sealed checkpoint.
+    With several processes every one calls this: each saves its random state into the new checkpoint,
+    and the main process (alone) writes the model and optimizer, seals and swaps it in.
     """
     final, old = run_dir / "checkpoint", run_dir / ".checkpoint-old"
     tmp = run_dir / f".checkpoint-{state['step']}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
+    main = acc.is_main_process
+    if main:
+        shutil.rmtree(tmp, ignore_errors=True)
+    acc.wait_for_everyone()  # (no-op for one process)
     try:
         acc.save_state(str(tmp))
-        files = {str(p.relative_to(tmp)): [p.stat().st_size, sha256_file(p)]
-                 for p in sorted(tmp.rglob("*")) if p.is_file()}
-        write_json_atomic(tmp / "trainer_state.json", {**state, "files": files})
+        acc.wait_for_everyone()  # every process's files are in before the seal lists them
+        if main:
+            files = {str(p.relative_to(tmp)): [p.stat().st_size, sha256_file(p)]
+                     for p in sorted(tmp.rglob("*")) if p.is_file()}
+            write_json_atomic(tmp / "trainer_state.json", {**state, "files": files})
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)  # e.g. a full disk: give the space back, keep the old one
+        if main:
+            shutil.rmtree(tmp, ignore_errors=True)  # e.g. a full disk: give the space back, keep the old one
         raise
+    if not main:
+        return
     fault("checkpoint-written")
     if final.exists():
         discard(old)

@@ -13,6 +13,7 @@ import math
 import os
 import time
 import warnings
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,14 +23,28 @@ from ..config import RunConfig, is_resolved, resolve
 from ..data import Task
 from ..io import FileLock, Locked, read_json, sha256_file, write_json_atomic
 from ..models import FPT
-from ..seeding import Stream, stream_seed
+from ..seeding import Stream, generator, stream_seed
 from . import result as results
 from .build import bit_source_config, build
 from .checkpoint import checkpoint_keys, clean_leftovers, discard, find_checkpoint, save_checkpoint
 from .errors import NonFiniteLoss, RunError
 from .faults import fault
 from .rundir import NO_SPACE, check_run_dir, check_writable, read_result, run_dir_for, write_metrics
-from .steps import FeatureCache, accelerator, check_cacheable, evaluate, head_step, to_device, train_step
+from .steps import (
+    FeatureCache,
+    accelerator,
+    averager,
+    check_cacheable,
+    check_shares,
+    evaluate,
+    from_main,
+    head_step,
+    on_all,
+    processes,
+    share,
+    to_device,
+    train_step,
+)
 
 
 @dataclass
@@ -118,44 +133,59 @@ def start(cfg: RunConfig, run_dir: Path | None = None, resume: bool = False, val
         raise RunError(f"nothing to train: groups {list(cfg.train)} hold no parameters in this model")
     report = model.param_report()
     acc = _accelerator(cfg, trainable)
+    check_shares(cfg.batch_size, acc.num_processes)
     params = [p for p in model.parameters() if p.requires_grad]
     # On cached features a step is a few small kernels, so the fused Adam's single call matters.
     opt = torch.optim.Adam(params, lr=cfg.lr, fused=True if cfg.cache_features else None)
     model, opt = acc.prepare(model, opt)
     state = _restore(acc, cfg, run_dir, trainable) if resume and run_dir is not None else None
     if state is None:
-        set_seed(stream_seed(cfg.seed, Stream.TRAINING) % 2**32)
+        set_seed(_dropout_seed(cfg, acc.process_index) % 2**32)
         state = fresh_state(cfg, acc.unwrap_model(model))
+        if acc.num_processes > 1:  # a checkpoint holds one random state per process
+            state["num_processes"] = acc.num_processes
     s = Session(cfg, run_dir, model, task, acc, opt, params, state, report, validate=validate, t_start=t_start)
-    if run_dir is not None:
+    if run_dir is not None and acc.is_main_process:
         write_json_atomic(run_dir / "config.json", cfg.to_dict() | {"config_hash": cfg.hash()})
     if cfg.cache_features:
         s.cache = FeatureCache(acc.unwrap_model(model), task, cfg.eval_batch_size, s.device,
                                ("train", "val", "test", *task.extra_splits))
     if validate and not state["history"]:  # the starting point of the learning curve
-        _record(s, 0, None, evaluate(model, task, "val", cfg.eval_batch_size, s.device, cache=s.cache), 0.0)
+        _record(s, 0, None, _validate(s), 0.0)
         _write_metrics(s)
     s.seg_start = time.time()
     return s
 
 
+def _dropout_seed(cfg: RunConfig, process: int) -> int:
+    """torch's global seed (dropout) of a fresh run; each further process of a launch gets its own."""
+    if process == 0:
+        return stream_seed(cfg.seed, Stream.TRAINING)
+    return int(generator(cfg.seed, Stream.TRAINING, process).initial_seed())
+
+
 def _restore(acc, cfg: RunConfig, run_dir: Path, trainable: set[str]) -> dict | None:
-    """The training state of the newest sealed checkpoint, loaded into acc; None when there is none."""
-    ckpt, problems = find_checkpoint(run_dir)
+    """The training state of the newest sealed checkpoint, loaded into acc; None when there is none.
+    The main process picks the checkpoint (and drops a damaged one); every process loads it."""
+    ckpt, problems = from_main(acc, find_checkpoint(run_dir) if acc.is_main_process else None)
     if ckpt is None and problems:
         raise RunError(f"no usable checkpoint in {run_dir}: " + "; ".join(problems) + ". Refusing to load a "
                        "damaged checkpoint: delete the listed directories to restart this run from step 0")
     if ckpt is None:
         return None
     if problems:  # the newest checkpoint is damaged: fall back to the previous one, drop the damaged one
-        warnings.warn(f"skipping damaged checkpoint ({'; '.join(problems)}); resuming from {ckpt}",
-                      RuntimeWarning, stacklevel=3)
-        discard(run_dir / "checkpoint")
+        if acc.is_main_process:
+            warnings.warn(f"skipping damaged checkpoint ({'; '.join(problems)}); resuming from {ckpt}",
+                          RuntimeWarning, stacklevel=3)
+            discard(run_dir / "checkpoint")
     state = read_json(ckpt / "trainer_state.json")
     state.pop("files", None)
     if state["config_hash"] != cfg.hash():
         raise RunError(f"checkpoint in {run_dir} was made by config {state['config_hash']}, not {cfg.hash()}; "
                        "refusing to mix runs: use another --out or delete the directory")
+    if state.get("num_processes", 1) != acc.num_processes:
+        raise RunError(f"checkpoint in {run_dir} was made by {state.get('num_processes', 1)} process(es), this "
+                       f"launch has {acc.num_processes}; resume it with the same number of processes")
     saved = checkpoint_keys(ckpt)
     if not trainable <= saved:
         raise RunError(f"checkpoint in {ckpt} lacks {sorted(trainable - saved)[:3]}...; it is "
@@ -166,15 +196,16 @@ def _restore(acc, cfg: RunConfig, run_dir: Path, trainable: set[str]) -> dict | 
 
 def step(s: Session) -> None:
     """One gradient step; the batch is a pure function of (seed, step)."""
-    cfg, task, n = s.cfg, s.task, s.state["step"]
+    cfg, task, n, acc = s.cfg, s.task, s.state["step"], s.acc
     t = time.perf_counter()
     if s.cache is not None:
-        b = s.cache.train_batch(n, cfg.batch_size)
-        s.losses.append(head_step(s.acc.unwrap_model(s.model).output, s.opt.optimizer, b["h"].to(s.device),
-                                  b["y"].to(s.device), task.n_classes, cfg.clip_norm))
+        b = share(s.cache.train_batch(n, cfg.batch_size), acc.process_index, acc.num_processes)
+        s.losses.append(head_step(acc.unwrap_model(s.model).output, s.opt.optimizer, b["h"].to(s.device),
+                                  b["y"].to(s.device), task.n_classes, cfg.clip_norm, averager(acc)))
         fault("step")
-    else:
-        micro = (to_device(task.train_batch(n * cfg.grad_accum + m, cfg.batch_size), s.device)
+    else:  # with several processes each takes its share of the batch; DDP averages their gradients
+        micro = (to_device(share(task.train_batch(n * cfg.grad_accum + m, cfg.batch_size), acc.process_index,
+                                 acc.num_processes), s.device)
                  for m in range(cfg.grad_accum))
         s.losses += train_step(s.acc, s.model, s.opt, s.params, micro, cfg.grad_accum, task.n_classes,
                                cfg.clip_norm, before_update=lambda: fault("step"))
@@ -192,7 +223,10 @@ def evaluate_and_checkpoint(s: Session) -> dict | None:
     """End a segment: check its losses are finite, score the validation split, apply early stopping,
     rewrite metrics.jsonl and checkpoint. Returns the new learning-curve point (None without validation)."""
     cfg, state, n = s.cfg, s.state, s.state["step"]
-    seg = torch.stack(s.losses).float().reshape(-1, cfg.grad_accum).mean(1).tolist()
+    seg = torch.stack(s.losses).float()
+    if s.acc.num_processes > 1:  # each process's losses are over its share: average them into the batch's
+        seg = s.acc.reduce(seg, reduction="mean")
+    seg = seg.reshape(-1, cfg.grad_accum).mean(1).tolist()
     s.losses.clear()
     for i, v in enumerate(seg):
         if not math.isfinite(v):
@@ -206,7 +240,7 @@ def evaluate_and_checkpoint(s: Session) -> dict | None:
                 "resume this checkpoint).")
         state["last_finite_loss"] = v
     s.step_losses += seg
-    val = evaluate(s.model, s.task, "val", cfg.eval_batch_size, s.device, cache=s.cache) if s.validate else None
+    val = _validate(s) if s.validate else None
     state["elapsed"] += time.time() - s.seg_start  # the evaluation counts towards the run's wall time
     s.seg_start = time.time()
     if val is None:
@@ -224,6 +258,13 @@ def evaluate_and_checkpoint(s: Session) -> dict | None:
     return rec
 
 
+def _validate(s: Session) -> dict:
+    """The validation scores of the model as it stands. Every process scores the whole split with the
+    unwrapped model (no collective inside); the main process's scores decide for all of them."""
+    return from_main(s.acc, evaluate(s.acc.unwrap_model(s.model), s.task, "val", s.cfg.eval_batch_size, s.device,
+                                     cache=s.cache))
+
+
 def _record(s: Session, n: int, train_loss, val: dict, elapsed: float) -> dict:
     rec = {"step": n, "train_loss": train_loss, "val_accuracy": val["accuracy"], "val_loss": val["loss"],
            "elapsed_seconds": elapsed}
@@ -234,7 +275,7 @@ def _record(s: Session, n: int, train_loss, val: dict, elapsed: float) -> dict:
 
 
 def _write_metrics(s: Session) -> None:
-    if s.run_dir is not None:
+    if s.run_dir is not None and s.acc.is_main_process:
         write_metrics(s.run_dir, s.state["history"])
 
 
@@ -242,7 +283,8 @@ def run_steps(s: Session, progress: bool = False) -> None:
     """Step until the budget is spent or early stopping ends the run, evaluating at every segment end."""
     from tqdm.auto import tqdm
     cfg = s.cfg
-    bar = tqdm(total=cfg.steps, initial=s.state["step"], disable=not progress, leave=False,
+    bar = tqdm(total=cfg.steps, initial=s.state["step"], disable=not (progress and s.acc.is_main_process),
+               leave=False,
                desc=f"{cfg.task} {cfg.backbone} {cfg.init} s{cfg.seed}", dynamic_ncols=True)
     while not s.done:
         step(s)
@@ -255,13 +297,19 @@ def run_steps(s: Session, progress: bool = False) -> None:
 
 
 def finish(s: Session) -> dict:
-    """Score the full held-out splits, write result.json (last, atomically) and remove the checkpoints."""
+    """Score the full held-out splits, write result.json (last, atomically) and remove the checkpoints.
+    With several processes each scores the splits and checks its frozen weights; the main one writes."""
     result = results.assemble(s, results.final_metrics(s))
-    if s.cfg.save_backbone:
+    main = s.acc.is_main_process
+    if s.acc.num_processes > 1:
+        result["frozen_unchanged"] = on_all(s.acc, result["frozen_unchanged"])
+        result["num_processes"] = s.acc.num_processes
+    if s.cfg.save_backbone and main:
         result["backbone_weights"] = _save_backbone(s)
     fault("final-eval")
-    write_json_atomic(s.run_dir / "result.json", result)
-    clean_leftovers(s.run_dir, checkpoints=True)
+    if main:
+        write_json_atomic(s.run_dir / "result.json", result)
+        clean_leftovers(s.run_dir, checkpoints=True)
     s.acc.free_memory()
     return result
 
@@ -275,13 +323,21 @@ def _save_backbone(s: Session) -> dict:
     return {"file": path.name, "sha256": sha256_file(path)}
 
 
-def _train_locked(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool) -> dict:
+def _prepare(cfg: RunConfig, run_dir: Path, resume: bool) -> dict | None:
+    """Check the locked run directory and clear what a killed run left; a finished run's result, else None."""
     check_run_dir(run_dir, cfg, resume)
     if resume and (run_dir / "result.json").exists():
         result = read_result(run_dir, cfg.hash())
         clean_leftovers(run_dir, checkpoints=True)  # a kill after the result, before the cleanup
         return result
     clean_leftovers(run_dir)
+    return None
+
+
+def _train_locked(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool) -> dict:
+    done = _prepare(cfg, run_dir, resume)
+    if done is not None:
+        return done
     s = start(cfg, run_dir, resume)
     run_steps(s, progress)
     return finish(s)
@@ -294,18 +350,56 @@ def train(cfg: RunConfig, out_dir: Path | str, resume: bool = False, progress: b
     With resume=True an unfinished run continues from its checkpoint and a finished one is returned
     as it is; a run directory holding a different config is refused either way. A run directory is
     locked while a process works in it: another process is refused, or waits with wait_for_lock.
+    Under a multi-process launch (torchrun, accelerate launch) the run is spread over the processes.
     """
     cfg = cfg if is_resolved(cfg) else resolve(cfg)
     run_dir = Path(out_dir)
-    check_writable(run_dir)
+    procs = processes()
+    if procs is None:
+        check_writable(run_dir)
     try:
+        if procs is not None:
+            return _train_spread(cfg, run_dir, resume, progress, wait_for_lock, procs)
         with FileLock(run_dir / ".lock", wait=wait_for_lock):
             return _train_locked(cfg, run_dir, resume, progress)
-    except Locked as e:
-        raise RunError(f"{e}; wait for it, or use another --out") from None
-    except OSError as e:
-        if e.errno not in NO_SPACE:
+    except (Locked, OSError) as e:
+        err = _refusal(e, run_dir)
+        if err is e:
             raise
-        raise RunError(f"could not write to {run_dir}: {e}. No result was written and the last complete "
-                       "checkpoint is kept: free space (or make the directory writable), then run again "
-                       "with --resume (it continues from that checkpoint)") from e
+        raise err from (None if isinstance(e, Locked) else e)
+
+
+def _refusal(e: Exception, run_dir: Path) -> Exception:
+    """The RunError a lock held elsewhere or a full (read-only) disk becomes; other errors as they are."""
+    if isinstance(e, Locked):
+        return RunError(f"{e}; wait for it, or use another --out")
+    if isinstance(e, OSError) and e.errno in NO_SPACE:
+        return RunError(f"could not write to {run_dir}: {e}. No result was written and the last complete "
+                        "checkpoint is kept: free space (or make the directory writable), then run again "
+                        "with --resume (it continues from that checkpoint)")
+    return e
+
+
+def _train_spread(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool, wait_for_lock: bool, procs) -> dict:
+    """One run spread over a launch's processes (data parallel). The main process alone takes the lock,
+    checks and writes the run directory, and tells the others whether to go on; every process trains
+    its share of each batch. Returns the main process's result on every process."""
+    check_shares(cfg.batch_size, procs.num_processes)
+    with ExitStack() as held:
+        verdict = ("go", None)
+        if procs.is_main_process:
+            try:
+                check_writable(run_dir)
+                held.enter_context(FileLock(run_dir / ".lock", wait=wait_for_lock))
+                verdict = ("go", _prepare(cfg, run_dir, resume))
+            except (Locked, OSError, RunError) as e:
+                verdict = ("refused", str(_refusal(e, run_dir)))
+        from accelerate.utils import broadcast_object_list
+        kind, done = broadcast_object_list([verdict])[0]
+        if kind == "refused":
+            raise RunError(done)
+        if done is not None:
+            return done
+        s = start(cfg, run_dir, resume)
+        run_steps(s, progress)
+        return from_main(s.acc, finish(s))

@@ -3,6 +3,7 @@
 features (paper Table 10)."""
 from __future__ import annotations
 
+import os
 import time
 
 import torch
@@ -24,6 +25,55 @@ def accelerator(precision: str, **kw):
     if AcceleratorState._shared_state and str(AcceleratorState().mixed_precision) != want:
         AcceleratorState._reset_state()
     return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=want, **kw)
+
+
+def processes():
+    """The launch's processes (Accelerate's PartialState, which joins their process group) when one run
+    is spread over several (`accelerate launch`, `torchrun`); None for a single process."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from accelerate import PartialState
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def check_shares(batch_size: int, n_processes: int) -> None:
+    if n_processes > 1 and batch_size % n_processes:
+        raise RunError(f"batch size {batch_size} cannot be split evenly over {n_processes} processes (each "
+                       f"trains an equal share of every batch): pass a --batch-size divisible by {n_processes}, "
+                       "or launch a number of processes that divides it")
+
+
+def share(batch: dict, index: int, count: int) -> dict:
+    """Process `index`'s contiguous 1/count of the rows of a global batch (the whole batch for one process)."""
+    if count == 1:
+        return batch
+    rows = len(batch["y"]) // count
+    return {k: v[index * rows:(index + 1) * rows] for k, v in batch.items()}
+
+
+def from_main(acc, obj):
+    """The main process's `obj`, on every process (no collective for a single process)."""
+    if acc.num_processes == 1:
+        return obj
+    from accelerate.utils import broadcast_object_list
+    return broadcast_object_list([obj])[0]
+
+
+def on_all(acc, flag: bool) -> bool:
+    """Whether `flag` holds on every process."""
+    if acc.num_processes == 1:
+        return flag
+    return bool(acc.gather(torch.tensor([int(flag)], device=acc.device)).min())
+
+
+def averager(acc):
+    """None for a single process, else a function averaging a tensor over the processes (all-reduce)."""
+    if acc.num_processes == 1:
+        return None
+
+    def average(t: torch.Tensor) -> torch.Tensor:
+        return acc.reduce(t, reduction="mean")
+    return average
 
 
 def to_device(batch: dict, device) -> dict:
@@ -131,10 +181,11 @@ class FeatureCache:
 
 @torch.no_grad()
 def head_step(layer: torch.nn.Linear, opt: torch.optim.Optimizer, h: torch.Tensor, y: torch.Tensor,
-              n_classes: int, clip_norm: float) -> torch.Tensor:
+              n_classes: int, clip_norm: float, average=None) -> torch.Tensor:
     """One training step of the output layer alone on cached features, with the gradient written out
     (linear + mean cross-entropy): the same step as autograd's, without its per-step bookkeeping,
-    which is most of the cost when the model is one small matrix. Returns the loss."""
+    which is most of the cost when the model is one small matrix. Returns the loss (of this process's
+    rows). With several processes, `average` (see `averager`) all-reduces the gradient before clipping."""
     x = h.reshape(-1, h.shape[-1])
     logits = torch.addmm(layer.bias, x, layer.weight.t())
     flat = logits.view(-1, n_classes).float()
@@ -145,6 +196,8 @@ def head_step(layer: torch.nn.Linear, opt: torch.optim.Optimizer, h: torch.Tenso
     g[torch.arange(len(t)), t] -= 1.0
     g = g.div_(len(t)).view_as(logits).to(logits.dtype)
     gw, gb = g.t() @ x, g.sum(0)
+    if average is not None:  # each process's share is a mean over its rows: their average is the batch's
+        gw, gb = average(gw), average(gb)
     norm = torch.sqrt(gw.square().sum() + gb.square().sum())
     scale = torch.clamp(clip_norm / (norm + 1e-6), max=1.0)  # clip_grad_norm_'s rule
     layer.weight.grad, layer.bias.grad = gw.mul_(scale), gb.mul_(scale)
