@@ -187,5 +187,6 @@ def _report(runs: pd.DataFrame, summary: dict, failed: dict, missing: dict, seco
               + (f"; missing {', '.join(missing[e['notebook'].removesuffix('.ipynb')])}"
                  if e["notebook"].removesuffix(".ipynb") in missing else "") for e in summary["notebooks"]]
     cols = ["notebook", "row", "task", "backbone", "init", "weights", "data", "steps", "test_accuracy"]
-    lines += ["", "## Runs", "", frame_markdown(runs[cols]) if not runs.empty else "(none)", ""]
+    shown = runs[cols].astype({"steps": "Int64"}) if not runs.empty else runs
+    lines += ["", "## Runs", "", frame_markdown(shown) if not runs.empty else "(none)", ""]
     return "\n".join(lines)

@@ -576,3 +576,65 @@ def layers_figure(an: Analysis):
     fig.suptitle(f"{an.cfg.task}, {an.cfg.backbone} ({an.cfg.scale} scale): alignment per layer", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+# ---- public helpers for the interactive views (fptlib.study.explore) ---------------------------------
+def token_labels(an: Analysis) -> tuple[list[str], int]:
+    """The token names the figures use and the first output/query position. Bit XOR: a0..a4 are the
+    first string's bits, b0..b4 the second's (the output tokens: position 5+i outputs a_i XOR b_i);
+    Bit Memory: p<k>.<j> is token j of stored pattern k, q.<j> token j of the query."""
+    return _token_labels(an)
+
+
+def draw_map(ax, m: np.ndarray, an: Analysis, title: str, vmax: float | None = None, small: bool = False,
+             pattern: int | None = None):
+    """One (T, T) map on `ax` exactly as the figures draw it (labels, the dashed line before the output
+    tokens, red boxes on `marked_cells`); returns the image for a colour bar."""
+    return _draw_map(ax, m, an, title, vmax=vmax, small=small, pattern=pattern)
+
+
+def marked_cells(an: Analysis, pattern: int | None = None) -> list[tuple[int, int]]:
+    """(query row, key column) of every red box `draw_map` draws: Bit XOR, output token 5+i on token i
+    (its partner a_i) and on itself (b_i), the two inputs of its XOR; Bit Memory, query token j on
+    token j of stored pattern `pattern` (none when no pattern is given)."""
+    T = an.maps["trained"].shape[-1]
+    if an.task_name == "bit-xor":
+        n = T // 2
+        return [(n + i, col) for i in range(n) for col in (i, n + i)]
+    if pattern is None:
+        return []
+    first_out = token_labels(an)[1]
+    k = T - first_out
+    return [(first_out + j, pattern * k + j) for j in range(k)]
+
+
+def cached_runs(scale: str) -> list[dict]:
+    """The trained models kept in results/<scale>/attention/ (a complete entry: weights and its .json),
+    each as its .json's info plus `weights`, the path of its tensors; sorted by run id."""
+    d = results_dir(scale) / "attention"
+    out = []
+    for meta in sorted(d.glob("*.json")) if d.is_dir() else ():
+        weights = meta.with_suffix(".safetensors")
+        if not weights.is_file():
+            continue
+        try:
+            info = read_json(meta)
+        except ValueError:
+            continue
+        if isinstance(info, dict) and isinstance(info.get("config"), dict):
+            out.append(info | {"weights": weights})
+    return out
+
+
+def analyse_cached(info: dict, n_examples: int = 256, progress: bool = False) -> Analysis:
+    """`analyse` of a `cached_runs` entry: its config rebuilt the way `analyse` builds it, so that the
+    kept tensors are loaded, never trained again; RunError when the scale's preset no longer gives the
+    config the entry was trained with."""
+    c = info["config"]
+    for backbone in (None, c.get("backbone")):
+        cfg = attention_config(c["task"], c["scale"], c.get("seed", 0), c.get("steps") or 0, backbone)
+        if cfg.hash() == info.get("config_hash"):
+            return analyse(cfg.task, scale=cfg.scale, seed=cfg.seed, steps=cfg.steps, n_examples=n_examples,
+                           backbone=backbone, progress=progress)
+    raise RunError(f"{info.get('run_id')}: the `{c['scale']}` preset no longer gives the config it was "
+                   "trained with; delete its files or analyse the task again to train a new one")
