@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SCALE ?= cpu
 
-.PHONY: setup reproduce test test-fast lint smoke rehearse clean-venv
+.PHONY: setup reproduce test test-deps test-fast lint smoke rehearse lab clean-venv
 
 setup: $(VENV)/.installed
 
@@ -20,8 +20,15 @@ reproduce: setup
 	$(VENV)/bin/fpt reproduce --scale $(SCALE)
 	[ "$(SCALE)" != cpu ] || $(VENV)/bin/fpt readme   # docs/results.md shows the cpu scale
 
-test: setup
+test: setup test-deps
 	$(VENV)/bin/pytest -q
+
+# Debian packages the tests drive (as root, where missing): chromium and its driver for the browser tests,
+# slurm-wlm and munge for the SLURM tests (which start a one-node cluster if none is up)
+test-deps:
+	command -v chromedriver >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; }
+	scripts/slurm-local install
 
 # the tests not marked slow (a few minutes): the loop while editing
 test-fast: setup
@@ -39,6 +46,11 @@ REHEARSE_DIR ?= /tmp/fpt-rehearse
 rehearse: setup
 	rm -rf $(REHEARSE_DIR)
 	$(VENV)/bin/fpt rehearse --workdir $(REHEARSE_DIR)
+
+# JupyterLab on this environment (its python3 kernel has fptlib; ipywidgets' front end comes with it), on
+# 127.0.0.1 with a token; as root (CI, containers) jupyter needs --allow-root
+lab: setup
+	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
 
 clean-venv:
 	rm -rf $(VENV)

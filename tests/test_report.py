@@ -2,8 +2,10 @@
 labelled with its scale and backbone, beside the paper's; absent tables and data said so, never a number."""
 import base64
 import json
+import math
 import re
 import subprocess
+from html import unescape
 
 import pandas as pd
 import papermill as pm
@@ -94,6 +96,58 @@ def test_report_has_our_number_the_papers_the_figure_and_what_is_absent():
     assert "file://" not in html and 'src="/' not in html and "<link" not in html  # self-contained
     # a CSV of another shape is shown in its own section, as a table
     assert '<section id="table10_cache_speedup">' in html and "first_epoch_s" in html
+
+
+def test_report_opens_with_the_study_at_a_glance_then_the_key_figures():
+    figs = fake_results()
+    html = report.build(SCALE)["html"].read_text()
+    marks = ['id="at-a-glance"', 'id="key-figures"', 'id="tables"', '<details id="summary">',
+             '<section id="table01_02">']
+    assert [html.index(m) for m in marks] == sorted(html.index(m) for m in marks)  # in this order
+    glance = unescape(html[html.index(marks[0]):html.index(marks[1])])
+    # one line per study table: its rows, the paper's numbers and ours task by task, a verdict in words
+    assert '<a href="#table01_02">' in glance and "FPT / LSTM" in glance and "3 seeds" in glance
+    assert "Bit XOR: 93.7 / 50.1" in glance and "Bit XOR: 97.1 / 88.4" in glance
+    assert ">matches<" in glance and "1 of 1 pair of rows in the paper's order" in glance
+    assert "Ours for FPT: 3.4 points above the paper (Bit XOR)" in glance
+    assert "table10_cache_speedup" not in glance  # not a study table
+    key = html[html.index(marks[1]):html.index(marks[2])]
+    assert base64.b64encode(figs["table01_02_bars"].read_bytes()).decode() in key
+    assert "scratch_plot" not in key
+    # a laptop screen: every table in a box of its own that scrolls sideways, never the page
+    assert html.count("<table") == html.count('<div class="scroll"><table') > 3
+    assert "max-width: 100%" in html and '<meta name="viewport"' in html
+
+
+def _summary(lines) -> pd.DataFrame:
+    rows = [{"table": t, "row": r, "task": k, "metric": "test_accuracy", "ours": "" if m is None else f"{m}",
+             "mean": math.nan if m is None else m, "std": math.nan, "n_seeds": 1.0, "paper": math.nan if p is None
+             else p, "scale": SCALE, "backbone": "minilm", "steps": "20", "seeds": "0", "note": note,
+             "paper_source": ""} for t, r, k, m, p, note in lines]
+    return pd.DataFrame(rows, columns=report.SUMMARY_COLUMNS)
+
+
+def test_glance_says_where_our_order_of_rows_differs_from_the_papers():
+    summary = _summary([
+        ("t1", "A", "bit-xor", 90.0, 80.0, ""), ("t1", "B", "bit-xor", 70.0, 85.0, ""),  # the other way round
+        ("t1", "A", "mnist", 50.0, 60.0, ""), ("t1", "B", "mnist", 50.4, 60.0, ""),  # level in both
+        ("t1", "C", "mnist", 40.0, None, ""),  # the paper gives no number: not compared
+        ("t2", "A", "listops", 30.0, None, ""), ("t2", "B", "listops", 35.0, None, ""),
+        ("t3", "A", "cifar10", None, None, "data not available offline: CIFAR-10")])
+    tables = [report.TableFiles("t1", "Table one"), report.TableFiles("t2", "Table two")]
+    t1, t2, t3 = report.glance(summary, tables)
+    assert (t1.title, t1.rows, t1.paper, t1.ours) == (
+        "Table one", ["A", "B"], ["Bit XOR: 80 / 85", "MNIST: 60 / 60"], ["Bit XOR: 90 / 70", "MNIST: 50 / 50.4"])
+    assert (t1.verdict, t1.pairs_in_order, t1.pairs) == ("mostly", 1, 2)
+    assert "not on Bit XOR (paper A 80 < B 85, ours 90 > 70)" in t1.words
+    assert "Ours for A: level with the paper (mean over 2 tasks)" in t1.words
+    assert "1 more row without the paper's number" in t1.meta
+    assert (t2.verdict, t2.paper, t2.ours) == ("none", [], ["ListOps: 30 / 35"])
+    assert "no number" in t2.words and "ListOps: B (35)" in t2.words
+    assert (t3.title, t3.verdict, t3.ours) == ("t3", "none", [])  # a table no catalogue entry names
+    assert "Not measured here: data not available offline" in t3.words and not re.search(r"\d+\.\d", t3.words)
+    html = unescape(report.render_html(SCALE, tables, summary))
+    assert "1 of 2 pairs of rows come in the paper's order</strong> over the table where" in html
 
 
 def test_summary_csv_has_one_line_per_table_row_task_metric():

@@ -3,10 +3,13 @@
 Reads only what the notebooks left in `results/<scale>/tables/` (NAME.csv, NAME.md) and
 `figures/<scale>/` (*.png); it never trains, evaluates or reruns anything. It writes:
 
-- `results/<scale>/report.html`: a header (the scale and what it means, when the report was made,
-  which tables exist and which expected ones have not run yet), the summary table, then every
-  table's Markdown rendered to HTML in notebook order, each followed by its figures (PNG embedded
-  as base64, so the file stands alone);
+- `results/<scale>/report.html`, one self-contained file (PNG embedded as base64) that fits a laptop
+  screen's width (no sideways scrolling at 1,280 px; wide tables scroll in their own box): a header (the
+  scale and what it means, when the report was made), *the study at a glance* (`glance`: one line per
+  study table, the paper's numbers beside ours task by task and whether our rows come in the paper's
+  order), the key figures (`KEY_FIGURES`), the index of every expected table (found or not run yet),
+  the summary table (collapsed), then every table's Markdown rendered to HTML in notebook order, each
+  followed by its figures;
 - `results/<scale>/tables/summary.csv` and `summary.md`: the summary table, one line per
   (table, row, task, metric) with our mean ± std beside the paper's number, each line labelled
   with the scale and the backbone it ran at. A line the notebook could not measure (its `note`
@@ -35,8 +38,10 @@ import pandas as pd
 from ..config import PRESETS
 from ..io import write_text_atomic
 from ..paths import PROJ_ROOT, figures_dir, portable, results_dir
+from .attention import FIGURE_PREFIX
 from .catalogue import SUMMARY_TABLE, expected_tables
 from .compute_time import compute_times
+from .paper import TASK_TITLES
 
 # Columns a study table's CSV has (study.base.Study.summary); other CSVs are shown, not summarised.
 STUDY_COLUMNS = {"study", "row", "task", "metric", "mean"}
@@ -199,23 +204,189 @@ def summary_markdown(summary: pd.DataFrame, scale: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+# ---- the study at a glance --------------------------------------------------------------------
+
+# The figures shown under "Key figures", in this order, those that exist: Tables 1-2 and Table 1's bars,
+# then notebook 04's layer-1 attention maps.
+KEY_FIGURES = ("table01_02_bars", "table01_lstm_bars") + tuple(f"{FIGURE_PREFIX[t]}_layer1"
+                                                               for t in ("bit-xor", "bit-memory"))
+TIE_POINTS = 1.0  # two accuracies (in %) this close are level: their order is not a claim
+_VERDICT_WORDS = {"yes": "matches", "mostly": "mostly", "partly": "partly", "no": "differs",
+                  "none": "ours only"}
+
+
+@dataclass
+class Claim:
+    """One line of the study at a glance: a study table's rows, per task the paper's numbers and ours
+    (rows joined by ' / ' in `rows` order), and whether our rows come in the paper's order."""
+    table: str
+    title: str
+    rows: list[str]
+    paper: list[str]            # "Task: a / b" per task; [] when the paper gives no number here
+    ours: list[str]
+    verdict: str                # "yes", "mostly", "partly", "no" or "none" (nothing to compare)
+    words: str
+    meta: str = ""
+    pairs_in_order: int = 0     # pairs of rows (per task) in the paper's order, of
+    pairs: int = 0              # the pairs that have both numbers
+
+
+def _task_title(task: str) -> str:
+    return TASK_TITLES.get(task, task)
+
+
+def _tie(metric: str, a: float, b: float) -> float:
+    return TIE_POINTS if "accuracy" in metric or metric == "" else 0.01 * max(abs(a), abs(b))
+
+
+def _relation(metric: str, a: float, b: float) -> str:
+    d = a - b
+    return "≈" if abs(d) <= _tie(metric, a, b) else (">" if d > 0 else "<")
+
+
+def _primary_metric(lines: pd.DataFrame) -> str:
+    metrics = list(lines.metric)
+    return "test_accuracy" if "test_accuracy" in metrics else max(metrics, key=metrics.count)
+
+
+def _n(v: float, metric: str) -> str:
+    """A number for the glance: one decimal, none when it is whole (100, 38.4)."""
+    text = _num(v, metric)
+    return text[:-2] if text.endswith(".0") else text
+
+
+def _order_check(ours: dict, paper: dict, rows: list[str], tasks: list[str], metric: str) -> list[tuple]:
+    """Per task with two or more rows that have both numbers: (task, pairs of rows in the paper's order,
+    pairs, the first pair that is not, in words, or '')."""
+    out = []
+    for task in tasks:
+        have = [r for r in rows if (r, task) in ours and (r, task) in paper]
+        pairs = [(a, b) for i, a in enumerate(have) for b in have[i + 1:]]
+        bad = [(a, b) for a, b in pairs if _relation(metric, paper[a, task], paper[b, task])
+               != _relation(metric, ours[a, task], ours[b, task])]
+        if not pairs:
+            continue
+        how = ""
+        if bad:
+            (a, b), p = bad[0], (paper[bad[0][0], task], paper[bad[0][1], task])
+            o = (ours[a, task], ours[b, task])
+            how = (f"paper {a} {_n(p[0], metric)} {_relation(metric, *p)} {b} {_n(p[1], metric)}, "
+                   f"ours {_n(o[0], metric)} {_relation(metric, *o)} {_n(o[1], metric)}")
+        out.append((task, len(pairs) - len(bad), len(pairs), how))
+    return out
+
+
+def _level(ours: dict, paper: dict, row: str, tasks: list[str], metric: str) -> str:
+    """How our first compared row stands against the paper's, on average over its tasks."""
+    diffs = [(t, ours[row, t] - paper[row, t]) for t in tasks if (row, t) in ours and (row, t) in paper]
+    if not diffs or "accuracy" not in metric:
+        return ""
+    mean = sum(d for _, d in diffs) / len(diffs)
+    where = _task_title(diffs[0][0]) if len(diffs) == 1 else f"mean over {len(diffs)} tasks"
+    if abs(mean) <= TIE_POINTS:
+        return f" Ours for {row}: level with the paper ({where})."
+    return f" Ours for {row}: {abs(mean):.1f} points {'below' if mean < 0 else 'above'} the paper ({where})."
+
+
+def _verdict(ours: dict, paper: dict, rows: list[str], tasks: list[str], metric: str) -> tuple[str, str, int, int]:
+    """(verdict, in words, pairs in order, pairs): do our rows come in the paper's order, task by task,
+    pair by pair of rows."""
+    if not paper:
+        best = [max((r for r in rows if (r, t) in ours), key=lambda r, t=t: ours[r, t]) for t in tasks]
+        highest = "; ".join(f"{_task_title(t)}: {r} ({_n(ours[r, t], metric)})" for r, t in zip(best, tasks))
+        return "none", f"The paper gives no number for what ran here. Highest of ours: {highest}.", 0, 0
+    checked = _order_check(ours, paper, rows, tasks, metric)
+    level = _level(ours, paper, rows[0], tasks, metric)
+    if not checked:
+        return "none", f"Only one row has the paper's number: no order to compare.{level}", 0, 0
+    ok, total = sum(c[1] for c in checked), sum(c[2] for c in checked)
+    same = [t for t, good, n, _ in checked if good == n]
+    differ = [f"{_task_title(t)} ({how})" for t, good, n, how in checked if good < n]
+    verdict = "yes" if ok == total else "mostly" if 2 * ok >= total else "partly" if ok else "no"
+    words = f"{ok} of {total} pair{'s' if total > 1 else ''} of rows in the paper's order"
+    if differ:
+        more = f"; {len(differ) - 2} more task(s) differ" if len(differ) > 2 else ""
+        words += f"; not on {'; '.join(differ[:2])}{more}"
+    elif len(same) > 1:
+        words += f", on all {len(same)} tasks"
+    return verdict, f"{words}.{level}", ok, total
+
+
+def _seeds_text(lines: pd.DataFrame) -> str:
+    n = sorted({int(v) for v in lines.n_seeds.dropna()})
+    return "" if not n else f"{n[0]}–{n[-1]} seeds" if len(n) > 1 else f"{n[0]} seed{'s' if n[0] > 1 else ''}"
+
+
+def _claim(name: str, title: str, lines: pd.DataFrame) -> Claim:
+    measured = lines[lines["mean"].notna()]
+    if measured.empty:
+        note = next((n for n in lines.note if n), "no result")
+        return Claim(name, title, [], [], [], "none", f"Not measured here: {note}.")
+    metric = _primary_metric(measured)
+    measured = measured[measured.metric == metric]
+    ours = {(r.row, r.task): r.mean for r in measured.itertuples()}
+    paper = {(r.row, r.task): r.paper for r in measured.itertuples() if not _blank(r.paper)}
+    all_rows = list(dict.fromkeys(measured.row))
+    rows = [r for r in all_rows if any(k[0] == r for k in paper)] or all_rows
+    tasks = [t for t in dict.fromkeys(measured.task) if any((r, t) in (paper or ours) for r in rows)]
+
+    def cells(numbers: dict) -> list[str]:
+        return [f"{_task_title(t)}: " + " / ".join(_n(numbers[r, t], metric) if (r, t) in numbers else "–"
+                                                  for r in rows) for t in tasks]
+    verdict, words, ok, pairs = _verdict(ours, paper, rows, tasks, metric)
+    left = len(all_rows) - len(rows)
+    meta = ", ".join(x for x in (
+        _seeds_text(measured), " and ".join(sorted(set(measured.backbone) - {""})),
+        "" if metric == "test_accuracy" else metric,
+        f"{left} more row{'s' if left > 1 else ''} without the paper's number" if left else "") if x)
+    return Claim(name, title, rows, cells(paper) if paper else [], cells(ours), verdict, words, meta, ok, pairs)
+
+
+def glance(summary: pd.DataFrame, tables: list[TableFiles]) -> list[Claim]:
+    """One Claim per study table in the summary, in notebook order: the study at a glance."""
+    titles = {t.name: t.title for t in tables}
+    return [_claim(name, titles.get(name, name), summary[summary.table == name])
+            for name in dict.fromkeys(summary.table)]
+
+
 # ---- HTML -------------------------------------------------------------------------------------
 
 _CSS = """
-body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1300px;
-       padding: 0 1em; color: #222; line-height: 1.4; }
+*, *::before, *::after { box-sizing: border-box; }
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 1.2em auto; max-width: 74em;
+       padding: 0 1.2em; color: #222; line-height: 1.4; overflow-wrap: break-word; }
+h1 { font-size: 1.45em; margin: 0.2em 0 0.4em; }
+h2 { font-size: 1.3em; margin: 0.6em 0 0.4em; }
+p { margin: 0.5em 0; }
+nav { background: #f6f8fa; border: 1px solid #ddd; padding: 0.3em 0.7em; font-size: 0.92em; }
+nav a { margin-right: 0.4em; }
+.scroll { overflow-x: auto; max-width: 100%; margin: 0.8em 0; }
+.scroll > table { margin: 0; }
 table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.88em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: left; vertical-align: top; }
 th { background: #f2f2f2; }
 tr.absent td { color: #777; font-style: italic; }
 td.num { text-align: right; white-space: nowrap; }
+table.glance { width: 100%; font-size: 0.86em; }
+table.glance td.claim { width: 25%; }
+table.glance td.nums { width: 21%; }
+table.glance td.nums div { padding-left: 1em; text-indent: -1em; }
+table.glance td.verdict { width: 33%; }
+.v { font-weight: bold; white-space: nowrap; }
+.v-yes { color: #1a7f37; } .v-mostly { color: #4d7c0f; } .v-partly { color: #9a6700; }
+.v-no { color: #cf222e; } .v-none { color: #666; }
 .missing { color: #a00; }
 .meta { color: #555; font-size: 0.9em; }
-img { max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; }
+img { max-width: 100%; height: auto; border: 1px solid #ddd; margin: 0.5em 0; }
 figure { margin: 1em 0; }
 figcaption { color: #555; font-size: 0.85em; }
-code { background: #f5f5f5; padding: 0 0.2em; }
+.figures { display: grid; grid-template-columns: repeat(auto-fit, minmax(min(100%, 28em), 1fr)); gap: 0 1.5em; }
+.figures figure { margin: 0.5em 0; }
+code { background: #f5f5f5; padding: 0 0.2em; overflow-wrap: anywhere; }
+pre { overflow-x: auto; }
 section { border-top: 2px solid #ddd; margin-top: 2em; }
+section#at-a-glance { border-top: none; margin-top: 0.8em; }
+details > summary { cursor: pointer; font-size: 1.3em; font-weight: bold; margin: 0.8em 0; }
 """
 
 
@@ -227,6 +398,11 @@ def markdown_to_html(text: str) -> str:
     except ImportError:  # pragma: no cover - mistune comes with jupyterlab's nbconvert
         return f"<pre>{html.escape(text)}</pre>"
     return mistune.create_markdown(escape=True, plugins=["table", "strikethrough"])(text)
+
+
+def _scroll(table_html: str) -> str:
+    """Every <table> in `table_html` inside a box that scrolls sideways itself, so the page never does."""
+    return re.sub(r"(<table\b.*?</table>)", r'<div class="scroll">\1</div>', table_html, flags=re.S)
 
 
 def _e(v) -> str:
@@ -249,6 +425,50 @@ def _mtime(path: Path) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(path.stat().st_mtime))
 
 
+def _glance_html(claims: list[Claim], summary: pd.DataFrame, scale: str, absent: int) -> str:
+    backbones = " and ".join(sorted(set(summary.backbone) - {""})) or "–"
+    out = ['<section id="at-a-glance"><h2>The study at a glance</h2>']
+    if not claims:
+        return "\n".join(out + ["<p>No study table has run yet: nothing to compare.</p></section>"])
+    compared = [c for c in claims if c.pairs]
+    count = ""
+    if compared:
+        ok, pairs = sum(c.pairs_in_order for c in compared), sum(c.pairs for c in compared)
+        tables_text = "the table" if len(compared) == 1 else f"the {len(compared)} tables"
+        count = (f"<strong>{ok} of {pairs} pair{'s' if pairs > 1 else ''} of rows come in the paper's order"
+                 f"</strong> over {tables_text} where the paper has numbers for two rows of a task or more. ")
+    out.append(f"<p>{count}One line per table that ran: the rows named under its title, per task the paper's "
+               f"numbers (GPT-2 base unless the table says otherwise) and ours (mean over seeds, scale "
+               f"<code>{_e(scale)}</code>, backbone {_e(backbones)}), test accuracy in % unless noted. Two numbers "
+               f"within {TIE_POINTS:g} point are level. "
+               + (f"{absent} expected table(s) have not run yet (see <a href=\"#tables\">Every table</a>). "
+                  if absent else "") + "</p>")
+    out.append('<div class="scroll"><table class="glance"><thead><tr><th>table and rows</th><th>paper</th>'
+               "<th>ours</th><th>verdict</th></tr></thead><tbody>")
+    for c in claims:
+        rows = f'<br><span class="meta">{" / ".join(_e(r) for r in c.rows)}</span>' if c.rows else ""
+        meta = f'<br><span class="meta">{_e(c.meta)}</span>' if c.meta else ""
+        paper = "".join(f"<div>{_e(x)}</div>" for x in c.paper) or '<span class="meta">no number for these</span>'
+        ours = "".join(f"<div>{_e(x)}</div>" for x in c.ours) or '<span class="meta">not measured</span>'
+        out.append(f'<tr><td class="claim"><a href="#{_e(c.table)}">{_e(c.title)}</a>{rows}{meta}</td>'
+                   f'<td class="nums">{paper}</td><td class="nums">{ours}</td>'
+                   f'<td class="verdict"><span class="v v-{c.verdict}">{_VERDICT_WORDS[c.verdict]}</span> '
+                   f"{_e(c.words)}</td></tr>")
+    out.append("</tbody></table></div></section>")
+    return "\n".join(out)
+
+
+def _key_figures_html(tables: list[TableFiles]) -> str:
+    pngs = {p.stem: p for t in tables for p in t.figures}
+    shown = [pngs[k] for k in KEY_FIGURES if k in pngs]
+    if not shown:
+        return ""
+    return "\n".join(['<section id="key-figures"><h2>Key figures</h2>',
+                      "<p>Tables 1-2 (black ticks: the paper's numbers) and the first layer's attention "
+                      "after training and untrained; each figure is also shown with its table below.</p>",
+                      '<div class="figures">'] + [_png_figure(p) for p in shown] + ["</div></section>"])
+
+
 def _summary_html(summary: pd.DataFrame, scale: str) -> str:
     if summary.empty:
         return f"<p><strong>Nothing has run yet at scale <code>{_e(scale)}</code></strong>: no study tables.</p>"
@@ -267,7 +487,7 @@ def _summary_html(summary: pd.DataFrame, scale: str) -> str:
             f'<td class="num">{_e(_paper_text(r))}</td><td>{_e(r["scale"]) or "–"}</td>'
             f'<td>{_e(r["backbone"]) or "–"}</td><td class="num">{_e(r["steps"]) or "–"}</td>'
             f'<td>{_e(r["seeds"]) or "–"}</td><td>{note}{"<br>" if note and src else ""}{src}</td></tr>')
-    return "<table>\n" + head + "\n" + "\n".join(body) + "\n</table>"
+    return '<div class="scroll"><table>\n' + head + "\n" + "\n".join(body) + "\n</table></div>"
 
 
 def _table_section(t: TableFiles) -> str:
@@ -280,12 +500,12 @@ def _table_section(t: TableFiles) -> str:
                      + (files or "<span class='missing'>not run yet</span>") + "</p>")
     if t.md is not None:
         try:
-            parts.append(markdown_to_html(t.md.read_text()))
+            parts.append(_scroll(markdown_to_html(t.md.read_text())))
         except (OSError, UnicodeDecodeError) as err:
             parts.append(f'<p class="missing">{_e(t.md.name)} could not be read: {_e(err)}</p>')
     elif t.csv is not None:
         try:
-            parts.append(pd.read_csv(t.csv).to_html(index=False, escape=True, na_rep="", border=0))
+            parts.append(_scroll(pd.read_csv(t.csv).to_html(index=False, escape=True, na_rep="", border=0)))
         except Exception as err:  # noqa: BLE001 - a broken file is reported, not fatal
             parts.append(f'<p class="missing">{_e(t.csv.name)} could not be read: {_e(err)}</p>')
     parts += [_png_figure(p) for p in t.figures]
@@ -293,45 +513,59 @@ def _table_section(t: TableFiles) -> str:
     return "\n".join(parts)
 
 
+def _header_html(scale: str, found: list[TableFiles], has_figures: bool, n_summary: int) -> list[str]:
+    about = PRESETS.get(scale, {}).get("about", "a scale fptlib does not define")
+    now = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    links = [("at-a-glance", "The study at a glance")] + ([("key-figures", "Key figures")] if has_figures else []) \
+        + [("tables", "Every table"), ("summary", f"Summary ({n_summary} lines)")]
+    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+           '<meta name="viewport" content="width=device-width, initial-scale=1">',
+           f"<title>FPT reproduction report - scale {_e(scale)}</title>", f"<style>{_CSS}</style></head><body>",
+           f"<h1>Frozen Pretrained Transformer: reproduction report, scale <code>{_e(scale)}</code></h1>",
+           "<p>Pretrained Transformers as Universal Computation Engines (Lu, Grover, Abbeel, Mordatch 2021, "
+           f"arXiv 2103.05247v2). <strong>Scale <code>{_e(scale)}</code></strong>: {_e(about)}.</p>",
+           f'<p class="meta">Generated {_e(now)} by <code>fptlib.study.report</code> from the files in '
+           f"<code>{_e(portable(str(_tables_dir(scale))))}</code> and "
+           f"<code>{_e(portable(str(figures_dir(scale))))}</code>; nothing was trained or rerun to make it.</p>",
+           "<nav>Contents: " + " · ".join(f'<a href="#{a}">{_e(text)}</a>' for a, text in links) + "</nav>"]
+    if not found:
+        out.append(f"<p><strong>Nothing has run yet at scale <code>{_e(scale)}</code></strong>: no tables in "
+                   f"<code>{_e(portable(str(_tables_dir(scale))))}</code>. "
+                   f"Run <code>fpt reproduce --scale {_e(scale)}</code>."
+                   "</p>")
+    return out
+
+
 def render_html(scale: str, tables: list[TableFiles] | None = None, summary: pd.DataFrame | None = None) -> str:
+    """The report: the study at a glance (one line per table: the paper's numbers, ours, a verdict),
+    the key figures, the index of every table, the full summary (collapsed), then each table with its
+    figures. One self-contained file (figures embedded) that fits a laptop screen's width."""
     tables = find_tables(scale) if tables is None else tables
     summary = summary_table(scale, tables) if summary is None else summary
     expected = [t for t in tables if t.notebook]
     found = [t for t in tables if t.found]
     absent = [t for t in expected if not t.found]
     extra = [t for t in tables if t.name and not t.notebook and t.found]
-    about = PRESETS.get(scale, {}).get("about", "a scale fptlib does not define")
-    now = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-           f"<title>FPT reproduction report - scale {_e(scale)}</title>", f"<style>{_CSS}</style></head><body>",
-           f"<h1>Pretrained Transformers as Universal Computation Engines: reproduction report, "
-           f"scale <code>{_e(scale)}</code></h1>",
-           f"<p><strong>Scale <code>{_e(scale)}</code></strong>: {_e(about)}.</p>",
-           f'<p class="meta">Generated {_e(now)} by <code>fptlib.study.report</code> from the files in '
-           f"<code>{_e(portable(str(_tables_dir(scale))))}</code> and "
-           f"<code>{_e(portable(str(figures_dir(scale))))}</code>; nothing was "
-           "trained or rerun to make it. Paper: Lu, Grover, Abbeel, Mordatch 2021, arXiv 2103.05247v2 "
-           "(GPT-2 base unless a table says otherwise).</p>"]
-    if not found:
-        out.append(f"<p><strong>Nothing has run yet at scale <code>{_e(scale)}</code></strong>: no tables in "
-                   f"<code>{_e(portable(str(_tables_dir(scale))))}</code>. "
-                   f"Run <code>fpt reproduce --scale {_e(scale)}</code>."
-                   "</p>")
-    out.append(f"<h2>Tables</h2><p>{len(found)} table(s) found, {len(absent)} of the {len(expected)} expected "
-               "not run yet.</p><table><tr><th>notebook</th><th>table</th><th>title</th><th>status</th></tr>")
+    key_figures = _key_figures_html(tables)
+    out = _header_html(scale, found, bool(key_figures), len(summary))
+    out += [_glance_html(glance(summary, tables), summary, scale, len(absent)), key_figures]
+    out.append(f'<section id="tables"><h2>Every table</h2><p>{len(found)} table(s) found, {len(absent)} of the '
+               f"{len(expected)} expected not run yet.</p><div class=\"scroll\"><table><tr><th>notebook</th>"
+               "<th>table</th><th>title</th><th>status</th></tr>")
     for t in expected + extra:
         status = (f'<a href="#{_e(t.name)}">found</a>' if t.found else '<span class="missing">not run yet</span>')
         out.append(f"<tr><td>{_e(t.notebook) or '–'}</td><td><code>{_e(t.name)}</code></td><td>{_e(t.title)}</td>"
                    f"<td>{status}</td></tr>")
-    out.append("</table>")
-    out += ["<h2>Summary</h2>",
+    out.append("</table></div></section>")
+    out += ['<details id="summary"><summary>Summary: every table, row, task and metric '
+            f"({len(summary)} lines)</summary>",
             f"<p>One line per table, row, task and metric. <em>Ours</em>: mean ± std over seeds (accuracy in %) "
             f"at the scale and backbone of its line (our <code>{_e(scale)}</code> scale, not the paper's "
             "settings); <em>paper</em>: the paper's number, <code>none</code> where it gives none, "
             "<code>–</code> where we have no number to set beside it. A line that was not measured says why "
             "and carries no number. Tables with another shape (per-run steps, speed-ups) are shown in their "
             "own sections only.</p>",
-            _summary_html(summary, scale)]
+            _summary_html(summary, scale), "</details>"]
     out += [_table_section(t) for t in tables if t.found or t.figures]
     out.append("</body></html>\n")
     return "\n".join(out)
