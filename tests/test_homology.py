@@ -25,6 +25,7 @@ from fptlib.data.homology import (
 )
 from fptlib.io import safe_loads
 from fptlib.paths import data_dir
+from fptlib.rehearse.fixtures import write_lmdb
 
 MAX_LEN = 16
 # Per TAPE split: (sequences, how many of them are longer than MAX_LEN)
@@ -50,16 +51,6 @@ def _records(stem: str, n: int, n_long: int) -> list[dict]:
     return recs
 
 
-def _write_lmdb(path, recs):
-    import lmdb
-    env = lmdb.open(str(path), map_size=1 << 24)
-    with env.begin(write=True) as txn:
-        txn.put(b"num_examples", pickle.dumps(len(recs)))
-        for i, r in enumerate(recs):
-            txn.put(str(i).encode(), pickle.dumps(r))
-    env.close()
-
-
 def _jsonable(r):
     return {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in r.items()}
 
@@ -71,7 +62,7 @@ def write_fixture(fmt="lmdb", root=None):
     for stem, (n, n_long) in SIZES.items():
         recs = out[stem] = _records(stem, n, n_long)
         if fmt == "lmdb":
-            _write_lmdb(root / f"remote_homology_{stem}.lmdb", recs)
+            write_lmdb(root / f"remote_homology_{stem}.lmdb", recs)
         else:
             (root / f"remote_homology_{stem}.json").write_text(json.dumps([_jsonable(r) for r in recs]))
     return out
@@ -240,7 +231,7 @@ def _corrupt(kind):
         env.close()
     elif kind == "short":
         shutil.rmtree(path)
-        _write_lmdb(path, [{"primary": "ACD", "fold_label": 1}])
+        write_lmdb(path, [{"primary": "ACD", "fold_label": 1}])
         import lmdb
         env = lmdb.open(str(path), map_size=1 << 20)
         with env.begin(write=True) as txn:
@@ -248,7 +239,7 @@ def _corrupt(kind):
         env.close()
     elif kind == "label":
         shutil.rmtree(path)
-        _write_lmdb(path, [{"primary": "ACD", "fold_label": 1200}])
+        write_lmdb(path, [{"primary": "ACD", "fold_label": 1200}])
     elif kind == "code":  # a pickle that would call a function when loaded
         shutil.rmtree(path)
         import lmdb

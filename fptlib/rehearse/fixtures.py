@@ -105,7 +105,8 @@ def listops_files(sizes: Sizes = Sizes(), seed: int = 0) -> dict[str, bytes]:
     return out
 
 
-def _lmdb(path: Path, records: list[dict]) -> None:
+def write_lmdb(path: Path, records: list[dict]) -> None:
+    """An LMDB directory as TAPE writes one: b"num_examples" and b"0", b"1", ... holding pickles."""
     import lmdb
     env = lmdb.open(str(path), map_size=1 << 24)
     with env.begin(write=True) as txn:
@@ -130,7 +131,7 @@ def homology_archive(sizes: Sizes = Sizes(), seed: int = 0) -> bytes:
                              "protein_length": length, "fold_label": int(rng.integers(0, homology.N_FOLDS)),
                              "superfamily_label": int(rng.integers(0, 1822)),
                              "family_label": int(rng.integers(0, 3439)), "class_label": int(rng.integers(0, 7))})
-            _lmdb(top / f"remote_homology_{stem}.lmdb", recs)
+            write_lmdb(top / f"remote_homology_{stem}.lmdb", recs)
         entries = {str(p.relative_to(tmp)): p.read_bytes() for p in sorted(top.rglob("*")) if p.is_file()}
     return tar_gz(entries)
 
