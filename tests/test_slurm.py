@@ -73,14 +73,14 @@ def test_reproduce_through_slurm_writes_the_numbers_of_local_execution(tmp_path,
 
 
 def test_a_cancelled_job_resubmitted_resumes_from_its_checkpoint(tmp_path):
-    cfg = resolve(RunConfig(task="bit-memory", scale="smoke", steps=600, eval_every=20))
+    cfg = resolve(RunConfig(task="bit-memory", scale="smoke", steps=400, eval_every=10))
     d = run_dir_for(cfg)
     S.execute([cfg], "smoke", S.Resources(), wait=False, progress=False)
     job = S.read_ledger("smoke")[cfg.run_id()]["job_id"]
     try:
         _wait_until(lambda: (d / "checkpoint" / "trainer_state.json").is_file(), 300, "a first checkpoint")
-        subprocess.run(["scancel", job], check=True, timeout=60)
-        _wait_until(lambda: job not in S.squeue_states([job]), 120, "the cancelled job to leave the queue")
+        subprocess.run(["scancel", job], check=True, timeout=60)  # SIGTERM: the job stops at once
+        _wait_until(lambda: job not in S.squeue_states([job]), 20, "the cancelled job to leave the queue")
     finally:
         subprocess.run(["scancel", job], timeout=60)
     assert not (d / "result.json").exists()

@@ -61,7 +61,15 @@ class TrainJob:
     preemption or time-out and requeues what it returns: the same run, which resumes."""
 
     def __call__(self, cfg: RunConfig, run_dir: str) -> str:
+        import signal
+
         import torch
+
+        def stop(signum, frame):  # scancel, preemption, time limit: stop now; the last checkpoint stays
+            raise SystemExit(128 + signum)
+        # submitit only logs SIGTERM (its requeue comes on USR2 first), so a cancelled job would train on
+        # until SLURM's SIGKILL; stopping at once keeps what a cancel means
+        signal.signal(signal.SIGTERM, stop)
         cpus = os.environ.get("SLURM_CPUS_PER_TASK")
         if cpus and cpus.isdigit():  # a run's numbers depend on its thread count: the CPUs it was given
             torch.set_num_threads(int(cpus))
