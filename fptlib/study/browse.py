@@ -18,7 +18,7 @@ import pandas as pd
 from ..groups import parse_groups
 from ..io import write_text_atomic
 from ..paths import results_dir
-from .explore import png_bytes
+from .explore import LazyWidget, png_bytes
 from .paper import TASK_TITLES
 from .tables import fmt_cell, load_curve, load_run
 
@@ -75,8 +75,10 @@ def differing(configs) -> list[str]:
     return [k for k in keys if len({json.dumps(c.get(k), sort_keys=True, default=str) for c in configs}) > 1]
 
 
-class RunBrowser:
+class RunBrowser(LazyWidget):
     """The finished runs of one scale, a selection of them, and what the selection shows."""
+
+    CONTROL_NAMES = (*FILTERS, "split", "export", "path", "grouped")  # the filters, the export button
 
     def __init__(self, scale: str = "cpu"):
         self.scale = scale
@@ -206,20 +208,7 @@ class RunBrowser:
         write_text_atomic(path, frame.to_csv(index=False, float_format="%.6g"))
         return path
 
-    # ---- the widget --------------------------------------------------------------------------------
-    @property
-    def widget(self):
-        """The ipywidgets view (built on first use): filters, the table, the curves, the export button."""
-        if self._widgets is None:
-            self._widgets = self._build()
-            self._refresh()
-        return self._widgets["box"]
-
-    @property
-    def controls(self) -> dict:
-        """The widget's filter controls by name, and `export` (the button); builds the widget."""
-        _ = self.widget
-        return {k: self._widgets[k] for k in (*FILTERS, "split", "export", "path", "grouped")}
+    # ---- the widget (LazyWidget: `widget`, `controls`): filters, the table, the curves, the export button ----
 
     def _build(self) -> dict:
         import ipywidgets as W

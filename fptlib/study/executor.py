@@ -40,11 +40,8 @@ def default_workers(todo: list[Run]) -> int:
     one-thread runs side by side beat two two-thread runs in a row (README: Performance).
     One at a time with a GPU (the runs would share it) and at the smoke scale (its runs take seconds,
     less than starting a worker)."""
-    env = os.environ.get(WORKERS_ENV, "").strip()
-    if env:
-        if not env.isdigit() or int(env) < 1:
-            raise ValueError(f"{WORKERS_ENV}={env!r}: give a whole number of runs to train at once, 1 or more")
-        return int(env)
+    if os.environ.get(WORKERS_ENV, "").strip():
+        return _count_from_env(WORKERS_ENV, "runs to train at once")
     import torch
     if torch.cuda.is_available():  # one worker per GPU, or several where runs are small enough to share one
         return torch.cuda.device_count() * runs_per_gpu()
@@ -55,9 +52,14 @@ def default_workers(todo: list[Run]) -> int:
 
 def runs_per_gpu() -> int:
     """$FPT_RUNS_PER_GPU (`fpt reproduce --runs-per-gpu`): runs sharing one GPU; default 1."""
-    env = os.environ.get(RUNS_PER_GPU_ENV, "1").strip()
+    return _count_from_env(RUNS_PER_GPU_ENV, "runs per GPU", default="1")
+
+
+def _count_from_env(name: str, what: str, default: str = "") -> int:
+    """A whole number of at least 1 from environment variable `name`, or a ValueError saying so."""
+    env = os.environ.get(name, default).strip()
     if not env.isdigit() or int(env) < 1:
-        raise ValueError(f"{RUNS_PER_GPU_ENV}={env!r}: give a whole number of runs per GPU, 1 or more")
+        raise ValueError(f"{name}={env!r}: give a whole number of {what}, 1 or more")
     return int(env)
 
 

@@ -51,13 +51,37 @@ def png_bytes(fig, dpi: int = 100) -> bytes:
     return buf.getvalue()
 
 
-class AttentionExplorer:
+class LazyWidget:
+    """An ipywidgets view built on first use. A subclass gives `_build` (its widgets by name, the view under
+    "box"), `_refresh` (draws the current state into them) and CONTROL_NAMES (what `controls` returns)."""
+
+    CONTROL_NAMES: tuple = ()
+    _widgets: dict | None = None
+
+    @property
+    def widget(self):
+        """The ipywidgets view (built on first use)."""
+        if self._widgets is None:
+            self._widgets = self._build()
+            self._refresh()
+        return self._widgets["box"]
+
+    @property
+    def controls(self) -> dict:
+        """The widget's controls by name (CONTROL_NAMES); builds the widget."""
+        _ = self.widget
+        return {k: self._widgets[k] for k in self.CONTROL_NAMES}
+
+
+class AttentionExplorer(LazyWidget):
     """Attention maps of one or more analysed runs, one choice at a time.
 
     analyses: task (or any label) -> `attention.Analysis`, e.g. {"bit-xor": xor, "bit-memory": mem}, or
     a sequence of Analyses (labelled by run id). `from_cache(scale)` offers every model the attention
     study kept in results/<scale>/attention/, analysed when first chosen.
     """
+
+    CONTROL_NAMES = CONTROLS
 
     def __init__(self, analyses: Mapping[str, A.Analysis] | Iterable[A.Analysis], run: str | None = None):
         if not isinstance(analyses, Mapping):
@@ -256,21 +280,7 @@ class AttentionExplorer:
                 "Red boxes: query token j on token j of the pattern the query repeats (for one example, or "
                 "a mean over the examples repeating one pattern).")
 
-    # ---- the widget --------------------------------------------------------------------------------
-    @property
-    def widget(self):
-        """The ipywidgets view (built on first use): the choice controls, the heatmap, the scores."""
-        if self._widgets is None:
-            self._widgets = self._build()
-            self._refresh()
-        return self._widgets["box"]
-
-    @property
-    def controls(self) -> dict:
-        """The widget's controls by name (task, run, model, layer, head, examples); builds the widget."""
-        _ = self.widget
-        return {k: self._widgets[k] for k in CONTROLS}
-
+    # ---- the widget (LazyWidget: `widget`, `controls`): the choice controls, the heatmap, the scores ---------
     def _build(self) -> dict:
         import ipywidgets as W
         w = {"task": W.Dropdown(description="task"), "run": W.Dropdown(description="run", layout={"width": "46em"}),
