@@ -24,10 +24,12 @@ test: setup test-deps
 	$(VENV)/bin/pytest -q
 
 # Debian packages the tests drive (as root, where missing): chromium and its driver for the browser tests,
-# slurm-wlm and munge for the SLURM tests (which start a one-node cluster if none is up)
+# slurm-wlm and munge for the SLURM tests (which start a one-node cluster if none is up), and the offline data's
+# packages (Fashion-MNIST, HMMER with its example families) that the data tests read installed
+TEST_DEBS := chromium chromium-driver dataset-fashion-mnist hmmer hmmer-examples
 test-deps:
-	command -v chromedriver >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-		apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; }
+	dpkg -s $(TEST_DEBS) >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends $(TEST_DEBS) >/dev/null; }
 	scripts/slurm-local install
 
 # the tests not marked slow (a few minutes): the loop while editing

@@ -18,7 +18,10 @@ def paper_plan():
 
 def test_the_paper_plan_counts_every_run_once(paper_plan):
     assert paper_plan.run_id.is_unique
-    assert len(paper_plan) == 298 and int(paper_plan.steps.sum()) == 11_220_000
+    assert len(paper_plan) == 316 and int(paper_plan.steps.sum()) == 11_940_000
+    # of which notebook 01c's offline tasks beyond the paper: 3 rows x 3 seeds x 2 tasks x 40,000 steps
+    beyond = paper_plan[paper_plan.notebook == "01c"]
+    assert len(beyond) == 18 and int(beyond.steps.sum()) == 720_000
     assert set(paper_plan.notebook) == {nb.key for nb in NOTEBOOKS if nb.studies} - {"03"}  # 03 reuses 01
     assert set(paper_plan.task) == set(TASKS)  # every dataset, present or not
     bits = paper_plan[paper_plan.init == "bit"]

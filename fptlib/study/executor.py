@@ -206,11 +206,14 @@ def _execute_local(runs: list[Run], progress: bool, workers: int | None) -> pd.D
         res = _train_named(r.config, str(d), progress)
         if not cached:
             bar.update(1)
-        rows.append({"row": r.row, "run_dir": str(d), **{k: res.get(k) for k in (
-            "task", "backbone", "init", "seed", "scale", "steps", "test_accuracy", "test_masked_accuracy",
-            "train_accuracy", "val_accuracy", "trainable_params", "total_params", "frozen_unchanged",
-            "wall_seconds", "config_hash", "data_hash", "versions")},
-            # what the table's provenance check compares (results.provenance_issues)
-            "task_options": (res.get("config") or {}).get("task_options")})
+        rows.append({"row": r.row, "run_dir": str(d), **{k: res.get(k) for k in RUN_COLUMNS[2:-1]},
+                     # what the table's provenance check compares (results.provenance_issues)
+                     "task_options": (res.get("config") or {}).get("task_options")})
     bar.close()
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=RUN_COLUMNS)  # the columns even when nothing runs here
+
+
+# One line per run, as `execute` returns it
+RUN_COLUMNS = ("row", "run_dir", "task", "backbone", "init", "seed", "scale", "steps", "test_accuracy",
+               "test_masked_accuracy", "train_accuracy", "val_accuracy", "trainable_params", "total_params",
+               "frozen_unchanged", "wall_seconds", "config_hash", "data_hash", "versions", "task_options")

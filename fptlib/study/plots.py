@@ -24,11 +24,23 @@ def save(fig, path: Path) -> Path:
     return path
 
 
+def nothing_ran(title: str):
+    """The figure of a notebook none of whose tasks has data here: says so rather than failing."""
+    fig, ax = plt.subplots(figsize=(6, 1.6))
+    ax.axis("off")
+    ax.text(0.5, 0.5, "No run here: the data of these tasks is not on this machine (the table says how to "
+            "get it).", ha="center", va="center", wrap=True, fontsize=9)
+    ax.set_title(title, fontsize=10)
+    return fig
+
+
 def bar_chart(summary: pd.DataFrame, rows: list[str], tasks: list[str], title: str,
               metric: str = "test_accuracy"):
     """Grouped bars (ours, mean ± std over seeds) with the paper's number as a black marker."""
     s = summary[summary.metric == metric]
     rows = [r for r in rows if s[s.row == r]["mean"].notna().any()]  # a row with no number draws no bar
+    if not tasks or not rows:
+        return nothing_ran(title)
     fig, ax = plt.subplots(figsize=(1.9 * len(tasks) + 2, 3.8))
     width = 0.8 / len(rows)
     x = np.arange(len(tasks))
@@ -64,6 +76,8 @@ def _finish_panels(fig, axes, xlabel: str, ylabel: str, title: str):
 def learning_curves(runs: pd.DataFrame, rows: list[str], tasks: list[str], title: str,
                     metric: str = "val_accuracy"):
     """Validation accuracy against gradient steps; line = mean over seeds, band = min..max."""
+    if not tasks:
+        return nothing_ran(title)
     fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3.2), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         for r in rows:

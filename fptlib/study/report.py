@@ -7,9 +7,10 @@ Reads only what the notebooks left in `results/<scale>/tables/` (NAME.csv, NAME.
   screen's width (no sideways scrolling at 1,280 px; wide tables scroll in their own box): a header (the
   scale and what it means, when the report was made), *the study at a glance* (`glance`: one line per
   study table, the paper's numbers beside ours task by task and whether our rows come in the paper's
-  order), the key figures (`KEY_FIGURES`), the index of every expected table (found or not run yet),
-  the summary table (collapsed), then every table's Markdown rendered to HTML in notebook order, each
-  followed by its figures;
+  order, each pair of rows decided or within noise against its task's seed spread, `seed_spread`, and
+  each line with the seeds it rests on), the key figures (`KEY_FIGURES`), the index of every expected
+  table (found or not run yet), the summary table (collapsed), then every table's Markdown rendered to
+  HTML in notebook order, each followed by its figures;
 - `results/<scale>/tables/summary.csv` and `summary.md`: the summary table, one line per
   (table, row, task, metric) with our mean ± std beside the paper's number, each line labelled
   with the scale and the backbone it ran at. A line the notebook could not measure (its `note`
@@ -210,25 +211,53 @@ def summary_markdown(summary: pd.DataFrame, scale: str) -> str:
 # then notebook 04's layer-1 attention maps.
 KEY_FIGURES = ("table01_02_bars", "table01_lstm_bars") + tuple(f"{FIGURE_PREFIX[t]}_layer1"
                                                                for t in ("bit-xor", "bit-memory"))
-TIE_POINTS = 1.0  # two accuracies (in %) this close are level: their order is not a claim
+TIE_POINTS = 1.0  # two decided accuracies (in %) this close are level: their order is not a claim
+NOISE_BAND = 2.0  # our two means differ beyond the seeds' noise when by more than 2 spreads × √(1/n₁ + 1/n₂)
 _VERDICT_WORDS = {"yes": "matches", "mostly": "mostly", "partly": "partly", "no": "differs",
-                  "none": "ours only"}
+                  "noise": "within noise", "none": "ours only"}
+_PAIR_STATUS = ("order", "against", "noise", "unmeasured")
 
 
 @dataclass
 class Claim:
     """One line of the study at a glance: a study table's rows, per task the paper's numbers and ours
-    (rows joined by ' / ' in `rows` order), and whether our rows come in the paper's order."""
+    (rows joined by ' / ' in `rows` order), and whether our rows come in the paper's order where our seeds
+    decide it: a pair of rows whose difference is within its task's seed noise decides nothing."""
     table: str
     title: str
     rows: list[str]
     paper: list[str]            # "Task: a / b" per task; [] when the paper gives no number here
     ours: list[str]
-    verdict: str                # "yes", "mostly", "partly", "no" or "none" (nothing to compare)
-    words: str
-    meta: str = ""
-    pairs_in_order: int = 0     # pairs of rows (per task) in the paper's order, of
-    pairs: int = 0              # the pairs that have both numbers
+    verdict: str                # over the decided pairs: "yes", "mostly", "partly", "no"; "noise" when no pair
+    words: str                  # is decided; "none" when there is nothing to compare
+    meta: str = ""              # our seeds per row (and where the seed spread comes from), backbones, ...
+    pairs_in_order: int = 0     # pairs of rows (per task) decided, in the paper's order
+    pairs: int = 0              # the pairs that have both numbers, decided or not
+    pairs_against: int = 0      # decided, against the paper's order
+    pairs_noise: int = 0        # within the seed noise of their task: not decided
+    pairs_unmeasured: int = 0   # on a task no line of two seeds or more measures the noise of: not decided
+
+
+@dataclass
+class _Numbers:
+    """One table's numbers for the glance, per (row, task): ours, the paper's and our seeds; per task the
+    seed spread (`seed_spread`); and the metric."""
+    ours: dict
+    paper: dict
+    seeds: dict
+    spread: dict
+    metric: str
+
+
+@dataclass
+class _Pair:
+    task: str
+    a: str
+    b: str
+    status: str                 # one of _PAIR_STATUS: decided in the paper's order or against it, within
+    diff: float                 # noise, or noise not measured; diff: |ours a - ours b|
+    band: float                 # the noise band diff is held against (nan where not measured)
+    how: str = ""               # for "against": the paper's order and ours, in words
 
 
 def _task_title(task: str) -> str:
@@ -255,24 +284,50 @@ def _n(v: float, metric: str) -> str:
     return text[:-2] if text.endswith(".0") else text
 
 
-def _order_check(ours: dict, paper: dict, rows: list[str], tasks: list[str], metric: str) -> list[tuple]:
-    """Per task with two or more rows that have both numbers: (task, pairs of rows in the paper's order,
-    pairs, the first pair that is not, in words, or '')."""
-    out = []
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def seed_spread(summary: pd.DataFrame, metric: str = "test_accuracy") -> dict[str, tuple[float, list[int]]]:
+    """Per task, how far one seed's `metric` strays at this scale: (the standard deviation over seeds pooled
+    over every line of every table with two seeds or more, variance sum((n - 1) std²) / sum(n - 1); the
+    seed counts of the lines pooled). A line shown in several tables (same row, task, mean, std and seeds)
+    is the same runs and counts once. A task with no such line is absent: its noise is not measured."""
+    m = summary[(summary.metric == metric) & (summary.n_seeds >= 2) & summary["std"].notna()
+                & summary["mean"].notna()]
+    m = m.assign(m4=m["mean"].round(4), s4=m["std"].round(4)).drop_duplicates(["row", "task", "m4", "s4", "n_seeds"])
+    out = {}
+    for task, g in m.groupby("task", sort=False):
+        dof = g.n_seeds - 1
+        out[task] = (math.sqrt(float((dof * g["std"] ** 2).sum() / dof.sum())), sorted({int(n) for n in g.n_seeds}))
+    return out
+
+
+def _decide(nums: _Numbers, task: str, a: str, b: str) -> tuple[str, float, float]:
+    """('decided', 'noise' or 'unmeasured', |ours a - ours b|, the noise band) for our rows a and b on `task`:
+    decided when the difference is over NOISE_BAND × the task's seed spread × √(1/n_a + 1/n_b)."""
+    diff = abs(nums.ours[a, task] - nums.ours[b, task])
+    if task not in nums.spread:
+        return "unmeasured", diff, math.nan
+    band = NOISE_BAND * nums.spread[task][0] * math.sqrt(1 / nums.seeds[a, task] + 1 / nums.seeds[b, task])
+    return ("decided" if diff > band else "noise"), diff, band
+
+
+def _pairs(nums: _Numbers, rows: list[str], tasks: list[str]) -> list[_Pair]:
+    """Per task, every pair of rows with our number and the paper's for both: decided in the paper's order
+    (the same relation, >, < or ≈ within TIE_POINTS), decided against it, within noise, or noise not measured."""
+    out, m = [], nums.metric
     for task in tasks:
-        have = [r for r in rows if (r, task) in ours and (r, task) in paper]
-        pairs = [(a, b) for i, a in enumerate(have) for b in have[i + 1:]]
-        bad = [(a, b) for a, b in pairs if _relation(metric, paper[a, task], paper[b, task])
-               != _relation(metric, ours[a, task], ours[b, task])]
-        if not pairs:
-            continue
-        how = ""
-        if bad:
-            (a, b), p = bad[0], (paper[bad[0][0], task], paper[bad[0][1], task])
-            o = (ours[a, task], ours[b, task])
-            how = (f"paper {a} {_n(p[0], metric)} {_relation(metric, *p)} {b} {_n(p[1], metric)}, "
-                   f"ours {_n(o[0], metric)} {_relation(metric, *o)} {_n(o[1], metric)}")
-        out.append((task, len(pairs) - len(bad), len(pairs), how))
+        have = [r for r in rows if (r, task) in nums.ours and (r, task) in nums.paper]
+        for i, a in enumerate(have):
+            for b in have[i + 1:]:
+                status, diff, band = _decide(nums, task, a, b)
+                p, o = (nums.paper[a, task], nums.paper[b, task]), (nums.ours[a, task], nums.ours[b, task])
+                rp, ro = _relation(m, *p), _relation(m, *o)
+                how = f"paper {a} {_n(p[0], m)} {rp} {b} {_n(p[1], m)}, ours {_n(o[0], m)} {ro} {_n(o[1], m)}"
+                if status == "decided":
+                    status = "order" if rp == ro else "against"
+                out.append(_Pair(task, a, b, status, diff, band, how if status == "against" else ""))
     return out
 
 
@@ -288,64 +343,117 @@ def _level(ours: dict, paper: dict, row: str, tasks: list[str], metric: str) -> 
     return f" Ours for {row}: {abs(mean):.1f} points {'below' if mean < 0 else 'above'} the paper ({where})."
 
 
-def _verdict(ours: dict, paper: dict, rows: list[str], tasks: list[str], metric: str) -> tuple[str, str, int, int]:
-    """(verdict, in words, pairs in order, pairs): do our rows come in the paper's order, task by task,
-    pair by pair of rows."""
-    if not paper:
-        best = [max((r for r in rows if (r, t) in ours), key=lambda r, t=t: ours[r, t]) for t in tasks]
-        highest = "; ".join(f"{_task_title(t)}: {r} ({_n(ours[r, t], metric)})" for r, t in zip(best, tasks))
-        return "none", f"The paper gives no number for what ran here. Highest of ours: {highest}.", 0, 0
-    checked = _order_check(ours, paper, rows, tasks, metric)
-    level = _level(ours, paper, rows[0], tasks, metric)
-    if not checked:
-        return "none", f"Only one row has the paper's number: no order to compare.{level}", 0, 0
-    ok, total = sum(c[1] for c in checked), sum(c[2] for c in checked)
-    same = [t for t, good, n, _ in checked if good == n]
-    differ = [f"{_task_title(t)} ({how})" for t, good, n, how in checked if good < n]
-    verdict = "yes" if ok == total else "mostly" if 2 * ok >= total else "partly" if ok else "no"
-    words = f"{ok} of {total} pair{'s' if total > 1 else ''} of rows in the paper's order"
-    if differ:
-        more = f"; {len(differ) - 2} more task(s) differ" if len(differ) > 2 else ""
-        words += f"; not on {'; '.join(differ[:2])}{more}"
-    elif len(same) > 1:
-        words += f", on all {len(same)} tasks"
-    return verdict, f"{words}.{level}", ok, total
+def _pairs_words(pairs: list[_Pair], nums: _Numbers) -> str:
+    """'3 of 4 pairs of rows decided, 2 in the paper's order, 1 against it (...); 1 within noise (...)'."""
+    by = {s: [p for p in pairs if p.status == s] for s in _PAIR_STATUS}
+    ok, bad = len(by["order"]), len(by["against"])
+    words = f"{ok + bad} of {_plural(len(pairs), 'pair')} of rows decided"
+    if ok + bad:
+        every = "" if ok + bad == 1 else "both " if ok + bad == 2 else "all "
+        words += (f", {every}in the paper's order" if not bad else f", {every}against the paper's order" if not ok
+                  else f", {ok} in the paper's order, {bad} against it")
+    if bad:
+        firsts = [next(p for p in by["against"] if p.task == t) for t in dict.fromkeys(p.task for p in by["against"])]
+        more = f"; {len(firsts) - 2} more task(s)" if len(firsts) > 2 else ""
+        words += " (" + "; ".join(f"{_task_title(p.task)}: {p.how}" for p in firsts[:2]) + more + ")"
+    if by["noise"]:
+        p, m = max(by["noise"], key=lambda q: q.diff), nums.metric
+        seeds = sorted({nums.seeds[p.a, p.task], nums.seeds[p.b, p.task]})
+        words += (f"; {len(by['noise'])} within noise ({'largest: ' if len(by['noise']) > 1 else ''}"
+                  f"{_task_title(p.task)}, {p.a} vs {p.b}: {'/'.join(map(str, seeds))}-seed difference "
+                  f"{_n(p.diff, m)} < {_n(p.band, m)} noise band)")
+    if by["unmeasured"]:
+        tasks = ", ".join(_task_title(t) for t in dict.fromkeys(p.task for p in by["unmeasured"]))
+        words += f"; {len(by['unmeasured'])} with noise not measured ({tasks}: no line of two seeds or more)"
+    return words + "."
 
 
-def _seeds_text(lines: pd.DataFrame) -> str:
-    n = sorted({int(v) for v in lines.n_seeds.dropna()})
-    return "" if not n else f"{n[0]}–{n[-1]} seeds" if len(n) > 1 else f"{n[0]} seed{'s' if n[0] > 1 else ''}"
+def _highest(nums: _Numbers, rows: list[str], tasks: list[str]) -> str:
+    """Per task our highest row, and whether it is decided over the next."""
+    out, m = [], nums.metric
+    for t in tasks:
+        ranked = sorted((r for r in rows if (r, t) in nums.ours), key=lambda r, t=t: -nums.ours[r, t])
+        text = f"{_task_title(t)}: {ranked[0]} ({_n(nums.ours[ranked[0], t], m)}"
+        if len(ranked) == 1:
+            text += "; the only row: nothing to decide"
+        else:
+            status = _decide(nums, t, ranked[0], ranked[1])[0]
+            text += (f"; over {ranked[1]} {_n(nums.ours[ranked[1], t], m)}: "
+                     + {"decided": "decided", "noise": "within noise", "unmeasured": "noise not measured"}[status])
+        out.append(text + ")")
+    return "; ".join(out)
 
 
-def _claim(name: str, title: str, lines: pd.DataFrame) -> Claim:
+def _verdict(nums: _Numbers, rows: list[str], tasks: list[str]) -> tuple[str, str, list[_Pair]]:
+    """(verdict, in words, the pairs compared): do our rows come in the paper's order, task by task, pair by
+    pair of rows, where the seeds decide it. The verdict counts the decided pairs only: 'noise' if none is."""
+    if not nums.paper:
+        highest = _highest(nums, rows, tasks)
+        return "none", f"The paper gives no number for what ran here. Highest of ours: {highest}.", []
+    pairs = _pairs(nums, rows, tasks)
+    level = _level(nums.ours, nums.paper, rows[0], tasks, nums.metric)
+    if not pairs:
+        return "none", f"Only one row has the paper's number: no pair of rows to decide.{level}", []
+    ok = sum(p.status == "order" for p in pairs)
+    decided = ok + sum(p.status == "against" for p in pairs)
+    verdict = ("noise" if not decided else "yes" if ok == decided else "mostly" if 2 * ok >= decided
+               else "partly" if ok else "no")
+    return verdict, _pairs_words(pairs, nums) + level, pairs
+
+
+def _seeds_text(nums: _Numbers, rows: list[str], tasks: list[str]) -> str:
+    """Our seeds per row ('3 seeds per row', '1 seed (FPT, Random), 3 seeds (LSTM)') and, where a row has
+    one seed, the seed counts of the lines its tasks' seed spread comes from."""
+    groups: dict[int, list[str]] = {}
+    for r in rows:
+        for n in sorted({nums.seeds[r, t] for t in tasks if (r, t) in nums.seeds}):
+            groups.setdefault(n, []).append(r)
+    if not groups:
+        return ""
+    text = (f"{_plural(next(iter(groups)), 'seed')} per row" if len(groups) == 1 else ", ".join(
+        f"{_plural(n, 'seed')} ({', '.join(g) if len(g) <= 3 else f'{len(g)} rows'})"
+        for n, g in sorted(groups.items())))
+    spread_from = sorted({n for t in tasks if t in nums.spread for n in nums.spread[t][1]})
+    if min(groups) < 2 and spread_from:
+        text += f"; seed spread from {'/'.join(map(str, spread_from))}-seed rows"
+    return text
+
+
+def _claim(name: str, title: str, lines: pd.DataFrame, spreads: dict) -> Claim:
     measured = lines[lines["mean"].notna()]
     if measured.empty:
         note = next((n for n in lines.note if n), "no result")
-        return Claim(name, title, [], [], [], "none", f"Not measured here: {note}.")
+        return Claim(name, title, [], [], [], "none", f"Not measured here: {note}.", "no seeds run")
     metric = _primary_metric(measured)
     measured = measured[measured.metric == metric]
-    ours = {(r.row, r.task): r.mean for r in measured.itertuples()}
-    paper = {(r.row, r.task): r.paper for r in measured.itertuples() if not _blank(r.paper)}
+    nums = _Numbers({(r.row, r.task): r.mean for r in measured.itertuples()},
+                    {(r.row, r.task): r.paper for r in measured.itertuples() if not _blank(r.paper)},
+                    {(r.row, r.task): 1 if _blank(r.n_seeds) else int(r.n_seeds) for r in measured.itertuples()},
+                    spreads.get(metric, {}), metric)
     all_rows = list(dict.fromkeys(measured.row))
-    rows = [r for r in all_rows if any(k[0] == r for k in paper)] or all_rows
-    tasks = [t for t in dict.fromkeys(measured.task) if any((r, t) in (paper or ours) for r in rows)]
+    rows = [r for r in all_rows if any(k[0] == r for k in nums.paper)] or all_rows
+    tasks = [t for t in dict.fromkeys(measured.task) if any((r, t) in (nums.paper or nums.ours) for r in rows)]
 
     def cells(numbers: dict) -> list[str]:
         return [f"{_task_title(t)}: " + " / ".join(_n(numbers[r, t], metric) if (r, t) in numbers else "–"
                                                   for r in rows) for t in tasks]
-    verdict, words, ok, pairs = _verdict(ours, paper, rows, tasks, metric)
+    verdict, words, pairs = _verdict(nums, rows, tasks)
     left = len(all_rows) - len(rows)
     meta = ", ".join(x for x in (
-        _seeds_text(measured), " and ".join(sorted(set(measured.backbone) - {""})),
+        _seeds_text(nums, rows, tasks), " and ".join(sorted(set(measured.backbone) - {""})),
         "" if metric == "test_accuracy" else metric,
         f"{left} more row{'s' if left > 1 else ''} without the paper's number" if left else "") if x)
-    return Claim(name, title, rows, cells(paper) if paper else [], cells(ours), verdict, words, meta, ok, pairs)
+    count = {s: sum(p.status == s for p in pairs) for s in _PAIR_STATUS}
+    return Claim(name, title, rows, cells(nums.paper) if nums.paper else [], cells(nums.ours), verdict, words, meta,
+                 count["order"], len(pairs), count["against"], count["noise"], count["unmeasured"])
 
 
 def glance(summary: pd.DataFrame, tables: list[TableFiles]) -> list[Claim]:
-    """One Claim per study table in the summary, in notebook order: the study at a glance."""
+    """One Claim per study table in the summary, in notebook order: the study at a glance. Every pair of
+    rows is held against its task's seed spread measured over the whole summary (`seed_spread`)."""
     titles = {t.name: t.title for t in tables}
-    return [_claim(name, titles.get(name, name), summary[summary.table == name])
+    spreads = {m: seed_spread(summary, m) for m in dict.fromkeys(summary.metric)}
+    return [_claim(name, titles.get(name, name), summary[summary.table == name], spreads)
             for name in dict.fromkeys(summary.table)]
 
 
@@ -374,7 +482,7 @@ table.glance td.nums div { padding-left: 1em; text-indent: -1em; }
 table.glance td.verdict { width: 33%; }
 .v { font-weight: bold; white-space: nowrap; }
 .v-yes { color: #1a7f37; } .v-mostly { color: #4d7c0f; } .v-partly { color: #9a6700; }
-.v-no { color: #cf222e; } .v-none { color: #666; }
+.v-no { color: #cf222e; } .v-noise { color: #57606a; } .v-none { color: #666; }
 .missing { color: #a00; }
 .meta { color: #555; font-size: 0.9em; }
 img { max-width: 100%; height: auto; border: 1px solid #ddd; margin: 0.5em 0; }
@@ -433,14 +541,18 @@ def _glance_html(claims: list[Claim], summary: pd.DataFrame, scale: str, absent:
     compared = [c for c in claims if c.pairs]
     count = ""
     if compared:
-        ok, pairs = sum(c.pairs_in_order for c in compared), sum(c.pairs for c in compared)
+        ok, bad = sum(c.pairs_in_order for c in compared), sum(c.pairs_against for c in compared)
+        noise, unmeasured = sum(c.pairs_noise for c in compared), sum(c.pairs_unmeasured for c in compared)
         tables_text = "the table" if len(compared) == 1 else f"the {len(compared)} tables"
-        count = (f"<strong>{ok} of {pairs} pair{'s' if pairs > 1 else ''} of rows come in the paper's order"
-                 f"</strong> over {tables_text} where the paper has numbers for two rows of a task or more. ")
+        count = (f"<strong>{ok} of {_plural(ok + bad, 'decided pair')} of rows come in the paper's order</strong>, "
+                 f"{noise} within noise" + (f", {unmeasured} with noise not measured" if unmeasured else "")
+                 + f", over {tables_text} where the paper has numbers for two rows of a task or more. ")
     out.append(f"<p>{count}One line per table that ran: the rows named under its title, per task the paper's "
                f"numbers (GPT-2 base unless the table says otherwise) and ours (mean over seeds, scale "
-               f"<code>{_e(scale)}</code>, backbone {_e(backbones)}), test accuracy in % unless noted. Two numbers "
-               f"within {TIE_POINTS:g} point are level. "
+               f"<code>{_e(scale)}</code>, backbone {_e(backbones)}), test accuracy in % unless noted. Two of our "
+               f"rows are decided when they differ by over {NOISE_BAND:g} × their task's seed spread (std over seeds, "
+               "pooled over all lines of 2+ seeds) × √(1/n₁ + 1/n₂), n their seeds; else within noise, counting "
+               f"neither way. Decided numbers within {TIE_POINTS:g} point are level. "
                + (f"{absent} expected table(s) have not run yet (see <a href=\"#tables\">Every table</a>). "
                   if absent else "") + "</p>")
     out.append('<div class="scroll"><table class="glance"><thead><tr><th>table and rows</th><th>paper</th>'

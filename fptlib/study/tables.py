@@ -88,6 +88,9 @@ def summarise(runs: pd.DataFrame, metrics=("test_accuracy",), allow_mixed: bool 
     Markdown table opens with a warning and a RuntimeWarning is issued; with
     allow_mixed=False a MixedResults error is raised instead. Clean tables have an empty column.
     """
+    if runs.empty:  # nothing ran here (every task's data missing): no line, the table says why
+        return pd.DataFrame(columns=["row", "task", "metric", "mean", "std", "n_seeds", "seeds", "backbone", "steps",
+                                     "scale", "provenance"])
     table_issues, task_issues = provenance_issues(runs)
     if table_issues or task_issues:
         msg = "; ".join(table_issues + [m for ms in task_issues.values() for m in ms])
