@@ -228,7 +228,7 @@ class Claim:
     rows: list[str]
     paper: list[str]            # "Task: a / b" per task; [] when the paper gives no number here
     ours: list[str]
-    verdict: str                # over the decided pairs: "yes", "mostly", "partly", "no"; "noise" when no pair
+    verdict: str                # over the decided pairs: "yes", "mostly", "partly", "no"; "noise" when under half
     words: str                  # is decided; "none" when there is nothing to compare
     meta: str = ""              # our seeds per row (and where the seed spread comes from), backbones, ...
     pairs_in_order: int = 0     # pairs of rows (per task) decided, in the paper's order
@@ -386,7 +386,8 @@ def _highest(nums: _Numbers, rows: list[str], tasks: list[str]) -> str:
 
 def _verdict(nums: _Numbers, rows: list[str], tasks: list[str]) -> tuple[str, str, list[_Pair]]:
     """(verdict, in words, the pairs compared): do our rows come in the paper's order, task by task, pair by
-    pair of rows, where the seeds decide it. The verdict counts the decided pairs only: 'noise' if none is."""
+    pair of rows, where the seeds decide it. The verdict counts the decided pairs only: 'noise' if fewer than
+    half the pairs are decided."""
     if not nums.paper:
         highest = _highest(nums, rows, tasks)
         return "none", f"The paper gives no number for what ran here. Highest of ours: {highest}.", []
@@ -396,7 +397,8 @@ def _verdict(nums: _Numbers, rows: list[str], tasks: list[str]) -> tuple[str, st
         return "none", f"Only one row has the paper's number: no pair of rows to decide.{level}", []
     ok = sum(p.status == "order" for p in pairs)
     decided = ok + sum(p.status == "against" for p in pairs)
-    verdict = ("noise" if not decided else "yes" if ok == decided else "mostly" if 2 * ok >= decided
+    # fewer than half the pairs decided: the seeds cannot say whether the order holds, whatever the few say
+    verdict = ("noise" if 2 * decided < len(pairs) else "yes" if ok == decided else "mostly" if 2 * ok >= decided
                else "partly" if ok else "no")
     return verdict, _pairs_words(pairs, nums) + level, pairs
 
@@ -552,7 +554,8 @@ def _glance_html(claims: list[Claim], summary: pd.DataFrame, scale: str, absent:
                f"<code>{_e(scale)}</code>, backbone {_e(backbones)}), test accuracy in % unless noted. Two of our "
                f"rows are decided when they differ by over {NOISE_BAND:g} × their task's seed spread (std over seeds, "
                "pooled over all lines of 2+ seeds) × √(1/n₁ + 1/n₂), n their seeds; else within noise, counting "
-               f"neither way. Decided numbers within {TIE_POINTS:g} point are level. "
+               f"neither way; a table with fewer than half its pairs decided is within noise as a whole. Decided "
+               f"numbers within {TIE_POINTS:g} point are level. "
                + (f"{absent} expected table(s) have not run yet (see <a href=\"#tables\">Every table</a>). "
                   if absent else "") + "</p>")
     out.append('<div class="scroll"><table class="glance"><thead><tr><th>table and rows</th><th>paper</th>'

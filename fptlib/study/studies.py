@@ -67,7 +67,9 @@ class BitInit(Study):
     title: ClassVar[str] = "Table 2: importance of the pretraining modality (language, random, Bit Memory)"
     rows: ClassVar[list] = ["FPT", "Random", "Bit", "ViT"]
     paper_table: ClassVar[str] = "table2"
-    CPU_GRID: ClassVar[dict] = {"seeds": [0], "tasks": CPU_ALL_TASKS}
+    # Fashion-MNIST left out at cpu: a new Bit row needs the Bit Memory source's weights, which are not committed
+    # (backbone.safetensors, 90 MB), so it would retrain the source (6 min) first
+    CPU_GRID: ClassVar[dict] = {"seeds": [0]}
     metric_titles: ClassVar[dict] = {"test_accuracy": "", "test_masked_accuracy": " (masked bits only)"}
 
     def arms(self, task):
