@@ -405,3 +405,18 @@ def test_pickles_with_code_are_refused(tmp_path):
         (top / b).write_bytes(pickle.dumps({b"data": Evil()}, protocol=2))
     with pytest.raises(F.DataError, match=r"refusing to load \S*print"):
         _check_cifar_batches(top)
+
+
+def test_fashion_mnist_downloads_from_a_mirror_when_no_package_has_it(server, registry, tmp_path, monkeypatch):
+    """The network path of a user without the Debian package: the release's .gz files (here the loopback mirror
+    serving MNIST-format fixtures under Fashion-MNIST's names), checked against the published hash (here the
+    fixtures' own), kept as downloaded. A mirror asked for is used as asked: no local copy is looked for."""
+    from fptlib.data import debian
+    monkeypatch.setattr(debian, "package_root", lambda *a, **k: pytest.fail("looked for a local copy"))
+    data = tmp_path / "data"
+    row = F.fetch("fashion-mnist", data, mirror=f"{server}/good", progress=False, registry=registry,
+                  log=lambda m: None)
+    assert row["state"] == "present" and row["action"] == "downloaded"
+    manifest = F._manifest(data / "fashion-mnist")
+    assert sorted(manifest) == sorted(f"{s}.gz" for s in MNIST_FILES)
+    assert all(r["url"].startswith(server) for r in manifest.values())
