@@ -5,6 +5,7 @@ hmmer-examples; without them these tests fail, saying so) and, for the path an o
 `apt-get` that hands over a .deb built here with the real dpkg-deb. No test touches the network.
 """
 import gzip
+import hashlib
 import shutil
 import subprocess
 from pathlib import Path
@@ -113,7 +114,7 @@ def test_fashion_mnist_without_root_through_apt_get_download(tmp_path, monkeypat
     monkeypatch.setattr(download, "_download", _no_network)
     data = tmp_path / "data"
     monkeypatch.setenv("FPT_DATA_DIR", str(data))
-    content = {k[:-3]: __import__("hashlib").sha256(gzip.decompress(v)).hexdigest() for k, v in files.items()}
+    content = {k[:-3]: hashlib.sha256(gzip.decompress(v)).hexdigest() for k, v in files.items()}
     registry = download.with_hashes(content)
     row = download.fetch("fashion-mnist", data, progress=False, registry=registry, log=print)
     assert row["state"] == "present"

@@ -8,6 +8,7 @@ Fashion-MNIST (`dataset-fashion-mnist`) and the Pfam families with HMMER's `hmme
 """
 from __future__ import annotations
 
+import gzip
 import shutil
 import subprocess
 import tempfile
@@ -60,7 +61,6 @@ def find_file(root: Path, installed: str) -> Path | None:
 
 def copy_plain(src: Path, dest: Path) -> Path:
     """Copy a package file to dest, gunzipping it if Debian compressed it."""
-    import gzip
     opener = gzip.open if src.suffix == ".gz" else open
     with opener(src, "rb") as fin, open(dest, "wb") as fout:
         shutil.copyfileobj(fin, fout)

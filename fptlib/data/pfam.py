@@ -42,8 +42,6 @@ FAMILIES = {"Caudal_act": "testsuite", "LuxC": "testsuite", "Patched": "testsuit
 POOL = {"train": 1000, "val": 100}          # sequences hmmemit samples per family
 EMIT_SEED = {"train": 1, "val": 2}          # hmmemit --seed of each pool (fixed: the data, not the run)
 EXAMPLES, RELEASE = "/usr/share/doc/hmmer/examples", "hmmer-3.3.2"
-SPLITS = ("train", "val", "test")
-
 
 def pfam_dir() -> Path:
     return data_dir() / SUBDIR
@@ -122,6 +120,7 @@ class PfamFamilies(Task):
                       "val": self._sample(self.pools["val"], None, generator(DATA_SEED, 1))}
         self._data["train"] = self._sample(self.pools["train"], self.n_train_eval,
                                            generator(self.seed, Stream.TRAIN_SAMPLE, 0))
+        self._hash: str | None = None
 
     def _pool(self, root: Path, family: str, split: str) -> list[str]:
         """The sampled sequences long enough for a window, without any that holds a test window."""
@@ -169,9 +168,11 @@ class PfamFamilies(Task):
             yield {k: v[i:min(i + batch_size, n)] for k, v in d.items()}
 
     def data_hash(self):
-        pools = "\n".join("\n".join(p) for s in ("train", "val") for p in self.pools[s]).encode()
-        return hash_tensors(torch.frombuffer(bytearray(pools), dtype=torch.uint8),
-                            *(self._data[s][k] for s in ("val", "test") for k in ("x", "y")))
+        if self._hash is None:  # the pools are megabytes: hashed once
+            pools = "\n".join("\n".join(p) for s in ("train", "val") for p in self.pools[s]).encode()
+            self._hash = hash_tensors(torch.frombuffer(bytearray(pools), dtype=torch.uint8),
+                                      *(self._data[s][k] for s in ("val", "test") for k in ("x", "y")))
+        return self._hash
 
     def describe(self):
         counts = torch.bincount(self._data["test"]["y"][:, 0], minlength=len(FAMILIES)).tolist()

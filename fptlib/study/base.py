@@ -225,13 +225,17 @@ class Tables1And2(Study):
     def arms(self, task):
         return [(r, self.ARMS[r]) for r in self.rows]
 
+    def paper_clause(self) -> str:
+        """Where the numbers in brackets come from, for the caption."""
+        sources = "FPT, Random: Table 2" + ("; LSTM: Table 1 'Full LSTM'" if "LSTM" in self.rows else "")
+        return f"in brackets the paper's number ({sources}, GPT-2 base)"
+
     def caption(self) -> str:
         width = resolve(RunConfig(task=self.tasks[0], scale=self.scale, backbone="lstm")).lstm_width
         lstm = (f" (LSTM: width {width}, 3 layers, all parameters trained)"
                 if "LSTM" in self.rows else "")
-        sources = "FPT, Random: Table 2" + ("; LSTM: Table 1 'Full LSTM'" if "LSTM" in self.rows else "")
         return (f"Test accuracy (%), mean ± std over seeds {self.seeds}, full held-out test split; "
-                f"in brackets the paper's number ({sources}, GPT-2 base). Ours: scale `{self.scale}`, "
+                f"{self.paper_clause()}. Ours: scale `{self.scale}`, "
                 f"backbone {self.backbone or PRESETS[self.scale]['backbone']}{lstm}.")
 
 

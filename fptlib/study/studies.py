@@ -453,9 +453,8 @@ class OfflineTasks(Tables1And2):
     title: ClassVar[str] = "Tables 1-2 on offline real data beyond the paper: Fashion-MNIST and Pfam families"
     rows: ClassVar[list] = ["FPT", "Random", "LSTM"]
 
-    def caption(self) -> str:
-        return super().caption().split("; in brackets")[0] + (
-            "; the paper has no number for these tasks. " + super().caption().split("GPT-2 base). ", 1)[-1])
+    def paper_clause(self) -> str:
+        return "the paper has no number for these tasks"
 
 
 @dataclass

@@ -89,8 +89,7 @@ def summarise(runs: pd.DataFrame, metrics=("test_accuracy",), allow_mixed: bool 
     allow_mixed=False a MixedResults error is raised instead. Clean tables have an empty column.
     """
     if runs.empty:  # nothing ran here (every task's data missing): no line, the table says why
-        return pd.DataFrame(columns=["row", "task", "metric", "mean", "std", "n_seeds", "seeds", "backbone", "steps",
-                                     "scale", "provenance"])
+        return pd.DataFrame(columns=SUMMARY_COLUMNS)
     table_issues, task_issues = provenance_issues(runs)
     if table_issues or task_issues:
         msg = "; ".join(table_issues + [m for ms in task_issues.values() for m in ms])
@@ -111,7 +110,12 @@ def summarise(runs: pd.DataFrame, metrics=("test_accuracy",), allow_mixed: bool 
                         "steps": ",".join(str(s) for s in sorted(set(g["steps"]))),
                         "scale": ",".join(sorted(set(g["scale"]))),
                         "provenance": "; ".join(table_issues + task_issues.get(task, []))})
-    return pd.DataFrame(out)
+    return pd.DataFrame(out, columns=SUMMARY_COLUMNS)
+
+
+# One line of `summarise` per (row, task, metric)
+SUMMARY_COLUMNS = ("row", "task", "metric", "mean", "std", "n_seeds", "seeds", "backbone", "steps", "scale",
+                   "provenance")
 
 
 def fmt_cell(mean: float | None, std: float | None) -> str:
