@@ -199,6 +199,11 @@ def test_stratified_validation_split_is_fixed_and_disjoint(fixture_data):
     assert torch.equal(small._data["train"][0], a._data["train"][0][:30])
     with pytest.raises(ValueError, match="n_val"):
         CIFAR10(n_val=5)
+    # CIFAR-10 LRA with the same n_val holds out the same images, so both tasks train on the same ones
+    lra = CIFAR10LRA(seed=3, n_val=20)
+    for split in ("train", "val"):
+        assert torch.equal(lra._data[split][0], to_gray(a._data[split][0])), split
+        assert torch.equal(lra._data[split][1], a._data[split][1]), split
 
 
 # --- augmentation ----------------------------------------------------------------------------------

@@ -33,12 +33,12 @@ def test_fixtures_are_reproducible_and_their_checksums_match(tmp_path):
 
 
 def test_default_fixture_sizes_fit_the_paper_settings():
-    """The paper scale holds out 5,000 training images of MNIST and CIFAR-10 for validation."""
-    for task in ("mnist", "cifar10"):
-        n_val = resolve(RunConfig(task=task, scale="paper")).task_options.get("n_val", 5000)
-        assert n_val == 5000
+    """The fixtures' training sets hold the paper scale's validation split and a few more images to train on."""
+    n_val = {task: resolve(RunConfig(task=task, scale="paper")).task_options["n_val"]
+             for task in ("mnist", "cifar10", "cifar10-lra")}
+    assert n_val == {"mnist": 5000, "cifar10": 1000, "cifar10-lra": 1000}
     sizes = fixtures.Sizes()
-    assert sizes.mnist_train - 5000 >= 10 and 5 * sizes.cifar_per_batch - 5000 >= 10
+    assert sizes.mnist_train - n_val["mnist"] >= 10 and 5 * sizes.cifar_per_batch - n_val["cifar10"] >= 10
 
 
 def test_mirror_serves_files_on_loopback_only_while_open(tmp_path):

@@ -4,9 +4,9 @@ TAPE's remote-homology archive of LMDB directories. A mirror (`rehearse.mirror`)
 `fpt data fetch --mirror` exercises the real download, checksum and unpacking path.
 
 The contents are synthetic and seeded (the same bytes every time); the sizes are what the paper scale's
-settings need and no more: MNIST and CIFAR-10 hold out 5,000 training images for validation there, so
-their training sets are just above that; the other splits are small, since every example of a held-out
-split is evaluated."""
+settings need and no more: MNIST holds out 5,000 training images for validation there and CIFAR-10
+1,000, so their training sets are just above that; the other splits are small, since every example of
+a held-out split is evaluated."""
 from __future__ import annotations
 
 import gzip
@@ -28,7 +28,7 @@ from ..data import cifar, homology, listops
 class Sizes:
     mnist_train: int = 5100      # paper: n_val 5000 carved from the training images
     mnist_test: int = 100
-    cifar_per_batch: int = 1030  # x5 training batches: n_val 5000 + 150 to train on
+    cifar_per_batch: int = 230   # x5 training batches: n_val 1000 + 150 to train on
     cifar_test: int = 100
     listops: tuple[int, int, int] = (64, 16, 16)   # train, val, test expressions
     listops_len: tuple[int, int] = (500, 1200)      # LRA's lower bound; some exceed 1024 and are cropped
