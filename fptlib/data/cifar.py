@@ -212,8 +212,9 @@ class CIFAR10(EpochOrder, Task):
     """CIFAR-10, RGB, patch_size x patch_size patches (4 -> 64 tokens of 48), one label per image.
 
     A stratified validation split of n_val images is carved from the 50,000 training images (fixed by
-    DATA_SEED, so CIFAR-10 and CIFAR-10 LRA with the same n_val hold out the same images); the test split is the official 10,000-image test batch. max_train/max_test keep only the
-    first images of the (shuffled) train split / official test order, for short runs.
+    DATA_SEED, so CIFAR-10 and CIFAR-10 LRA with the same n_val hold out the same images); the test
+    split is the official 10,000-image test batch. max_train/max_test keep only the first images of
+    the (shuffled) train split / official test order, for short runs.
     """
 
     patch_size: int = 4
