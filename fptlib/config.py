@@ -194,8 +194,9 @@ PRESETS: dict[str, dict] = {
             "listops": {"steps": 40000, "batch_size": 4, "eval_every": 500, "patience": 20,
                         "task_options": {"seq_len": 1024, "long_policy": "crop"}},
             # Both CIFAR tasks validate on the same 1,000 held-out training images (one split, so both train on
-            # the same 49,000). At 1,024 tokens and batch 2, scoring 5,000 every 500 steps would cost 1.7x the
-            # forward passes of the training itself (5,000 vs 500 x 2 x ~3); 1,000 costs a third. Test: all 10,000.
+            # the same 49,000). LRA trains 500 steps x 2 = 1,000 images between validations, each worth 2-3
+            # forward passes (forward, backward through the frozen blocks): scoring 5,000 would cost more than
+            # the training, 1,000 costs a third to a half of it. The test split is still all 10,000.
             "cifar10": {"steps": 40000, "batch_size": 16, "eval_every": 500, "patience": 20,
                         "task_options": {"n_val": 1000}},
             "cifar10-lra": {"steps": 40000, "batch_size": 2, "eval_every": 500, "patience": 20,

@@ -41,11 +41,11 @@ def test_a_runs_shape_is_its_tasks(paper_plan):
 @pytest.mark.parametrize("task", ["mnist", "cifar10", "cifar10-lra", "fashion-mnist"])
 def test_a_validation_pass_costs_less_than_the_training_before_it(task):
     """At the paper scale a validation pass scores n_val held-out training images every eval_every steps;
-    those steps cost about three forward passes (forward and backward) of each example they train on.
-    CIFAR-10 LRA at 5,000 would score more than it trains (batch 2): it validates on 1,000."""
+    those steps cost at least two forward passes (forward, backward through the frozen blocks) of each
+    example they train on. CIFAR-10 LRA at 5,000 would score more than it trains (batch 2): it validates on 1,000."""
     cfg = resolve(RunConfig(task=task, scale="paper"))
     n_val = cfg.task_options.get("n_val", task_class(task).n_val)
-    assert n_val < 3 * cfg.eval_every * cfg.batch_size * cfg.grad_accum
+    assert n_val < 2 * cfg.eval_every * cfg.batch_size * cfg.grad_accum
 
 
 @pytest.mark.parametrize("task", ["bit-xor", "bit-memory", "mnist", "listops"])
