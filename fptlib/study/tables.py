@@ -80,6 +80,11 @@ def load_curve(run_dir: Path) -> pd.DataFrame:
     return pd.DataFrame([json.loads(line) for line in lines if line.strip()])
 
 
+# One line of `summarise` per (row, task, metric); report.SUMMARY_COLUMNS are the report's summary.csv columns
+SUMMARISE_COLUMNS = ("row", "task", "metric", "mean", "std", "n_seeds", "seeds", "backbone", "steps", "scale",
+                     "provenance")
+
+
 def summarise(runs: pd.DataFrame, metrics=("test_accuracy",), allow_mixed: bool = True) -> pd.DataFrame:
     """Mean and std over seeds per (row, task, metric), in percent. `runs` has one line per run.
 
@@ -89,7 +94,7 @@ def summarise(runs: pd.DataFrame, metrics=("test_accuracy",), allow_mixed: bool 
     allow_mixed=False a MixedResults error is raised instead. Clean tables have an empty column.
     """
     if runs.empty:  # nothing ran here (every task's data missing): no line, the table says why
-        return pd.DataFrame(columns=SUMMARY_COLUMNS)
+        return pd.DataFrame(columns=SUMMARISE_COLUMNS)
     table_issues, task_issues = provenance_issues(runs)
     if table_issues or task_issues:
         msg = "; ".join(table_issues + [m for ms in task_issues.values() for m in ms])
@@ -110,12 +115,8 @@ def summarise(runs: pd.DataFrame, metrics=("test_accuracy",), allow_mixed: bool 
                         "steps": ",".join(str(s) for s in sorted(set(g["steps"]))),
                         "scale": ",".join(sorted(set(g["scale"]))),
                         "provenance": "; ".join(table_issues + task_issues.get(task, []))})
-    return pd.DataFrame(out, columns=SUMMARY_COLUMNS)
+    return pd.DataFrame(out, columns=SUMMARISE_COLUMNS)
 
-
-# One line of `summarise` per (row, task, metric)
-SUMMARY_COLUMNS = ("row", "task", "metric", "mean", "std", "n_seeds", "seeds", "backbone", "steps", "scale",
-                   "provenance")
 
 
 def fmt_cell(mean: float | None, std: float | None) -> str:
