@@ -1,6 +1,7 @@
+import json
 import os
-import re
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -29,63 +30,127 @@ def numbers(result: dict) -> dict:
     return result_without_timing(result)
 
 
+# metrics.jsonl fields that measure time, not the learning: left out when curves are compared
+WALL_CLOCK_FIELDS = ("elapsed_seconds",)
+
+
+def curve(run_dir: Path) -> list[dict]:
+    """A run's learning curve (metrics.jsonl), every field but the wall-clock ones."""
+    lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(x).items() if k not in WALL_CLOCK_FIELDS} for x in lines if x.strip()]
+
+
+# Every wait on a child process in the tests is bounded: these are the limits the tests use.
+SHORT_WAIT = 120     # a command that answers at once (--help, a refusal) or a short training run
+LONG_WAIT = 900      # a command that trains or executes notebooks
+
+
+def read_line(stream, timeout: float = SHORT_WAIT) -> str:
+    """The next line from a child's pipe, or an AssertionError after `timeout` seconds instead of a hang."""
+    got: list = []
+    reader = threading.Thread(target=lambda: got.append(stream.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    if not got:
+        raise AssertionError(f"no line from the child process within {timeout} s")
+    return got[0]
+
+
 @pytest.fixture
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
 
 
 # ---- reliability accounting -------------------------------------------------------------------
-# Tests that take the `reliability` fixture record each fault they inject and each bad input they
-# try. Tests elsewhere that predate it are counted once per test (each parametrized case once) by
-# their names, so adding such a test with a telling name keeps the count honest without editing it.
-FAULT_TEST_NAMES = re.compile(r"kill|interrupt|non_finite")
-BAD_INPUT_TEST_NAMES = re.compile(
-    r"refuse|unknown|bad_|wrong|missing|corrupt|unwritable|must_divide|longer_than|in_use|truncated|"
-    r"malformed|impossible|unsafe|unclaimed|without_header|outside|damage|misplaced|no_server|"
-    r"explains_the_offline|pickles_with_code|without_checksum")
-NOT_BAD_INPUT = {"test_vocabulary_is_the_papers_25_letters_plus_padding_and_unknown",  # a token's name
-                 "test_median_is_numpys_truncated_median"}  # truncated division, not a file
+# A test that injects a fault or tries a bad input records it through the `reliability` fixture,
+# once the fault has happened or the input has been tried, and after its handling has been checked.
+# An event counts only if the test that recorded it passed: a failing test adds nothing. Nothing is
+# counted by a test's name. Each event has a kind (below); the suite ends with the totals and the
+# count per kind, the same on every run of the same tests.
+FAULT_KINDS = {
+    "SIGKILL": "a training process killed outright (at a named fault point, or at a random moment of training)",
+    "SIGINT/SIGTERM": "an interrupt or termination signal to a process tree",
+    "SLURM cancel": "a queued SLURM job cancelled while it trains",
+    "full disk": "ENOSPC while a checkpoint or the result is written",
+    "non-finite loss": "a NaN or infinite training loss",
+    "failure inside a run": "an error raised inside a notebook or inside a worker's run",
+    "concurrent processes": "two processes working on one run directory or one table at once",
+    "network failure": "no server at the address, or the connection cut mid-download",
+}
+BAD_INPUT_KINDS = {
+    "command line": "an invalid flag, choice or value given to fpt",
+    "parameter": "an invalid value through the Python API, a notebook parameter or an environment variable",
+    "damaged checkpoint": "a checkpoint with a file missing, truncated or changed, or of another config",
+    "wrong run directory": "a run directory of another config, in use or unwritable, or its result.json or "
+                           "config.json damaged or foreign",
+    "corrupt data": "a truncated, corrupt, mislabelled or unsafe data file, archive, pickle or cache",
+    "missing data": "data, weights or a tool that is not on this machine",
+    "mixed results": "results of different code or data versions put in one table",
+    "unclassified": "recorded without a kind",
+}
 
 
 class Reliability:
-    def __init__(self, config):
-        self.config = config
+    """What one test records; committed to the suite's totals only if the test passes."""
 
-    def fault(self, what: str = "") -> None:
-        """One fault injected (a kill, a full disk, a NaN...)."""
-        self.config._fpt_reliability["faults"] += 1
+    def __init__(self, node):
+        self.node = node
+        node._fpt_reliability_events = []
 
-    def bad_input(self, what: str = "") -> None:
-        """One bad input tried (expected to be refused with a clear message)."""
-        self.config._fpt_reliability["bad_inputs"] += 1
+    def _record(self, side: str, kinds: dict, kind: str | None, what: str) -> None:
+        kind = kind or "unclassified"
+        if kind not in kinds:
+            raise ValueError(f"unknown {side} kind {kind!r}; choose one of {', '.join(kinds)} (tests/conftest.py)")
+        self.node._fpt_reliability_events.append((side, kind, what))
+
+    def fault(self, what: str = "", kind: str | None = None) -> None:
+        """One fault injected (a kill, a full disk, a NaN...), recorded once it has happened and been handled."""
+        self._record("faults", FAULT_KINDS, kind, what)
+
+    def bad_input(self, what: str = "", kind: str | None = None) -> None:
+        """One bad input tried, recorded once it has been refused (or otherwise handled) as expected."""
+        self._record("bad inputs", BAD_INPUT_KINDS, kind, what)
 
 
 def pytest_configure(config):
-    config._fpt_reliability = {"faults": 0, "bad_inputs": 0, "faults_by_name": 0, "bad_inputs_by_name": 0}
+    config._fpt_reliability = {"faults": {}, "bad inputs": {}, "tests": 0}
 
 
 @pytest.fixture
 def reliability(request) -> Reliability:
-    return Reliability(request.config)
+    return Reliability(request.node)
 
 
-def pytest_runtest_call(item):
-    if "reliability" in getattr(item, "fixturenames", ()):
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    events = getattr(item, "_fpt_reliability_events", None)
+    if report.when != "call" or not events:
         return
-    name = getattr(item, "originalname", None) or item.name
-    counts = item.config._fpt_reliability
-    if FAULT_TEST_NAMES.search(name):
-        counts["faults_by_name"] += 1
-    elif BAD_INPUT_TEST_NAMES.search(name) and name not in NOT_BAD_INPUT:
-        counts["bad_inputs_by_name"] += 1
+    if report.passed:
+        counts = item.config._fpt_reliability
+        counts["tests"] += 1
+        for side, kind, _ in events:
+            counts[side][kind] = counts[side].get(kind, 0) + 1
+    events.clear()
+
+
+def reliability_lines(counts: dict) -> list[str]:
+    """The closing lines: the totals, then the count per kind (largest first, ties by name)."""
+    faults, bad = (sum(counts[side].values()) for side in ("faults", "bad inputs"))
+    lines = [f"reliability: {faults} faults injected, {bad} bad inputs tried "
+             f"(recorded by {counts['tests']} passing tests)"]
+    for side in ("faults", "bad inputs"):
+        if counts[side]:
+            kinds = sorted(counts[side].items(), key=lambda kv: (-kv[1], kv[0]))
+            lines.append(f"  {side}: " + ", ".join(f"{k} {n}" for k, n in kinds))
+    return lines
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     c = getattr(config, "_fpt_reliability", None)
-    if not c or not any(c.values()):
+    if not c or not c["tests"]:
         return
-    faults, bad = c["faults"] + c["faults_by_name"], c["bad_inputs"] + c["bad_inputs_by_name"]
-    terminalreporter.write_line(
-        f"reliability: {faults} faults injected, {bad} bad inputs tried "
-        f"({c['faults']} + {c['bad_inputs']} recorded one by one, {c['faults_by_name']} + "
-        f"{c['bad_inputs_by_name']} counted once per test by name)")
+    for line in reliability_lines(c):
+        terminalreporter.write_line(line)

@@ -3,7 +3,8 @@
 Each test says which protection it guards; removing that protection makes the test fail. Faults are
 injected deterministically where possible: FPT_FAULT=point:n makes a training process SIGKILL
 itself the n-th time it reaches a named point (see fptlib.training.FAULT_POINTS). The `reliability`
-fixture counts every fault injected and bad input tried; the total is printed at the end of the run.
+fixture counts every fault injected and bad input tried, once its handling has been checked; the totals
+are printed at the end of the run.
 """
 import errno
 import json
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import numbers
+from conftest import LONG_WAIT, SHORT_WAIT, curve, numbers, read_line
 
 import fptlib.training.checkpoint as checkpoint
 import fptlib.training.faults as faults
@@ -44,7 +45,9 @@ CFG = dict(task="bit-xor", scale="smoke", seed=0, steps=6, eval_every=2, task_op
 
 # A training process for the fault tests: resumes (or starts) CFG in a run directory. With
 # "half-result" it is killed while result.json is half-written: the temporary file is cut to half
-# its length and the process SIGKILLs itself just before the file would be renamed into place.
+# its length and the process SIGKILLs itself just before the file would be renamed into place. With
+# "count-steps:FILE" it appends a byte to FILE at each optimizer step it takes (after the backward
+# pass, before the update): the test can see on disk that training is under way.
 WORKER = r"""
 import json, os, signal, sys
 cfg, out, mode = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
@@ -57,6 +60,15 @@ if mode == "half-result":
             os.kill(os.getpid(), signal.SIGKILL)
         return real_replace(src, dst, *a, **k)
     os.replace = replace
+if mode.startswith("count-steps:"):  # each optimizer step this process takes appends a byte to that file
+    import fptlib.training.checkpoint as checkpoint
+    import fptlib.training.loop as loop
+    log, real = open(mode.split(":", 1)[1], "ab", buffering=0), loop.fault
+    def counting(point):
+        if point == "step":
+            log.write(b".")
+        real(point)
+    loop.fault = checkpoint.fault = counting
 from fptlib import RunConfig, train
 print("ready", flush=True)
 train(RunConfig(**cfg), out, resume=True, progress=False)
@@ -140,7 +152,6 @@ def test_kill_at_a_fault_point_then_resume_gives_the_uninterrupted_numbers(
     # (a half-written temporary file is never read back, and is cleaned up).
     fault, mode, holds, redo = KILLS[point]
     src, rc, err = killed[point]
-    reliability.fault(point)
     assert rc == -signal.SIGKILL, f"the fault did not fire (exit {rc}): {err}"
     run = tmp_path / "run"
     shutil.copytree(src, run)
@@ -167,29 +178,79 @@ def test_kill_at_a_fault_point_then_resume_gives_the_uninterrupted_numbers(
     assert steps_computed["step"] == redo  # at most the work since the last checkpoint is redone
     assert numbers(res) == numbers(reference["result"])
     assert numbers(json.loads((run / "result.json").read_text())) == numbers(reference["result"])
+    assert curve(run) == curve(reference["dir"])  # the learning curve too, point by point
     assert _leftovers(run) == []  # unswapped checkpoints, trash and temporary files are cleaned up
+    reliability.fault(f"SIGKILL at {point}", kind="SIGKILL")
 
 
-def test_kills_at_random_times_then_resume_gives_the_uninterrupted_numbers(tmp_path, reference, reliability):
-    # Guards the same protections at points nobody enumerated (inside save_state, a rename, a metrics
-    # write, an rmtree...): seeded random delays after the worker has started, a resume each time.
-    rng = random.Random(20210309)
-    run = tmp_path / "run"
-    kills = 0
-    for _ in range(4):
-        p = _spawn(run, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        assert p.stdout.readline().strip() == "ready"
-        time.sleep(rng.uniform(0.1, 0.8) * reference["seconds"])
+RANDOM_KILLS, RANDOM_KILL_TRIES = 3, 15  # kills that must land mid-training; attempts allowed for them
+
+
+def _first_step(p, log: Path) -> float | None:
+    """When the worker took its first optimizer step (its step log is no longer empty), or None if it ended
+    without taking one (a resume with no step left to take)."""
+    deadline = time.time() + SHORT_WAIT
+    while log.stat().st_size == 0:
         if p.poll() is not None:
-            assert p.wait() == 0
-            break
-        p.send_signal(signal.SIGKILL)
-        p.wait()
-        kills += 1
-        reliability.fault("random kill")
-    assert kills >= 1
+            return None
+        assert time.time() < deadline, "the worker took no training step in time"
+        time.sleep(0.005)
+    return time.time()
+
+
+def _same_as_reference(run: Path, reference: dict) -> None:
+    assert numbers(json.loads((run / "result.json").read_text())) == numbers(reference["result"])
+    assert curve(run) == curve(reference["dir"])
+    assert _leftovers(run) == []
+
+
+def test_kills_at_random_moments_of_training_then_resume_gives_the_uninterrupted_numbers(
+        tmp_path, reference, reliability):
+    # Guards the same protections at points nobody enumerated (inside save_state, a rename, a metrics
+    # write, an rmtree...): each worker is killed a seeded random delay after its first training step
+    # (seen on disk in its step log), kills in a row on one run directory, then a resume. A kill counts
+    # only if it landed mid-training: the worker had taken a step and had not written the result. A
+    # worker that finishes first is a resume of its series (checked, then a new series starts).
+    rng = random.Random(20210309)
+    span = reference["seconds"]  # a first guess at how long a worker runs after its first step
+    kills: list[tuple[str, int]] = []  # (run directory, steps the killed worker had begun)
+    run, series = None, 0
+    for attempt in range(1, RANDOM_KILL_TRIES + 1):
+        if run is None:
+            series += 1
+            run = tmp_path / f"series{series}"
+        log = tmp_path / f"steps-{attempt}"
+        log.touch()
+        p = _spawn(run, mode=f"count-steps:{log}", stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        try:
+            assert read_line(p.stdout).strip() == "ready"
+            first = _first_step(p, log)
+            if first is not None:
+                time.sleep(rng.uniform(0, span))
+            if p.poll() is None:
+                p.send_signal(signal.SIGKILL)
+            rc = p.wait(timeout=SHORT_WAIT)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait(timeout=SHORT_WAIT)
+        if rc == -signal.SIGKILL and first is not None and not (run / "result.json").exists():
+            kills.append((run.name, log.stat().st_size))
+            if len(kills) == RANDOM_KILLS:
+                break
+            continue
+        # it finished before the kill: a resume of this series, which must end as the uninterrupted run
+        assert rc in (0, -signal.SIGKILL), f"the worker failed (exit {rc})"
+        if first is not None:
+            span = max(0.05, time.time() - first)
+        _same_as_reference(run, reference)
+        run = None
+    assert len(kills) == RANDOM_KILLS, f"only {len(kills)} of {RANDOM_KILL_TRIES} workers were killed mid-training"
     res = train(RunConfig(**CFG), run, resume=True, progress=False)
     assert numbers(res) == numbers(reference["result"])
+    _same_as_reference(run, reference)
+    for name, begun in kills:
+        reliability.fault(f"SIGKILL at a random moment ({name}, in its step {begun})", kind="SIGKILL")
 
 
 # ---- damaged checkpoints and results are never read back as valid -----------------------------
@@ -222,40 +283,41 @@ def _flip_a_byte(path: Path):
 def test_a_damaged_checkpoint_is_refused_not_loaded(interrupted, damage, message, reliability):
     # Guards the checkpoint seal (sizes and sha256 in trainer_state.json, checked before loading):
     # without it a damaged file is loaded (or crashes deep in torch) instead of a clear refusal.
-    reliability.bad_input("damaged checkpoint")
     damage(interrupted / "checkpoint")
     with pytest.raises(RunError, match=f"no usable checkpoint .*{message}.*delete"):
         train(RunConfig(**CFG), interrupted, resume=True, progress=False)
     assert not (interrupted / "result.json").exists()
+    reliability.bad_input(message, kind="damaged checkpoint")
 
 
 def test_a_damaged_checkpoint_falls_back_to_the_previous_good_one(interrupted, reference, reliability):
     # Guards the fallback order with the seal: checkpoint/ fails its seal, so .checkpoint-old/ (a good
     # checkpoint of the same run) is used, with a warning, and the numbers are still exact.
-    reliability.bad_input("damaged checkpoint with a good previous one")
     shutil.copytree(interrupted / "checkpoint", interrupted / ".checkpoint-old")
     _flip_a_byte(interrupted / "checkpoint" / "model.safetensors")
     with pytest.warns(RuntimeWarning, match="skipping damaged checkpoint"):
         res = train(RunConfig(**CFG), interrupted, resume=True, progress=False)
     assert numbers(res) == numbers(reference["result"])
+    assert curve(interrupted) == curve(reference["dir"])
+    reliability.bad_input("damaged checkpoint with a good previous one", kind="damaged checkpoint")
 
 
 def test_a_checkpoint_of_another_config_is_refused_even_without_config_json(interrupted, reliability):
     # Guards the config hash inside the checkpoint (a second line behind config.json): a checkpoint
     # is never continued under another config.
-    reliability.bad_input("checkpoint of another config")
     (interrupted / "config.json").unlink()
     with pytest.raises(RunError, match="was made by config .*refusing to mix"):
         train(RunConfig(**{**CFG, "seed": 1}), interrupted, resume=True, progress=False)
+    reliability.bad_input("checkpoint of another config", kind="damaged checkpoint")
 
 
 def test_resume_with_another_config_is_refused_by_the_cli(interrupted, reliability, capsys):
     # Guards the config.json check: --resume with another config is refused, not mixed.
     from fptlib.cli import main
-    reliability.bad_input("--resume with another config")
     rc = main(["train", "bit-xor", "--scale", "smoke", "--steps", "6", "--eval-every", "2", "--seed", "1",
                "--option", "n_test=128", "--no-progress", "--resume", "--out", str(interrupted)])
     assert rc == 2 and "holds a run of another config" in capsys.readouterr().err
+    reliability.bad_input("--resume with another config", kind="wrong run directory")
 
 
 @pytest.mark.parametrize("damage, message", [
@@ -267,7 +329,6 @@ def test_resume_with_another_config_is_refused_by_the_cli(interrupted, reliabili
 def test_a_damaged_result_or_config_is_refused_not_reported(tmp_path, reference, damage, message, reliability):
     # Guards the checks on reading a finished run back (readable, and of this config): a damaged or
     # foreign result.json is refused, never returned as this run's numbers.
-    reliability.bad_input("damaged result/config")
     cfg = resolve(RunConfig(**CFG))
     run = run_dir_for(cfg)
     shutil.copytree(reference["dir"], run)
@@ -276,6 +337,7 @@ def test_a_damaged_result_or_config_is_refused_not_reported(tmp_path, reference,
         train(cfg, run, resume=True, progress=False)
     with pytest.raises(RunError, match=message):  # the study runner reads runs back the same way
         execute([Run("FPT", cfg)], progress=False)
+    reliability.bad_input(message, kind="wrong run directory")
 
 
 # ---- full disk --------------------------------------------------------------------------------
@@ -303,7 +365,6 @@ def test_a_full_disk_costs_only_the_work_since_the_last_checkpoint(
     # Guards: the half-built checkpoint is removed (space given back) while the last complete one is
     # kept, the checkpoint is removed only after result.json is written, and the OSError becomes a
     # clear message saying how to continue.
-    reliability.fault("ENOSPC")
     run = tmp_path / "run"
     _full_disk_on(monkeypatch, name, nth)
     with pytest.raises(RunError, match="No space left on device.*--resume"):
@@ -318,6 +379,8 @@ def test_a_full_disk_costs_only_the_work_since_the_last_checkpoint(
     res = train(RunConfig(**CFG), run, resume=True, progress=False)
     assert count["n"] == redo
     assert numbers(res) == numbers(reference["result"])
+    assert curve(run) == curve(reference["dir"])
+    reliability.fault(f"ENOSPC writing {name}", kind="full disk")
 
 
 # ---- numerical faults -------------------------------------------------------------------------
@@ -328,7 +391,6 @@ def test_a_full_disk_costs_only_the_work_since_the_last_checkpoint(
 ])
 def test_an_infinite_or_nan_loss_stops_with_a_diagnosis(tmp_path, monkeypatch, poison, at, message, reliability):
     # Guards the finiteness check of every training loss before a checkpoint or result is written.
-    reliability.fault(f"{poison} loss")
     real, calls = steps.loss_fn, {"n": 0}
 
     def poisoned(logits, batch, n_classes):
@@ -340,6 +402,7 @@ def test_an_infinite_or_nan_loss_stops_with_a_diagnosis(tmp_path, monkeypatch, p
         train(RunConfig(**CFG), tmp_path / "run", progress=False)
     assert "--lr" in str(e.value)  # the hint
     assert not (tmp_path / "run" / "result.json").exists()
+    reliability.fault(f"{poison} loss at step {at}", kind="non-finite loss")
 
 
 # ---- bad input: refused with a message naming the valid choices -------------------------------
@@ -386,7 +449,9 @@ def test_bad_input_exits_2_with_a_message_naming_the_choices(tmp_path, monkeypat
     # Guards each validation (and the missing-data hint naming `fpt data fetch`): without it the run
     # fails later with a traceback, or silently computes something else.
     from fptlib.cli import main
-    reliability.bad_input(" ".join(argv))
+    kind = ("corrupt data" if "corrupt-mnist" in argv else "missing data" if "source=idx" in argv
+            else "wrong run directory" if "unwritable" in argv else "command line")
+    what = " ".join(argv)
     out = tmp_path / "run"
     if "corrupt-mnist" in argv:
         argv = [a for a in argv if a != "corrupt-mnist"]
@@ -404,6 +469,7 @@ def test_bad_input_exits_2_with_a_message_naming_the_choices(tmp_path, monkeypat
     assert re.search(message, err), err
     assert "Traceback" not in err
     assert not (out / "result.json").exists()
+    reliability.bad_input(what, kind=kind)
 
 
 @pytest.mark.parametrize("kw, message", [
@@ -414,18 +480,18 @@ def test_bad_input_exits_2_with_a_message_naming_the_choices(tmp_path, monkeypat
 ])
 def test_a_papermill_parameter_of_the_wrong_type_is_named(kw, message, reliability):
     # Guards check_parameter_types: a wrong literal from `papermill -p` is named at once.
-    reliability.bad_input(f"papermill {kw}")
     with pytest.raises(TypeError, match=message):
         Tables1And2(**kw)
+    reliability.bad_input(f"papermill {kw}", kind="parameter")
 
 
 def test_an_unknown_fault_point_names_the_valid_ones(monkeypatch, reliability):
     # Guards the fault hook's own validation: a misspelt FPT_FAULT would otherwise never fire and a
     # fault test would pass without injecting anything.
-    reliability.bad_input("FPT_FAULT=stpe:1")
     monkeypatch.setenv("FPT_FAULT", "stpe:1")
     with pytest.raises(RunError, match="unknown point 'stpe'; choose one of step, checkpoint-written"):
         faults.fault("step")
+    reliability.bad_input("FPT_FAULT=stpe:1", kind="parameter")
 
 
 # ---- batch runs: fpt reproduce -----------------------------------------------------------------
@@ -443,7 +509,6 @@ def _notebook(path: Path, body: str):
 def test_reproduce_runs_every_notebook_and_summarises_the_failures(tmp_path, fpt_cmd, reliability):
     # Guards reproduce's carry-on loop and its summary: one notebook raising does not stop the next,
     # the failure and its reason are listed at the end, and the exit status is 1.
-    reliability.fault("failing notebook")
     nbs, res = tmp_path / "nbs", tmp_path / "res"
     nbs.mkdir()
     _notebook(nbs / "01_fails.ipynb", 'raise RuntimeError(f"boom at scale {scale}")')
@@ -461,14 +526,15 @@ def test_reproduce_runs_every_notebook_and_summarises_the_failures(tmp_path, fpt
     summary = json.loads((res / "smoke" / "reproduce_summary.json").read_text())
     assert [(e["notebook"], e["status"]) for e in summary["notebooks"]] == [
         ("01_fails.ipynb", "failed"), ("02_works.ipynb", "ok")]
+    reliability.fault("a notebook raising", kind="failure inside a run")
 
 
 def test_an_empty_notebooks_directory_is_refused(tmp_path, reliability):
     # Guards the check that there is something to run (else `fpt reproduce` "succeeds" doing nothing).
     from fptlib.study.notebooks import reproduce
-    reliability.bad_input("empty notebooks directory")
     with pytest.raises(ValueError, match="no numbered notebooks"):
         reproduce("smoke", notebooks_dir=tmp_path)
+    reliability.bad_input("empty notebooks directory", kind="parameter")
 
 
 def test_a_rerun_computes_only_the_work_left(interrupted, reference, steps_computed):
@@ -485,6 +551,7 @@ def test_a_rerun_computes_only_the_work_left(interrupted, reference, steps_compu
     assert steps_computed["step"] == 4 and (run / "result.json").stat().st_mtime_ns == stamp
     assert first.equals(second)
     assert first.test_accuracy.iloc[0] == reference["result"]["test_accuracy"]
+    assert curve(run) == curve(reference["dir"])
     # what the table's provenance check needs travels with each run
     assert first.versions.iloc[0] == reference["result"]["versions"]
     assert first.data_hash.iloc[0] == reference["result"]["data_hash"]
@@ -510,14 +577,13 @@ print(execute(runs, progress=False)[["run_dir", "test_accuracy", "wall_seconds",
 def test_two_processes_running_one_study_compute_each_run_once(tmp_path, reliability):
     # Guards the per-run-directory lock with wait_for_lock in execute(): without it both processes
     # train the same run at once (different wall_seconds, clobbered checkpoints).
-    reliability.fault("two concurrent study processes")
     go = tmp_path / "go"
     procs = [subprocess.Popen([sys.executable, "-c", STUDY_WORKER, str(go)], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(2)]
     for p in procs:
-        assert p.stdout.readline().strip() == "ready"
+        assert read_line(p.stdout).strip() == "ready"
     go.write_text("")  # start both at once
-    outs = [p.communicate(timeout=600) for p in procs]
+    outs = [p.communicate(timeout=LONG_WAIT) for p in procs]
     assert all(p.returncode == 0 for p in procs), [e for _, e in outs]
     a, b = (json.loads(o) for o, _ in outs)
     assert a == b  # same numbers and the same wall_seconds: each run was computed once, then reused
@@ -525,6 +591,7 @@ def test_two_processes_running_one_study_compute_each_run_once(tmp_path, reliabi
     assert len(runs) == 2
     for run in runs:
         assert _leftovers(run) == [] and (run / "result.json").exists()
+    reliability.fault("two processes running one study at once", kind="concurrent processes")
 
 
 TABLE_WORKER = r"""
@@ -551,7 +618,6 @@ r.save_table(summary, f"table written by {tag}\n", out, "table01_02")
 def test_two_processes_saving_one_table_leave_one_complete_pair(tmp_path, reliability):
     # Guards the table lock in save_table: without it writer B's CSV and Markdown land while writer A
     # is between its two files, and A's Markdown then pairs with B's CSV.
-    reliability.fault("two concurrent table writers")
     out, hold = tmp_path / "tables", str(tmp_path / "a")
     a = subprocess.Popen([sys.executable, "-c", TABLE_WORKER, str(out), "A", hold], stdout=subprocess.DEVNULL)
     deadline = time.time() + 300
@@ -560,7 +626,7 @@ def test_two_processes_saving_one_table_leave_one_complete_pair(tmp_path, reliab
         time.sleep(0.02)
     b = subprocess.Popen([sys.executable, "-c", TABLE_WORKER, str(out), "B", "-"], stdout=subprocess.PIPE,
                          text=True)
-    assert b.stdout.readline().strip() == "saving"
+    assert read_line(b.stdout).strip() == "saving"
     time.sleep(1.0)  # B would be done by now if nothing held it back
     Path(hold + ".release").write_text("")
     assert a.wait(timeout=300) == 0 and b.wait(timeout=300) == 0
@@ -568,6 +634,7 @@ def test_two_processes_saving_one_table_leave_one_complete_pair(tmp_path, reliab
     md = (out / "table01_02.md").read_text()
     assert len(csv) == 50 and set(csv.writer) == {"B"} and md == "table written by B\n"
     assert [p.name for p in out.iterdir() if p.name.endswith(".tmp")] == []
+    reliability.fault("two processes saving one table at once", kind="concurrent processes")
 
 
 def test_run_ids_differ_whenever_the_config_differs():
@@ -624,7 +691,6 @@ def test_a_clean_table_carries_no_warning():
 def test_mixed_code_versions_are_labelled_loudly_or_refused(reliability):
     # Guards the provenance check of summarise: without it a table silently averages runs of
     # different code (here one run under another transformers, one under another numerics version).
-    reliability.bad_input("mixed code versions")
     study = Tables1And2(scale="smoke", seeds=[0, 1], tasks=["bit-xor"], progress=False)
     runs = _frame(versions={1: {"transformers": "5.0.0"}, 4: {"numerics_version": 2}})
     with pytest.warns(RuntimeWarning, match="mixed code versions"):
@@ -636,11 +702,11 @@ def test_mixed_code_versions_are_labelled_loudly_or_refused(reliability):
     assert md.index("Warning") < md.index("| FPT |")  # above the numbers, not in a footnote
     with pytest.raises(MixedResults, match="refusing to build one table from mixed code versions"):
         study.summary(runs, allow_mixed=False)
+    reliability.bad_input("mixed code versions", kind="mixed results")
 
 
 def test_mixed_data_versions_are_labelled_for_their_task(reliability):
     # Guards the data side of the check: runs of one task and options on different data.
-    reliability.bad_input("mixed data versions")
     runs = pd.concat([_frame(data_hashes={2: "d1"}), _frame().assign(task="mnist")], ignore_index=True)
     with pytest.warns(RuntimeWarning, match="mixed data versions for bit-xor"):
         s = summarise(runs)
@@ -651,12 +717,12 @@ def test_mixed_data_versions_are_labelled_for_their_task(reliability):
     assert "- mixed data versions for bit-xor" in md
     with pytest.raises(MixedResults):
         summarise(runs, allow_mixed=False)
+    reliability.bad_input("mixed data versions", kind="mixed results")
 
 
 def test_results_read_back_from_disk_are_checked_too(tmp_path, reference, reliability):
     # Guards the path notebooks use to rebuild a table from result files (load_runs): the versions
     # recorded in result.json reach the check.
-    reliability.bad_input("result.json of another torch")
     dirs = []
     for i in range(2):
         d = tmp_path / f"r{i}"
@@ -670,3 +736,4 @@ def test_results_read_back_from_disk_are_checked_too(tmp_path, reference, reliab
     with pytest.raises(MixedResults, match="torch 1.0.0 \\(1 run\\)"):
         summarise(runs, allow_mixed=False)
     assert (summarise(load_runs(dirs[:1], ["FPT"]), allow_mixed=False).provenance == "").all()
+    reliability.bad_input("result.json of another torch", kind="mixed results")
