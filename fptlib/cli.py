@@ -157,10 +157,17 @@ def _bench_parser(sub) -> None:
     b = sub.add_parser("bench", help="time our training step, evaluation and output-only training "
                        "against the original implementation's, in one run; writes results/bench/",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    b.add_argument("--backbones", nargs="+", default=["gpt2", "minilm"],
-                   help="gpt2 (gpt2-small shape, random init: no download), minilm, or any fptlib backbone name")
-    b.add_argument("--shapes", nargs="+", default=None, help="cifar10 mnist bit-memory cifar10-lra listops "
-                   "(default: all)")
+    b.add_argument("--offline", action="store_true", help="the offline (cpu) scale's MiniLM shapes instead of "
+                   "the paper's: our fp32 step against bf16 autocast (and the original's), each against this "
+                   "machine's matmul ceiling in its own precision; writes offline.{md,csv} (~10 min)")
+    b.add_argument("--backbones", nargs="+", default=None,
+                   help="gpt2 (gpt2-small shape, random init: no download), minilm, or any fptlib backbone name "
+                   "(default: gpt2 minilm; with --offline minilm)")
+    b.add_argument("--shapes", nargs="+", default=None, help="cifar10 mnist bit-memory cifar10-lra listops; with "
+                   "--offline bit-memory bit-xor listops mnist fashion-mnist pfam (default: all)")
+    b.add_argument("--impls", nargs="+", default=None, choices=("original", "ours", "ours_fused_attention",
+                   "ours_bf16"), help="implementations timed (default: original ours ours_fused_attention; "
+                   "with --offline original ours ours_bf16)")
     b.add_argument("--reps", type=int, default=5, help="timed steps per implementation (median reported)")
     b.add_argument("--quick", action="store_true", help="tiny-gpt2 on two shapes, 2 reps: checks the "
                    "benchmark runs (seconds), measures nothing worth keeping")
@@ -170,6 +177,9 @@ def _bench_parser(sub) -> None:
     b.add_argument("--side-by-side", action="store_true", help="instead: time short cpu-scale runs trained "
                    "one after another vs side by side in worker processes (what `fpt reproduce` does on a "
                    "CPU); writes side_by_side.{json,md}")
+    b.add_argument("--equivalence", action="store_true", help="instead: FPT on MNIST and ListOps, three seeds, "
+                   "in bf16 and fp32 at the cpu scale (the fp32 runs are notebook 01's), decided by the glance's "
+                   "noise rule; trains what is missing; writes precision_equivalence.{json,md}")
     b.add_argument("--out", default=None, help="output directory (default: results/bench)")
     b.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -254,11 +264,17 @@ def _bench(args) -> int:
     from .perf import bench
     if args.threads:
         torch.set_num_threads(args.threads)
-    backbones = {b: bench.BACKBONES.get(b, "random") for b in args.backbones}
+    kind = "offline" if args.offline else "paper"
+    backbones = {b: bench.BACKBONES.get(b, "random") for b in args.backbones} if args.backbones else None
     shapes, reps = args.shapes, args.reps
     if args.quick:
         backbones, shapes, reps = bench.QUICK["backbones"], args.shapes or bench.QUICK["shapes"], bench.QUICK["reps"]
     out = Path(args.out) if args.out else PROJ_ROOT / "results" / "bench"
+    if args.equivalence:
+        from .perf import equivalence
+        record = equivalence.run(out, progress=not args.no_progress)
+        print((out / "precision_equivalence.md").read_text())
+        return 0
     if args.side_by_side:
         kw = {"steps": 4, "seeds": (0, 1), "tasks": ("bit-xor",), "scale": "smoke"} if args.quick else {}
         record = bench.side_by_side(out, **kw)
@@ -267,11 +283,12 @@ def _bench(args) -> int:
         return 0
     try:
         record = bench.run(out, backbones, shapes, reps=reps, memory=not args.no_memory,
-                           cached=not args.no_cached, progress=not args.no_progress)
+                           cached=not (args.no_cached or args.offline), progress=not args.no_progress, kind=kind,
+                           impls=args.impls)
     except ValueError as e:
         print(f"fpt bench: error: {e}", file=sys.stderr)
         return 2
-    print((out / "bench.md").read_text())
+    print((out / f"{'bench' if kind == 'paper' else kind}.md").read_text())
     print(f"[fpt bench] {record['wall_seconds']:.0f} s; full record in {record['path']}")
     return 0
 

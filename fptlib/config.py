@@ -10,9 +10,10 @@ import json
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from .groups import FPT_GROUPS, parse_groups
+from .hardware import auto_precision
 
 SCALES = ("smoke", "cpu", "paper")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")  # auto: bf16 where this device computes it natively, else fp32
 # bit: the weights of the same architecture fully trained on Bit Memory, then frozen (paper Table 2)
 INITS = ("pretrained", "random", "stats", "bit")
 
@@ -51,8 +52,10 @@ class RunConfig:
                          "(0: run the whole budget; the paper scale's default is 20)")
     eval_batch_size: int | None = _opt(None, "batch size of evaluation (default 64)")
     train_eval_examples: int | None = _opt(None, "train accuracy is measured on this many training examples")
-    precision: str = _opt("fp32", "fp32 (the paper's, the default at every scale), or bf16/fp16 autocast "
-                          "through Accelerate (bf16 runs on CPU too)", choices=PRECISIONS)
+    precision: str | None = _opt(None, "fp32 (the paper's), or bf16/fp16 autocast through Accelerate (bf16 runs "
+                                 "on CPU too); auto: bf16 where this CPU or GPU computes bf16 natively, else "
+                                 "fp32 (resolved before the run's identity is taken). Default: the scale's "
+                                 "(fp32 at smoke, cpu and paper)", choices=PRECISIONS)
     tf32: bool = _opt(False, "on CUDA, let fp32 matmuls and convolutions use TF32 (faster, fewer mantissa bits); "
                       "off unless asked")
     n_layers: int | None = _opt(None, "keep only the first N backbone blocks")
@@ -108,7 +111,9 @@ class RunConfig:
     def run_id(self) -> str:
         bb = (self.backbone or "default").replace("/", "_").strip("_")[-24:]
         groups = "full" if set(self.train) >= set(parse_groups("full")) else "+".join(self.train)
-        return f"{self.task}__{bb}__{self.init}__{groups}__s{self.seed}__{self.hash()}"
+        # a precision other than the paper's fp32 shows in the name (fp32 names are as they always were)
+        tag = f"__{self.precision}" if self.precision not in (None, "fp32") else ""
+        return f"{self.task}__{bb}__{self.init}__{groups}__s{self.seed}{tag}__{self.hash()}"
 
 
 # Fields added after the first published runs, with the default that leaves a run unchanged.
@@ -145,6 +150,10 @@ PRESETS: dict[str, dict] = {
                               "task_options": {"max_train": 256, "max_test": 200, "n_val": 100}},
             "pfam": {"steps": 10, "batch_size": 8, "eval_every": 5, "task_options": {"n_train_eval": 64}},
         },
+        "converge": {"precision": "bf16", "patience": 2,
+                     "tasks": {t: {"steps": 30, "eval_every": 2} for t in ("bit-xor", "bit-memory", "mnist", "listops",
+                                                                           "cifar10", "cifar10-lra", "homology",
+                                                                           "fashion-mnist", "pfam")}},
     },
     "cpu": {
         "about": "finishes on 2 CPU cores: the offline language-pretrained MiniLM-L6 (BERT family, "
@@ -173,6 +182,22 @@ PRESETS: dict[str, dict] = {
             "fashion-mnist": {"steps": 600, "batch_size": 16, "eval_every": 100, "task_options": {"n_val": 1000}},
             "pfam": {"steps": 600, "batch_size": 16, "eval_every": 100, "task_options": {}},
         },
+        # Trained to convergence (notebook 01a): the tasks, data, backbone and batch sizes above, each run
+        # stopped once validation accuracy has not improved for `patience` evaluations (the paper scale's
+        # rule), under a step cap meant never to be reached. bf16 autocast: 1.5-1.7x faster per step on a
+        # CPU with native bf16 and level with fp32 in accuracy (docs/performance.md); part of each run's
+        # identity, so these runs are never mixed with fp32 ones.
+        "converge": {"precision": "bf16", "patience": 20,
+                     "tasks": {"bit-xor": {"steps": 30000, "eval_every": 100},
+                               "bit-memory": {"steps": 40000, "eval_every": 250},
+                               "listops": {"steps": 15000, "eval_every": 100},
+                               "mnist": {"steps": 20000, "eval_every": 100},
+                               # where their data has been fetched (none of them is offline)
+                               "cifar10": {"steps": 40000, "eval_every": 250},
+                               "cifar10-lra": {"steps": 40000, "eval_every": 250},
+                               "homology": {"steps": 40000, "eval_every": 250},
+                               "fashion-mnist": {"steps": 20000, "eval_every": 100},
+                               "pfam": {"steps": 20000, "eval_every": 100}}},
     },
     "paper": {
         "about": "the paper's settings: GPT-2 base, full data, long budgets with convergence stopping; "
@@ -212,6 +237,18 @@ PRESETS: dict[str, dict] = {
 }
 
 
+def converge_fields(scale: str, task: str) -> dict:
+    """RunConfig fields of a run trained to convergence at `scale`: its step cap, evaluation interval,
+    patience and precision. Empty at the paper scale, whose runs stop by patience already."""
+    conv = PRESETS[scale].get("converge")
+    if not conv:
+        return {}
+    if task not in conv["tasks"]:
+        raise ValueError(f"task {task!r} has no convergence settings at scale {scale!r}; tasks with them: "
+                         f"{', '.join(conv['tasks'])}")
+    return {"precision": conv["precision"], "patience": conv["patience"], **conv["tasks"][task]}
+
+
 _WIDTH_KEYS = ("n_embd", "hidden_size", "d_model")
 
 
@@ -238,7 +275,7 @@ def config_width(name: str) -> int | None:
 
 # Fields `resolve` fills; a config with all of them set has been resolved.
 _RESOLVED = ("backbone", "steps", "batch_size", "eval_every", "lr", "eval_batch_size", "train_eval_examples",
-             "lstm_width")
+             "lstm_width", "precision")
 
 
 def is_resolved(cfg: RunConfig) -> bool:
@@ -254,7 +291,7 @@ def resolve(cfg: RunConfig) -> RunConfig:
         raise ValueError(f"unknown task {cfg.task!r}; choose one of {', '.join(known)}")
     if cfg.init not in INITS:
         raise ValueError(f"unknown init {cfg.init!r}; choose one of {', '.join(INITS)}")
-    if cfg.precision not in PRECISIONS:
+    if cfg.precision is not None and cfg.precision not in PRECISIONS:
         raise ValueError(f"unknown precision {cfg.precision!r}; choose one of {', '.join(PRECISIONS)}")
     preset = PRESETS[cfg.scale]
     if cfg.task not in preset["tasks"]:
@@ -279,6 +316,8 @@ def resolve(cfg: RunConfig) -> RunConfig:
         changes["lstm_width"] = config_width(preset["backbone"]) or preset["lstm_width"]
     if cfg.eval_batch_size is None:
         changes["eval_batch_size"] = _COMMON["eval_batch_size"]
+    precision = cfg.precision or preset.get("precision", "fp32")
+    changes["precision"] = auto_precision() if precision == "auto" else precision
     backbone = changes.get("backbone", cfg.backbone)
     if cfg.lr is None:  # paper App. C: 1e-3 for transformers, 1e-4 for homology, 3e-4 for LSTMs
         changes["lr"] = 3e-4 if backbone == "lstm" else task_preset.get("lr", 1e-3)

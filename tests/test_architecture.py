@@ -10,7 +10,7 @@ import pytest
 PKG = Path(__file__).resolve().parent.parent / "fptlib"
 MAX_FUNCTION_LINES = 80
 # Layers from the bottom; a module may import its own layer and those below it.
-LAYERS = [{"version", "paths", "io", "seeding", "groups", "config"}, {"data"}, {"models"}, {"training"},
+LAYERS = [{"version", "paths", "io", "seeding", "groups", "hardware", "config"}, {"data"}, {"models"}, {"training"},
           {"study"}, {"perf", "rehearse"}, {"cli"}]
 
 

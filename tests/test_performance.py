@@ -245,3 +245,31 @@ def test_stats_init_does_not_depend_on_the_thread_count():
         torch.set_num_threads(n)
     for a, b in ((prints[0], prints[2]), (prints[1], prints[3])):
         assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_offline_bench_times_bf16_against_fp32_each_against_its_own_ceiling(tmp_path):
+    from fptlib.perf.bench import offline_shapes
+    shapes = offline_shapes()
+    assert set(shapes) == {"bit-memory", "bit-xor", "listops", "mnist", "fashion-mnist", "pfam"}
+    assert (shapes["mnist"].batch, shapes["mnist"].tokens, shapes["mnist"].d_in) == (16, 49, 16)
+    rec = run_bench(tmp_path, {"tiny-gpt2": "random"}, ["bit-xor"], reps=1, eval_batches=1, memory=False,
+                    cached=False, progress=False, kind="offline")
+    r = rec["results"]["tiny-gpt2/bit-xor"]
+    assert set(rec["impls"]) == {"original", "ours", "ours_bf16"} and "ours_fused_attention" not in r
+    assert r["ours_bf16"]["precision"] == "bf16" and r["frozen_unchanged"]
+    assert r["ours_bf16"]["speedup_over_fp32"] == pytest.approx(r["ours"]["step_seconds"]
+                                                                / r["ours_bf16"]["step_seconds"])
+    ceiling = {"fp32": max(rec["ceiling_gflops"]), "bf16": max(rec["ceiling_gflops_bf16"])}
+    for impl in ("ours", "ours_bf16"):  # each fraction is of its own precision's ceiling
+        want = r[impl]["gflops"] / ceiling[r[impl]["precision"]]
+        assert r[impl]["ceiling_fraction"] == pytest.approx(want)
+    assert r["gemm_only_ceiling_fraction_bf16"] == pytest.approx(r["gemm_only_gflops_bf16"] / ceiling["bf16"])
+    md = (tmp_path / "offline.md").read_text()
+    assert "bf16 over ours fp32" in md and "bf16 matmuls-only % of bf16 ceiling" in md and "precision auto" in md
+    assert not (tmp_path / "bench.md").exists() and next((tmp_path / "runs").glob("offline_*.json"))
+
+
+def test_bench_refuses_an_unknown_implementation(tmp_path):
+    with pytest.raises(ValueError, match="implementation"):
+        run_bench(tmp_path, {"tiny-gpt2": "random"}, ["bit-xor"], reps=1, memory=False, cached=False,
+                  progress=False, kind="offline", impls=("ours", "ours_fp8"))

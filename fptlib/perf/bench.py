@@ -49,28 +49,38 @@ SHAPES = {
     "cifar10-lra": Shape(2, 1024, 1, "linear", 1, 10, 10),
     "listops": Shape(4, 512, 15, "tokens", 1, 10, 10),
 }
-# Implementations timed: the original's step; ours with the paper's dropout; ours with the
-# fused-attention option (attention dropout 0: a different model, so never the default).
-IMPLS = ("original", "ours", "ours_fused_attention")
+# The offline (cpu) scale's shapes: its MiniLM tasks at their batch sizes (`offline_shapes`).
+OFFLINE_TASKS = ("bit-memory", "bit-xor", "listops", "mnist", "fashion-mnist", "pfam")
+# Implementations timed: the original's step; ours with the paper's dropout (fp32); ours with the
+# fused-attention option (attention dropout 0: a different model, so never the default); ours under bf16
+# autocast (fp32 master weights and optimizer, bf16 products).
+IMPLS = ("original", "ours", "ours_fused_attention", "ours_bf16")
+PAPER_IMPLS = ("original", "ours", "ours_fused_attention")
+OFFLINE_IMPLS = ("original", "ours", "ours_bf16")
+PRECISION = {"original": "fp32", "ours": "fp32", "ours_fused_attention": "fp32", "ours_bf16": "bf16"}
 BACKBONES = {"gpt2": "random", "minilm": "pretrained"}  # gpt2-small shape needs no download
 QUICK = {"backbones": {"tiny-gpt2": "random"}, "shapes": ("mnist", "bit-memory"), "reps": 2}
 
 
+def offline_shapes() -> dict[str, Shape]:
+    """The cpu scale's shapes of OFFLINE_TASKS: the task's planned shape at the scale's batch size."""
+    from ..config import RunConfig, resolve
+    from ..data import task_class
+    out = {}
+    for task in OFFLINE_TASKS:
+        cfg = resolve(RunConfig(task=task, scale="cpu"))
+        out[task] = Shape(cfg.batch_size, *task_class(task).planned_shape(cfg.task_options))
+    return out
+
+
 def machine() -> dict:
-    flags = set()
-    model = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
+    from ..hardware import auto_precision, cpu
+    model, flags = cpu()
     import transformers
     return {"cpu": model, "logical_cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "torch_interop_threads": torch.get_num_interop_threads(),
-            "simd": sorted(f for f in flags if f.startswith(("avx512f", "avx2", "amx_tile", "fma"))),
+            "simd": sorted(f for f in flags if f.startswith(("avx512f", "avx512_bf16", "avx2", "amx", "fma"))),
+            "auto_precision": auto_precision(),
             "cuda": torch.cuda.is_available(), "torch": torch.__version__,
             "transformers": transformers.__version__, "python": platform.python_version(),
             "mkldnn": torch.backends.mkldnn.is_available()}
@@ -85,9 +95,9 @@ def _median_time(fn, reps: int) -> float:
     return statistics.median(ts)
 
 
-def matmul_ceiling(n: int = 2048, reps: int = 7) -> float:
-    """GFLOP/s of an n x n fp32 matmul: the most this machine's torch does per second."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_ceiling(n: int = 2048, reps: int = 7, dtype=torch.float32) -> float:
+    """GFLOP/s of an n x n matmul in `dtype`: the most this machine's torch does per second in it."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b
     return 2 * n ** 3 / _median_time(lambda: a @ b, reps) / 1e9
 
@@ -104,15 +114,18 @@ def step_flops(shape: Shape, width: int, layers: int, ffn: int, d_in: int | None
     return {"forward": forward, "backward": backward, "step": forward + backward}
 
 
-def gemm_seconds(shape: Shape, width: int, layers: int, ffn: int, reps: int = 3) -> float:
+def gemm_seconds(shape: Shape, width: int, layers: int, ffn: int, reps: int = 3, dtype=torch.float32) -> float:
     """The step's dense and attention matmuls alone, with their real shapes and layouts (forward,
-    and backward activation gradients): a floor no implementation of this step can go under in fp32."""
+    and backward activation gradients): a floor no implementation of this step can go under in `dtype`."""
     n, T, B, H = shape.batch * shape.tokens, shape.tokens, shape.batch, max(1, width // 64)
     mats = [(width, 3 * width), (width, width), (width, ffn), (ffn, width)]
-    xs = {k: torch.randn(n, k) for k in {a for a, _ in mats} | {b for _, b in mats}}
-    ws = [torch.randn(a, b) for a, b in mats]
-    q, k = torch.randn(B * H, T, width // H), torch.randn(B * H, T, width // H)
-    p = torch.randn(B * H, T, T)
+
+    def randn(*size):
+        return torch.randn(*size, dtype=dtype)
+    xs = {k: randn(n, k) for k in {a for a, _ in mats} | {b for _, b in mats}}
+    ws = [randn(a, b) for a, b in mats]
+    q, k = randn(B * H, T, width // H), randn(B * H, T, width // H)
+    p = randn(B * H, T, T)
 
     def once():
         for (a, b), w in zip(mats, ws):
@@ -139,17 +152,16 @@ def _inputs(shape: Shape, batch: int, g: torch.Generator):
 class _Ours:
     """Our model and our real training step (fptlib.training.train_step) and evaluation."""
 
-    def __init__(self, backbone: str, init: str, shape: Shape, attention_dropout=None, seed=0):
-        from accelerate import Accelerator
-
+    def __init__(self, backbone: str, init: str, shape: Shape, attention_dropout=None, seed=0, precision="fp32"):
         from ..groups import FPT_GROUPS
         from ..models import FPT, BackboneSpec, build_backbone
+        from ..training import accelerator
         bb = build_backbone(BackboneSpec(backbone, init=init, attention_dropout=attention_dropout), seed)
         self.model = FPT(bb, input_kind=shape.input_kind, d_in=shape.d_in, n_out_tokens=shape.n_out_tokens,
                          out_dim=shape.out_dim)
         self.model.set_trainable(FPT_GROUPS)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.acc = Accelerator(cpu=True)
+        self.acc = accelerator(precision)  # keeps its own autocast setting when the next one resets the state
         self.opt = torch.optim.Adam(self.params, lr=1e-3)
         self.shape = shape
         self.fingerprint = self.model.frozen_fingerprint()
@@ -198,7 +210,8 @@ class _Original:
 def _make(impl: str, backbone: str, init: str, shape: Shape):
     if impl == "original":
         return _Original(backbone, init, shape)
-    return _Ours(backbone, init, shape, attention_dropout=0.0 if impl == "ours_fused_attention" else None)
+    return _Ours(backbone, init, shape, attention_dropout=0.0 if impl == "ours_fused_attention" else None,
+                 precision=PRECISION[impl])
 
 
 def _dims(bb) -> tuple[int, int, int]:
@@ -209,16 +222,14 @@ def _dims(bb) -> tuple[int, int, int]:
 
 
 # ---- measurements ---------------------------------------------------------------------------------
-def bench_shape(backbone: str, init: str, shape_name: str, reps: int, eval_examples: int,
-                eval_batch_size: int, progress=None) -> dict:
-    shape = SHAPES[shape_name]
+def bench_shape(backbone: str, init: str, shape: Shape, reps: int, eval_examples: int,
+                eval_batch_size: int, progress=None, impl_names=PAPER_IMPLS) -> dict:
     ours = _make("ours", backbone, init, shape)
     bb = ours.model.backbone
     if shape.tokens > bb.max_positions:
         return {"skipped": f"{shape.tokens} tokens do not fit {backbone}'s {bb.max_positions} positions"}
     width, layers, ffn = _dims(bb)
-    impls = {"original": _make("original", backbone, init, shape), "ours": ours,
-             "ours_fused_attention": _make("ours_fused_attention", backbone, init, shape)}
+    impls = {i: ours if i == "ours" else _make(i, backbone, init, shape) for i in impl_names}
     g = torch.Generator().manual_seed(0)
     x, y = _inputs(shape, shape.batch, g)
     for impl in impls.values():  # warm-up: allocator, lazy init, first-call dispatch
@@ -241,20 +252,26 @@ def bench_shape(backbone: str, init: str, shape_name: str, reps: int, eval_examp
             impl.evaluate(ex, ey, eval_batch_size)
             eval_times[name].append(time.perf_counter() - t)
     flops = step_flops(shape, width, layers, ffn)
-    gemm = gemm_seconds(shape, width, layers, ffn)
     out = {"shape": asdict(shape), "flops_per_step": flops, "reps": reps, "eval_examples": eval_examples,
            "eval_batch_size": {"original": shape.batch, "ours": eval_batch_size},
-           "frozen_unchanged": ours.model.frozen_fingerprint() == ours.fingerprint,
-           "gemm_only_seconds": gemm, "gemm_only_gflops": flops["step"] / gemm / 1e9}
+           "frozen_unchanged": all(i.model.frozen_fingerprint() == i.fingerprint
+                                   for i in impls.values() if isinstance(i, _Ours))}
+    for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        if precision in {PRECISION[i] for i in impls}:  # the matmuls alone, in each precision timed
+            gemm = gemm_seconds(shape, width, layers, ffn, dtype=dtype)
+            suffix = "" if precision == "fp32" else "_bf16"
+            out["gemm_only_seconds" + suffix], out["gemm_only_gflops" + suffix] = gemm, flops["step"] / gemm / 1e9
     for name in impls:
         med = statistics.median(times[name])
-        out[name] = {"step_seconds": med, "step_seconds_all": times[name],
+        out[name] = {"step_seconds": med, "step_seconds_all": times[name], "precision": PRECISION[name],
                      "gflops": flops["step"] / med / 1e9,
                      "eval_examples_per_second": eval_examples / statistics.median(eval_times[name])}
     base = out["original"]
-    for name in ("ours", "ours_fused_attention"):
+    for name in set(impls) - {"original"}:
         out[name]["speedup"] = base["step_seconds"] / out[name]["step_seconds"]
         out[name]["eval_speedup"] = out[name]["eval_examples_per_second"] / base["eval_examples_per_second"]
+    if "ours_bf16" in impls:  # interleaved with ours, so the ratio survives a noisy machine
+        out["ours_bf16"]["speedup_over_fp32"] = out["ours"]["step_seconds"] / out["ours_bf16"]["step_seconds"]
     return out
 
 
@@ -265,10 +282,16 @@ def _vm(field: str) -> int:
     raise OSError(f"{field} not in /proc/self/status")
 
 
-def memory_probe(impl: str, backbone: str, init: str, shape_name: str) -> dict:
+def _catalogue(kind: str) -> dict[str, Shape]:
+    if kind not in ("paper", "offline"):
+        raise ValueError(f"bench kind must be paper or offline, not {kind!r}")
+    return offline_shapes() if kind == "offline" else SHAPES
+
+
+def memory_probe(impl: str, backbone: str, init: str, shape_name: str, kind: str = "paper") -> dict:
     """Run in a fresh process: peak memory of one training step beyond what the model holds."""
     torch.manual_seed(0)
-    shape = SHAPES[shape_name]
+    shape = _catalogue(kind)[shape_name]
     m = _make(impl, backbone, init, shape)
     x, y = _inputs(shape, shape.batch, torch.Generator().manual_seed(0))
     before = _vm("VmRSS")
@@ -276,11 +299,11 @@ def memory_probe(impl: str, backbone: str, init: str, shape_name: str) -> dict:
     return {"rss_before_step_bytes": before, "step_peak_bytes": _vm("VmHWM") - before}
 
 
-def _memory(impl, backbone, init, shape_name) -> dict:
+def _memory(impl, backbone, init, shape_name, kind="paper") -> dict:
     code = ("import json,sys; from fptlib.perf.bench import memory_probe; "
             "print(json.dumps(memory_probe(*sys.argv[1:])))")
-    r = subprocess.run([sys.executable, "-c", code, impl, backbone, init, shape_name],
-                       capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-c", code, impl, backbone, init, shape_name, kind],
+                       capture_output=True, text=True, timeout=600)
     if r.returncode:
         return {"error": r.stderr.strip().splitlines()[-1] if r.stderr.strip() else f"exit {r.returncode}"}
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -314,34 +337,40 @@ def bench_cached_epochs(backbone: str, init: str, n_train: int, epochs: int, out
 
 # ---- the whole benchmark ------------------------------------------------------------------------
 def run(out_root: Path, backbones: dict | None = None, shapes=None, reps: int = 5, eval_batches: int = 8,
-        eval_batch_size: int = 64, memory: bool = True, cached: bool = True, progress: bool = True) -> dict:
+        eval_batch_size: int = 64, memory: bool = True, cached: bool = True, progress: bool = True,
+        kind: str = "paper", impls=None) -> dict:
+    """kind paper: the paper's shapes (SHAPES) on gpt2-small and MiniLM, our fp32 step against the
+    original's; kind offline: the cpu scale's MiniLM shapes (offline_shapes), fp32 against bf16 autocast.
+    Writes runs/<kind>_<time>.json and the tables bench.{md,csv} (paper) or offline.{md,csv}."""
     from tqdm.auto import tqdm
 
     from ..io import write_json_atomic
-    backbones = backbones or BACKBONES
-    shapes = tuple(shapes or SHAPES)
-    unknown = [s for s in shapes if s not in SHAPES]
-    if unknown:
-        raise ValueError(f"unknown bench shape(s) {unknown}; choose from {', '.join(SHAPES)}")
+    catalogue = _catalogue(kind)
+    impls = tuple(impls or (OFFLINE_IMPLS if kind == "offline" else PAPER_IMPLS))
+    backbones = backbones or ({"minilm": "pretrained"} if kind == "offline" else BACKBONES)
+    shapes = tuple(shapes or catalogue)
+    unknown = [s for s in shapes if s not in catalogue] + [i for i in impls if i not in IMPLS]
+    if unknown or "original" not in impls:
+        raise ValueError(f"unknown bench shape(s) or implementation(s) {unknown}; shapes: {', '.join(catalogue)}; "
+                         f"implementations: {', '.join(IMPLS)} (original always among them)")
     t0 = time.perf_counter()
     record = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
-              "ceiling_gflops": [matmul_ceiling()], "results": {}}
-    bar = tqdm(total=len(backbones) * len(shapes) * reps * len(IMPLS), disable=not progress, desc="bench")
+              "kind": kind, "impls": list(impls), "ceiling_gflops": [matmul_ceiling()],
+              "ceiling_gflops_bf16": [matmul_ceiling(dtype=torch.bfloat16)], "results": {}}
+    bar = tqdm(total=len(backbones) * len(shapes) * reps * len(impls), disable=not progress, desc="bench")
     for bb, init in backbones.items():
         for s in shapes:
             bar.set_postfix_str(f"{bb} {s}")
-            r = bench_shape(bb, init, s, reps, eval_batches * SHAPES[s].batch, eval_batch_size, bar)
+            r = bench_shape(bb, init, catalogue[s], reps, eval_batches * catalogue[s].batch, eval_batch_size, bar,
+                            impls)
             if memory and "skipped" not in r:
-                for impl in IMPLS:
-                    r[impl]["memory"] = _memory(impl, bb, init, s)
+                for impl in impls:
+                    r[impl]["memory"] = _memory(impl, bb, init, s, kind)
             record["results"][f"{bb}/{s}"] = r
     bar.close()
     record["ceiling_gflops"].append(matmul_ceiling())
-    ceiling = max(record["ceiling_gflops"])
-    for r in record["results"].values():
-        for impl in IMPLS:
-            if impl in r:
-                r[impl]["ceiling_fraction"] = r[impl]["gflops"] / ceiling
+    record["ceiling_gflops_bf16"].append(matmul_ceiling(dtype=torch.bfloat16))
+    _ceiling_fractions(record)
     if cached:
         bb = next(iter(backbones))
         tmp = out_root / ".cached-runs"
@@ -351,11 +380,27 @@ def run(out_root: Path, backbones: dict | None = None, shapes=None, reps: int = 
         shutil.rmtree(tmp, ignore_errors=True)
     record["wall_seconds"] = time.perf_counter() - t0
     stamp = record["started"].replace(":", "").replace("-", "")
-    path = out_root / "runs" / f"bench_{stamp}.json"
+    path = out_root / "runs" / f"{'bench' if kind == 'paper' else kind}_{stamp}.json"
     write_json_atomic(path, record)
     record["path"] = str(path)
     write_tables(record, out_root)
     return record
+
+
+def _ceiling_fractions(record: dict) -> None:
+    """Each implementation's GFLOP/s (and the matmuls-only floor's) as a fraction of the matmul ceiling of
+    the precision it computes in, measured in the same run."""
+    ceiling = {"fp32": max(record["ceiling_gflops"]), "bf16": max(record["ceiling_gflops_bf16"])}
+    for r in record["results"].values():
+        for impl in IMPLS:
+            if impl in r:
+                r[impl]["ceiling_fraction"] = r[impl]["gflops"] / ceiling[PRECISION[impl]]
+        for suffix, precision in (("", "fp32"), ("_bf16", "bf16")):
+            if "gemm_only_gflops" + suffix in r:
+                r["gemm_only_ceiling_fraction" + suffix] = r["gemm_only_gflops" + suffix] / ceiling[precision]
+
+
+LABEL = {"original": "original", "ours": "ours", "ours_fused_attention": "fused-attn", "ours_bf16": "bf16"}
 
 
 def table_rows(record: dict) -> list[dict]:
@@ -371,13 +416,21 @@ def table_rows(record: dict) -> list[dict]:
                "ours s/step": round(r["ours"]["step_seconds"], 3),
                "speed-up": round(r["ours"]["speedup"], 2),
                "ours % of ceiling": round(100 * r["ours"]["ceiling_fraction"], 1),
-               "original % of ceiling": round(100 * r["original"]["ceiling_fraction"], 1),
-               "fused-attn s/step": round(r["ours_fused_attention"]["step_seconds"], 3),
-               "fused-attn speed-up": round(r["ours_fused_attention"]["speedup"], 2),
-               "eval speed-up": round(r["ours"]["eval_speedup"], 2)}
-        mem = {i: r[i].get("memory", {}).get("step_peak_bytes") for i in IMPLS}
+               "original % of ceiling": round(100 * r["original"]["ceiling_fraction"], 1)}
+        if "ours_fused_attention" in r:
+            row |= {"fused-attn s/step": round(r["ours_fused_attention"]["step_seconds"], 3),
+                    "fused-attn speed-up": round(r["ours_fused_attention"]["speedup"], 2)}
+        if "ours_bf16" in r:
+            b = r["ours_bf16"]
+            row |= {"bf16 s/step": round(b["step_seconds"], 3), "bf16 over ours fp32": round(b["speedup_over_fp32"], 2),
+                    "bf16 % of bf16 ceiling": round(100 * b["ceiling_fraction"], 1),
+                    "fp32 matmuls-only % of ceiling": round(100 * r["gemm_only_ceiling_fraction"], 1),
+                    "bf16 matmuls-only % of bf16 ceiling": round(100 * r["gemm_only_ceiling_fraction_bf16"], 1)}
+        row["eval speed-up"] = round(r["ours"]["eval_speedup"], 2)
+        impls = [i for i in IMPLS if i in r]
+        mem = {i: r[i].get("memory", {}).get("step_peak_bytes") for i in impls}
         if all(mem.values()):
-            row |= {f"{i} step peak GiB": round(mem[i] / 2 ** 30, 2) for i in IMPLS}
+            row |= {f"{i} step peak GiB": round(mem[i] / 2 ** 30, 2) for i in impls}
         rows.append(row)
     return rows
 
@@ -388,20 +441,26 @@ def write_tables(record: dict, out_root: Path) -> None:
     from ..io import write_text_atomic
     from ..study.tables import frame_markdown
     df = pd.DataFrame(table_rows(record))
-    write_text_atomic(out_root / "bench.csv", df.to_csv(index=False))
+    name = "bench" if record.get("kind", "paper") == "paper" else record["kind"]
+    write_text_atomic(out_root / f"{name}.csv", df.to_csv(index=False))
     m = record["machine"]
+    ceilings = [f"fp32 matmul ceiling {max(record['ceiling_gflops']):.0f} GFLOP/s (2048² matmul, before/after: "
+                + ", ".join(f"{c:.0f}" for c in record["ceiling_gflops"]) + ")"]
+    if record.get("ceiling_gflops_bf16"):
+        ceilings.append(f"bf16 {max(record['ceiling_gflops_bf16']):.0f} GFLOP/s ("
+                        + ", ".join(f"{c:.0f}" for c in record["ceiling_gflops_bf16"]) + ")")
+    native = m.get("auto_precision")
     lines = [f"Measured {record['started']} on {m['cpu']} ({m['logical_cpus']} logical CPUs, "
-             f"{m['torch_threads']} torch threads, torch {m['torch']}). fp32 matmul ceiling "
-             f"{max(record['ceiling_gflops']):.0f} GFLOP/s (2048² matmul, before/after: "
-             + ", ".join(f"{c:.0f}" for c in record["ceiling_gflops"]) + ").", "",
-             frame_markdown(df)]
+             f"{m['torch_threads']} torch threads, torch {m['torch']}"
+             + (f"; precision auto means {native} here" if native else "") + "). " + "; ".join(ceilings) + ".",
+             "", frame_markdown(df)]
     oc = record.get("output_only_cached")
     if oc:
         lines += ["", f"Output-only training (Table 10) on {oc['n_train']} MNIST digits, {oc['backbone']}: "
                   f"uncached epoch {oc['uncached_epoch_seconds']:.2f} s, cached epochs after the first "
                   f"{statistics.median(oc['cached_later_epoch_seconds']) * 1000:.2f} ms: "
                   f"{oc['speedup_after_first_epoch']:.0f}x."]
-    write_text_atomic(out_root / "bench.md", "\n".join(lines) + "\n")
+    write_text_atomic(out_root / f"{name}.md", "\n".join(lines) + "\n")
 
 
 # ---- runs side by side (study.executor.default_workers) --------------------------------------------

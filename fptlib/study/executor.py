@@ -206,9 +206,10 @@ def _execute_local(runs: list[Run], progress: bool, workers: int | None) -> pd.D
         res = _train_named(r.config, str(d), progress)
         if not cached:
             bar.update(1)
-        rows.append({"row": r.row, "run_dir": str(d), **{k: res.get(k) for k in RUN_COLUMNS[2:-1]},
-                     # what the table's provenance check compares (results.provenance_issues)
-                     "task_options": (res.get("config") or {}).get("task_options")})
+        cfg = res.get("config") or {}
+        rows.append({"row": r.row, "run_dir": str(d), **{k: res.get(k) for k in RUN_COLUMNS[2:-2]},
+                     # what the table's provenance check compares (tables.provenance_issues)
+                     "task_options": cfg.get("task_options"), "precision": cfg.get("precision") or "fp32"})
     bar.close()
     return pd.DataFrame(rows, columns=RUN_COLUMNS)  # the columns even when nothing runs here
 
@@ -216,4 +217,4 @@ def _execute_local(runs: list[Run], progress: bool, workers: int | None) -> pd.D
 # One line per run, as `execute` returns it
 RUN_COLUMNS = ("row", "run_dir", "task", "backbone", "init", "seed", "scale", "steps", "test_accuracy",
                "test_masked_accuracy", "train_accuracy", "val_accuracy", "trainable_params", "total_params",
-               "frozen_unchanged", "wall_seconds", "config_hash", "data_hash", "versions", "task_options")
+               "frozen_unchanged", "wall_seconds", "config_hash", "data_hash", "versions", "task_options", "precision")

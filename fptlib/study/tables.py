@@ -57,6 +57,11 @@ def provenance_issues(runs: pd.DataFrame) -> tuple[list[str], dict[str, list[str
             if len(seen) > 1:
                 table.append(f"mixed code versions in one table: {key} " + ", ".join(
                     f"{val} ({n} run{'s' * (n > 1)})" for val, n in sorted(seen.items())))
+    if "precision" in runs:  # bf16 and fp32 runs are different computations: never one mean unlabelled
+        seen = Counter(p for p in runs["precision"] if _cell(p) is not None)
+        if len(seen) > 1:
+            table.append("mixed precisions in one table: " + ", ".join(
+                f"{val} ({n} run{'s' * (n > 1)})" for val, n in sorted(seen.items())))
     if "data_hash" in runs:
         opts = runs["task_options"] if "task_options" in runs else (
             runs["config"].map(lambda c: c.get("task_options") if isinstance(c, dict) else None)

@@ -21,6 +21,7 @@ import torch
 
 from ..config import RunConfig, is_resolved, resolve
 from ..data import Task
+from ..hardware import BF16_FLAGS, cpu, native_bf16
 from ..io import FileLock, Locked, read_json, sha256_file, write_json_atomic
 from ..models import FPT
 from ..seeding import Stream, generator, stream_seed
@@ -106,6 +107,11 @@ def build_for_run(cfg: RunConfig) -> tuple[FPT, Task]:
 def _accelerator(cfg: RunConfig, trainable: set[str]):
     if torch.cuda.is_available():  # TF32 only when asked: the paper's numbers are fp32
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.tf32
+    if cfg.precision == "bf16" and not native_bf16():
+        warnings.warn(f"this run is bf16 but {cpu()[0]} has no native bf16 ({' or '.join(BF16_FLAGS)}): it is "
+                      "emulated and slower than fp32 here. To compute an fp32 set of runs instead pass "
+                      "precision fp32 (another run identity: never mixed with bf16 runs)", RuntimeWarning,
+                      stacklevel=3)
     acc = accelerator(cfg.precision)
 
     def keep_trainable(models, weights, _dir):

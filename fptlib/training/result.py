@@ -38,11 +38,11 @@ def deviations(cfg: RunConfig) -> list[str]:
     paper = resolve(replace(cfg, scale="paper", backbone=None if cfg.backbone == PRESETS[cfg.scale]["backbone"]
                             else cfg.backbone, steps=None, batch_size=None, eval_every=None,
                             n_layers=None if cfg.backbone == PRESETS[cfg.scale]["backbone"] else cfg.n_layers,
-                            lstm_width=None, train_eval_examples=None, patience=0, task_options={}))
+                            lstm_width=None, train_eval_examples=None, patience=0, precision=None, task_options={}))
     defaults = task_defaults(cfg.task)
     shown = {"n_layers": lambda v: "all" if v is None else v, "patience": lambda v: v or "off"}
     out = []
-    for k in ("backbone", "n_layers", "lstm_width", "steps", "batch_size", "patience"):
+    for k in ("backbone", "n_layers", "lstm_width", "steps", "batch_size", "patience", "precision"):
         if k == "lstm_width" and cfg.backbone != "lstm":
             continue
         a, b = getattr(cfg, k), getattr(paper, k)
