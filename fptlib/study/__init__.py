@@ -2,6 +2,7 @@
 beside the paper's numbers (tables, paper), figures (plots), attention maps (attention), the notebook
 catalogue (catalogue), the report (report, compute_time) and papermill execution (notebooks)."""
 from .base import Study, Tables1And2, load_runs
+from .converged import Converged
 from .executor import Run, execute
 from .studies import (
                       Ablation,
@@ -21,5 +22,5 @@ from .studies import (
 )
 
 __all__ = ["Study", "Tables1And2", "load_runs", "Run", "execute", "Ablation", "Backbones", "BitInit",
-           "Convergence", "Depth", "FrozenLN", "LRSweep", "LSTMBaseline", "LSTMVariants", "ModelSize",
+           "Converged", "Convergence", "Depth", "FrozenLN", "LRSweep", "LSTMBaseline", "LSTMVariants", "ModelSize",
            "MoreParams", "OfflineTasks", "OutputOnly", "StatsInit"]

@@ -85,9 +85,11 @@ class Study:
 
     def config(self, task: str, seed: int, **fields) -> RunConfig:
         fields.setdefault("backbone", self.backbone or None)
-        if self.steps and fields.get("init") == "bit":  # a step cap covers the Bit Memory source run too
-            fields.setdefault("bit_source_steps", self.steps)
-        return resolve(RunConfig(task=task, scale=self.scale, seed=seed, steps=self.steps or None, **fields))
+        if self.steps:  # the notebook's step cap wins over a row's own budget
+            fields["steps"] = self.steps
+            if fields.get("init") == "bit":  # and covers the Bit Memory source run too
+                fields.setdefault("bit_source_steps", self.steps)
+        return resolve(RunConfig(task=task, scale=self.scale, seed=seed, **fields))
 
     def missing_data(self) -> dict[str, str]:
         """Tasks of this study whose data is not here: they get a 'data not available' cell, no number."""
@@ -200,7 +202,11 @@ class Study:
                 + "\n" + self.scale_note() + "\n")
 
     def save(self, summary: pd.DataFrame) -> dict[str, Path]:
-        return save_table(summary, self.markdown(summary), results_dir(self.scale) / "tables", self.name)
+        return save_table(summary, self.markdown(summary), self.tables_dir, self.name)
+
+    @property
+    def tables_dir(self) -> Path:
+        return results_dir(self.scale) / "tables"
 
     @property
     def figures(self) -> Path:

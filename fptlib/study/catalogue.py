@@ -9,6 +9,7 @@ from ..training import bit_source_config
 from . import studies as S
 from .attention import FIGURE_KEYS, FIGURE_PREFIX
 from .base import Study, Tables1And2
+from .converged import Converged
 from .executor import Run
 
 
@@ -53,6 +54,10 @@ def _attention_figures() -> tuple[str, ...]:
 NOTEBOOKS: tuple[Notebook, ...] = (
     Notebook("00", "00_summary", tables=(("compute_time", "Compute time per notebook"),),
              by_hand="reads results only: the report, not a study"),
+    # Tables 1, 2 and 6 at convergence first: the measurement that matches the paper's question
+    Notebook("01a", "01a_table1_2_6_converged", ((Converged, {}),),
+             tables=(("table06_converged", "Table 6 at convergence: gradient steps to convergence, FPT vs Random "
+                      "(runs stopped by patience; first evaluation within 1 point of the run's best)"),)),
     Notebook("01", "01_table1_table2", ((Tables1And2, {}),)),
     Notebook("01b", "01b_table1_lstm", ((S.LSTMBaseline, {}),)),
     Notebook("01c", "01c_table1_2_offline_data", ((S.OfflineTasks, {}),)),

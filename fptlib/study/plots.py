@@ -93,6 +93,29 @@ def learning_curves(runs: pd.DataFrame, rows: list[str], tasks: list[str], title
     return _finish_panels(fig, axes, "gradient steps", "validation accuracy (%)", title)
 
 
+def stopping_curves(runs: pd.DataFrame, rows: list[str], tasks: list[str], title: str,
+                    metric: str = "val_accuracy"):
+    """Runs trained to convergence: one line per run (each seed its own, as runs stop at different steps),
+    a dot where patience stopped it and a cross where it reached its step cap instead; log-scaled steps."""
+    from .tables import load_run
+    if not tasks:
+        return nothing_ran(title)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3.2), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for r in rows:
+            for i, d in enumerate(runs[(runs.row == r) & (runs.task == task)].run_dir):
+                c, stopped = load_curve(d), load_run(d).get("stopped")
+                c = c[c.step > 0]
+                ax.plot(c.step, c[metric] * 100, color=PALETTE.get(r), alpha=0.75, lw=1,
+                        label=r if i == 0 else None)
+                ax.plot(c.step.iloc[-1:], c[metric].iloc[-1:] * 100, ls="none", color=PALETTE.get(r),
+                        marker="o" if stopped == "converged" else "x", ms=5)
+        ax.set_xscale("log")
+        ax.set_title(TASK_TITLES.get(task, task), fontsize=10)
+    return _finish_panels(fig, axes, "gradient steps (log)", "validation accuracy (%)",
+                          title + "\n(dot: stopped by patience; cross: step cap reached)")
+
+
 def train_test(summary: pd.DataFrame, rows: list[str], tasks: list[str], title: str):
     """Train accuracy (x) against test accuracy (y) per row and task; the diagonal is no gap:
     points below it overfit, points on it underfit or fit."""

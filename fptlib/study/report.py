@@ -459,6 +459,77 @@ def glance(summary: pd.DataFrame, tables: list[TableFiles]) -> list[Claim]:
             for name in dict.fromkeys(summary.table)]
 
 
+# ---- two views of Tables 1-2 -------------------------------------------------------------------
+# What each arm reaches in the same fixed budget (notebooks 01, 01b: learning speed, Table 6's question)
+# against what it reaches trained to convergence (notebook 01a: the paper's question for Tables 1-2).
+# (table, rows) of each view; a pair is compared where both views have both rows
+VIEW_BUDGET = {"table01_02": ("FPT", "Random"), "table01_lstm": ("FPT", "LSTM")}
+VIEW_CONVERGED = "table01_02_converged"
+VIEW_PAIRS = (("FPT", "Random"), ("FPT", "LSTM"))
+VIEW_COLUMNS = ("task", "pair", "budget", "converged", "agree")
+
+
+def _view_means(summary: pd.DataFrame, tables) -> dict:
+    s = summary[summary.table.isin(tables) & (summary.metric == "test_accuracy") & summary["mean"].notna()]
+    return {(r.row, r.task): (float(r.mean), int(r.n_seeds) if not math.isnan(r.n_seeds) else 1)
+            for r in s.itertuples()}
+
+
+def view_relation(a: tuple[float, int], b: tuple[float, int], spread: float | None) -> str:
+    """'ahead', 'behind' or 'level' (within TIE_POINTS), and whether the seeds decide it."""
+    d = a[0] - b[0]
+    word = "level" if abs(d) <= TIE_POINTS else "ahead" if d > 0 else "behind"
+    if spread is None:
+        return f"{word} (noise not measured)"
+    band = NOISE_BAND * spread * math.sqrt(1 / a[1] + 1 / b[1])
+    return f"{word} ({'decided' if abs(d) > band else 'within noise'})"
+
+
+def compare_views(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per task and pair of rows, FPT's relation to the other row in each view, and whether they agree: the
+    same word where both are decided, or both within noise; a decided order against a within-noise one
+    disagrees. The seed spread is the glance's (pooled over every line of 2+ seeds of the task)."""
+    spread = seed_spread(summary)
+    budget = {}
+    for table, rows in VIEW_BUDGET.items():
+        for k, v in _view_means(summary, [table]).items():
+            if k[0] in rows:
+                budget.setdefault(k, v)
+    conv = _view_means(summary, [VIEW_CONVERGED])
+    out = []
+    for task in dict.fromkeys(t for _, t in conv):
+        for a, b in VIEW_PAIRS:
+            if {(a, task), (b, task)} <= set(budget) and {(a, task), (b, task)} <= set(conv):
+                sp = spread.get(task, (None,))[0]
+                x = view_relation(budget[a, task], budget[b, task], sp)
+                y = view_relation(conv[a, task], conv[b, task], sp)
+                out.append({"task": task, "pair": f"{a} vs {b}",
+                            "budget": f"{x}: {budget[a, task][0]:.1f} vs {budget[b, task][0]:.1f}",
+                            "converged": f"{y}: {conv[a, task][0]:.1f} vs {conv[b, task][0]:.1f}",
+                            "agree": _settled(x) == _settled(y)})
+    return pd.DataFrame(out, columns=VIEW_COLUMNS)
+
+
+def _settled(rel: str) -> str:
+    """What a relation claims: its order where decided, else nothing."""
+    return rel.split(" ")[0] if "(decided)" in rel else "undecided"
+
+
+def views_markdown(df: pd.DataFrame) -> str:
+    if df.empty:
+        return ("No task has both views yet: the equal-budget runs of notebooks 01/01b and the converged runs "
+                "of notebook 01a.\n")
+    lines = ["FPT against each other row of Tables 1-2, test accuracy (%), in the same fixed budget (notebooks "
+             "01, 01b) and trained to convergence (01a); decided or within noise by the glance's rule.", "",
+             "| task | pair | same budget | at convergence | the views |", "|---|---|---|---|---|"]
+    for r in df.itertuples():
+        lines.append(f"| {_task_title(r.task)} | {r.pair} | {r.budget} | {r.converged} | "
+                     f"{'agree' if r.agree else '**disagree**'} |")
+    n = int((~df.agree).sum())
+    lines += ["", f"{n} of {len(df)} comparisons disagree." if n else f"All {len(df)} comparisons agree."]
+    return "\n".join(lines) + "\n"
+
+
 # ---- HTML -------------------------------------------------------------------------------------
 
 _CSS = """
@@ -573,6 +644,14 @@ def _glance_html(claims: list[Claim], summary: pd.DataFrame, scale: str, absent:
     return "\n".join(out)
 
 
+def _views_html(summary: pd.DataFrame) -> str:
+    """Tables 1-2 in the same budget against trained to convergence, where the converged table has run."""
+    if summary.empty or VIEW_CONVERGED not in set(summary.table):
+        return ""
+    return "\n".join(['<section id="two-views"><h2>Tables 1-2: the same budget against convergence</h2>',
+                      _scroll(markdown_to_html(views_markdown(compare_views(summary)))), "</section>"])
+
+
 def _key_figures_html(tables: list[TableFiles]) -> str:
     pngs = {p.stem: p for t in tables for p in t.figures}
     shown = [pngs[k] for k in KEY_FIGURES if k in pngs]
@@ -663,7 +742,7 @@ def render_html(scale: str, tables: list[TableFiles] | None = None, summary: pd.
     extra = [t for t in tables if t.name and not t.notebook and t.found]
     key_figures = _key_figures_html(tables)
     out = _header_html(scale, found, bool(key_figures), len(summary))
-    out += [_glance_html(glance(summary, tables), summary, scale, len(absent)), key_figures]
+    out += [_glance_html(glance(summary, tables), summary, scale, len(absent)), _views_html(summary), key_figures]
     out.append(f'<section id="tables"><h2>Every table</h2><p>{len(found)} table(s) found, {len(absent)} of the '
                f"{len(expected)} expected not run yet.</p><div class=\"scroll\"><table><tr><th>notebook</th>"
                "<th>table</th><th>title</th><th>status</th></tr>")

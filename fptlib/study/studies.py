@@ -458,45 +458,50 @@ class OfflineTasks(Tables1And2):
 
 
 @dataclass
-class Convergence(Tables1And2):
-    """Tables 6-7 from the runs of Tables 1-2 (nothing new is trained): gradient steps to convergence,
-    FPT vs Random, and train vs test accuracy for every row.
+class StepsToConverge:
+    """Table 6 from a study's runs: gradient steps to convergence of each run, FPT against Random.
 
-    Convergence criterion (the paper states none): the first evaluation step at which a run's
-    validation accuracy comes within `tolerance` points of the best validation accuracy it reaches
-    within its budget. A run whose best is still rising at its last evaluation (the last gain above
-    the tolerance) is marked as not converged, and its step count is a lower bound."""
+    Criterion (the paper states none): the first evaluation step at which a run's validation accuracy comes
+    within `tolerance` points of the best validation accuracy it reaches. A run trained with patience has
+    converged when patience stopped it (else its cap was reached); a run without patience, when its best is not
+    still rising at its last evaluation (the last gain above the tolerance). A run that has not converged
+    gives a lower bound."""
 
     tolerance: float = 1.0
-    rows: ClassVar[list] = ["FPT", "Random", "LSTM"]
-    name: ClassVar[str] = "table06_07_convergence_fit"
-    title: ClassVar[str] = "Tables 6-7: compute efficiency and fit"
-    metric_titles: ClassVar[dict] = {"test_accuracy": " test", "train_accuracy": " train"}
 
     def convergence(self, runs: pd.DataFrame) -> pd.DataFrame:
-        out = []
+        out, with_patience = [], False
         for _, r in runs.iterrows():
-            c = load_curve(r.run_dir)
+            c, res = load_curve(r.run_dir), load_run(r.run_dir)
             acc = c.val_accuracy * 100
             best = acc.max()
             first = int(c.step[acc >= best - self.tolerance].iloc[0])
-            rising = len(acc) > 1 and acc.iloc[-1] == best and best - acc.iloc[:-1].max() > self.tolerance
-            out.append({"row": r.row, "task": r.task, "seed": r.seed, "steps_to_converge": first,
-                        "converged": not rising, "best_val": best, "budget": int(c.step.max())})
-        return pd.DataFrame(out)
+            line = {"row": r.row, "task": r.task, "seed": r.seed, "steps_to_converge": first}
+            if (res.get("config") or {}).get("patience"):
+                with_patience = True
+                line |= {"converged": res.get("stopped") == "converged", "best_val": best,
+                         "budget": int(c.step.max()), "stopped": res.get("stopped"), "cap": res.get("max_steps")}
+            else:
+                rising = len(acc) > 1 and acc.iloc[-1] == best and best - acc.iloc[:-1].max() > self.tolerance
+                line |= {"converged": not rising, "best_val": best, "budget": int(c.step.max())}
+            out.append(line)
+        df = pd.DataFrame(out)
+        return df if with_patience else df.drop(columns=["stopped", "cap"], errors="ignore")
+
+    def criterion(self) -> str:
+        return (f"first evaluation within {self.tolerance:g} points of the run's best validation accuracy; `>` = "
+                "still improving at the end of the budget, a lower bound")
 
     def convergence_markdown(self, conv: pd.DataFrame) -> str:
-        lines = [f"Table 6 at scale `{self.scale}`: gradient steps to convergence (mean over seeds; first "
-                 f"evaluation within {self.tolerance:g} points of the run's best validation accuracy; `>` = "
-                 f"still improving at the end of the budget, a lower bound). In brackets the paper's "
-                 f"(GPT-2 base, its own unstated criterion).", "",
+        lines = [f"Table 6 at scale `{self.scale}`: gradient steps to convergence (mean over seeds; "
+                 f"{self.criterion()}). In brackets the paper's (GPT-2 base, its own unstated criterion).", "",
                  "| | " + " | ".join(paper.TASK_TITLES.get(t, t) for t in self.tasks_with_data) + " |",
                  "|---" * (len(self.tasks_with_data) + 1) + "|"]
         means = {}
         for row in ("FPT", "Random"):
             cells = []
             for t in self.tasks_with_data:
-                g = conv[(conv.row == row) & (conv.task == t)]
+                g = conv[(conv.row == row) & (conv.task == t)] if not conv.empty else conv
                 if g.empty:
                     cells.append("not run")
                     continue
@@ -521,6 +526,17 @@ class Convergence(Tables1And2):
             sp.append(cell + (f" (paper {ref:.0f}×)" if ref else ""))
         lines.append("| Speed-up | " + " | ".join(sp) + " |")
         return "\n".join(lines) + "\n"
+
+
+@dataclass
+class Convergence(StepsToConverge, Tables1And2):
+    """Tables 6-7 from the runs of Tables 1-2 (nothing new is trained): gradient steps to convergence,
+    FPT vs Random (StepsToConverge), and train vs test accuracy for every row."""
+
+    rows: ClassVar[list] = ["FPT", "Random", "LSTM"]
+    name: ClassVar[str] = "table06_07_convergence_fit"
+    title: ClassVar[str] = "Tables 6-7: compute efficiency and fit"
+    metric_titles: ClassVar[dict] = {"test_accuracy": " test", "train_accuracy": " train"}
 
     def fit_paper(self, row: str, task: str, metric: str):
         if task == "cifar10-lra" and row == "FPT":
