@@ -7,6 +7,7 @@ Random, ...) is computed once and shared.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import ClassVar
 
 import pandas as pd
@@ -472,7 +473,8 @@ class StepsToConverge:
     def convergence(self, runs: pd.DataFrame) -> pd.DataFrame:
         out, with_patience = [], False
         for _, r in runs.iterrows():
-            c, res = load_curve(r.run_dir), load_run(r.run_dir)
+            c = load_curve(r.run_dir)
+            res = load_run(r.run_dir) if (Path(r.run_dir) / "result.json").is_file() else {}
             acc = c.val_accuracy * 100
             best = acc.max()
             first = int(c.step[acc >= best - self.tolerance].iloc[0])
