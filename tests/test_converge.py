@@ -161,3 +161,20 @@ def test_the_two_views_of_tables_1_2_say_where_they_disagree():
     md = views_markdown(compare_views(summary))
     assert "**disagree**" in md and "comparisons disagree" in md
     assert views_markdown(compare_views(summary[summary.table != "table01_02_converged"])).startswith("No task")
+
+
+def test_reproduce_skips_a_notebook_run_on_request_unless_named(tmp_path, monkeypatch):
+    from fptlib.study import notebooks as nbmod
+    from fptlib.study.catalogue import on_request
+    assert "fpt reproduce --only 01a" in on_request("01a_table1_2_6_converged", "cpu")
+    assert on_request("01a_table1_2_6_converged", "smoke") == "" and on_request("01_table1_table2", "cpu") == ""
+    ran = []
+    monkeypatch.setenv("FPT_RESULTS_DIR", str(tmp_path))
+    monkeypatch.setattr("papermill.execute_notebook", lambda src, *a, **k: ran.append(__import__("pathlib").Path(src).stem))
+    s = nbmod.reproduce("cpu", only=None)
+    assert "01a_table1_2_6_converged" not in ran and "01_table1_table2" in ran
+    assert {e["notebook"]: e["status"] for e in s["notebooks"]}["01a_table1_2_6_converged.ipynb"] == "skipped"
+    assert s["failed"] == []
+    ran.clear()
+    nbmod.reproduce("cpu", only=["01a"])
+    assert ran == ["01a_table1_2_6_converged"]

@@ -23,6 +23,9 @@ class Notebook:
     tables: tuple[tuple[str, str], ...] = ()   # further tables: (name, title)
     figures: tuple[str, ...] = ()              # further figure files
     by_hand: str = ""                          # why notebooks/_make.py does not write it ("" = it does)
+    # scale -> why `fpt reproduce` runs it at that scale only when named (--only): runs too long for one
+    # invocation, computed over several and committed as they finish
+    on_request: tuple[tuple[str, str], ...] = ()
 
     def instances(self, scale: str, **parameters) -> list[Study]:
         """Its studies at `scale`; `parameters` (e.g. seeds, steps) are given to each study that has them,
@@ -57,7 +60,10 @@ NOTEBOOKS: tuple[Notebook, ...] = (
     # Tables 1, 2 and 6 at convergence first: the measurement that matches the paper's question
     Notebook("01a", "01a_table1_2_6_converged", ((Converged, {}),),
              tables=(("table06_converged", "Table 6 at convergence: gradient steps to convergence, FPT vs Random "
-                      "(runs stopped by patience; first evaluation within 1 point of the run's best)"),)),
+                      "(runs stopped by patience; first evaluation within 1 point of the run's best)"),),
+             on_request=(("cpu", "its 36 runs train to convergence, hours on two cores: they are computed over "
+                                 "several sessions and committed as they finish; `fpt reproduce --only 01a` "
+                                 "computes (or resumes) the rest"),)),
     Notebook("01", "01_table1_table2", ((Tables1And2, {}),)),
     Notebook("01b", "01b_table1_lstm", ((S.LSTMBaseline, {}),)),
     Notebook("01c", "01c_table1_2_offline_data", ((S.OfflineTasks, {}),)),
@@ -86,6 +92,12 @@ NOTEBOOKS: tuple[Notebook, ...] = (
 )
 # The report's own table (notebook 00), never one of the studies
 SUMMARY_TABLE = "summary"
+
+
+def on_request(stem: str, scale: str) -> str:
+    """Why the notebook `stem` runs at `scale` only when named, or "" when `fpt reproduce` runs it anyway."""
+    entry = next((nb for nb in NOTEBOOKS if nb.stem == stem), None)
+    return dict(entry.on_request).get(scale, "") if entry else ""
 
 
 def notebook_studies(scale: str, **parameters) -> dict[str, list[Study]]:

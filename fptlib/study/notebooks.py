@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..io import read_json, write_json_atomic
 from ..paths import NOTEBOOKS_DIR, PROJ_ROOT, portable, results_dir
+from .catalogue import on_request
 
 
 def _notebooks_dir(directory: Path | str | None = None) -> Path:
@@ -96,6 +97,11 @@ def reproduce(scale: str = "cpu", only: list[str] | None = None, parameters: dic
     for nb in nbs:
         t = time.time()
         entry = {"notebook": nb.name, "executed": portable(str(out_dir / nb.name))}
+        why = "" if only else on_request(nb.stem, scale)
+        if why:
+            print(f"[fpt reproduce] {nb.name}: skipped at scale {scale} unless named: {why}", flush=True)
+            summary["notebooks"].append(entry | {"status": "skipped", "why": why, "wall_seconds": 0.0})
+            continue
         print(f"[fpt reproduce] {nb.name} (scale {scale}) ...", flush=True)
         try:
             params = {"scale": scale, **_declared(nb, SCALE_PARAMETERS.get(scale, {}) | (parameters or {}))}
@@ -112,11 +118,14 @@ def reproduce(scale: str = "cpu", only: list[str] | None = None, parameters: dic
               + (f" - {entry['error']}" if entry["status"] != "ok" else ""), flush=True)
         summary["notebooks"].append(entry)
     summary["wall_seconds"] = round(time.time() - t0, 1)
-    summary["failed"] = [e["notebook"] for e in summary["notebooks"] if e["status"] not in ("ok", "pending")]
+    summary["failed"] = [e["notebook"] for e in summary["notebooks"]
+                         if e["status"] not in ("ok", "pending", "skipped")]
     summary["cpu_count"] = os.cpu_count()
     write_json_atomic(results_dir(scale) / "reproduce_summary.json", _merged(results_dir(scale), summary))
-    ok = len(summary["notebooks"]) - len(summary["failed"])
+    skipped = [e["notebook"] for e in summary["notebooks"] if e["status"] == "skipped"]
+    ok = len(summary["notebooks"]) - len(summary["failed"]) - len(skipped)
     print(f"[fpt reproduce] summary: {ok} of {len(summary['notebooks'])} notebook(s) ran"
+          + (f"; skipped unless named: {', '.join(skipped)}" if skipped else "")
           + ("" if not summary["failed"] else "; FAILED:"), flush=True)
     for e in summary["notebooks"]:
         if e["status"] == "failed":
