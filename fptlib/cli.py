@@ -86,7 +86,9 @@ def _reproduce_parser(sub) -> None:
                    "(sets FPT_FIGURES_DIR)")
     r.add_argument("--log-output", action="store_true", help="stream notebook output to the terminal")
     r.add_argument("--runs-per-gpu", type=int, default=None, help="on a GPU machine: runs sharing each GPU (sets "
-                   "FPT_RUNS_PER_GPU; default 1); one worker per GPU slot, each seeing only its GPU")
+                   "FPT_RUNS_PER_GPU; default: on a GPU of `fpt plan --gpu`'s catalogue, as many as its memory "
+                   "holds of the largest run by that estimate, else 1); one worker per GPU slot, each seeing "
+                   "only its GPU")
     r.add_argument("--executor", default="local", choices=("local", "slurm"), help="local: train on this machine "
                    "(default); slurm: one SLURM job per missing run, through submitit (logs in "
                    "results/SCALE/logs/)")
@@ -111,6 +113,11 @@ def _plan_parser(sub) -> None:
     p.add_argument("--calibrate-steps", type=int, default=3, help="timed steps per shape (after one warm-up)")
     p.add_argument("--precision", default=None, choices=("fp32", "bf16", "fp16"),
                    help="calibrate in this precision (default: each run's own, fp32)")
+    p.add_argument("--gpu", default=None, metavar="NAME", help="price every run on this GPU, on paper: FLOPs, "
+                   "GPU-hours at its datasheet peak (a bound) and at --utilisation, peak memory and runs per GPU "
+                   "(h100, h100-pcie, h200, a100, a100-40gb; docs/performance.md)")
+    p.add_argument("--utilisation", type=float, default=None, help="with --gpu: the share of the peak the second "
+                   "GPU-hours column assumes (default 0.4)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -324,6 +331,13 @@ def _plan(args) -> int:
     if args.precision:
         runs["precision"] = args.precision
         runs["config"] = [replace(c, precision=args.precision) for c in runs.config]
+    if args.gpu:
+        from .study import pricing
+        try:
+            runs = pricing.price(runs, args.gpu, args.utilisation or pricing.UTILISATION)
+        except ValueError as e:
+            print(f"fpt plan: error: {e}", file=sys.stderr)
+            return 2
     if args.calibrate:
         runs = P.calibrate(runs, args.calibrate_steps, progress=not args.no_progress)
     paths = P.save(runs, args.scale)

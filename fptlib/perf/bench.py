@@ -103,15 +103,10 @@ def matmul_ceiling(n: int = 2048, reps: int = 7, dtype=torch.float32) -> float:
 
 
 def step_flops(shape: Shape, width: int, layers: int, ffn: int, d_in: int | None = None) -> dict:
-    """Forward and backward FLOPs of one FPT training step (see the module docstring)."""
-    n = shape.batch * shape.tokens
-    dense = n * layers * 2 * (4 * width * width + 2 * width * ffn)
-    attn = shape.batch * layers * 2 * 2 * shape.tokens * shape.tokens * width
-    inp = 2 * n * shape.d_in * width if shape.input_kind == "linear" else 0
-    out = 2 * shape.batch * shape.n_out_tokens * width * shape.out_dim
-    forward = dense + attn + inp + out
-    backward = dense + 2 * attn + 2 * out + inp  # activation grads; weight grads of in/out layers
-    return {"forward": forward, "backward": backward, "step": forward + backward}
+    """Forward and backward FLOPs of one FPT training step (see the module docstring): the one FLOP
+    model, fptlib.models.cost, for a GPT-2-shaped stack of these sizes training the FPT groups."""
+    from ..models import cost
+    return cost.step_flops(cost.Dims.transformer(width, layers, ffn), shape)
 
 
 def gemm_seconds(shape: Shape, width: int, layers: int, ffn: int, reps: int = 3, dtype=torch.float32) -> float:

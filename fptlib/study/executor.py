@@ -44,15 +44,24 @@ def default_workers(todo: list[Run]) -> int:
         return _count_from_env(WORKERS_ENV, "runs to train at once")
     import torch
     if torch.cuda.is_available():  # one worker per GPU, or several where runs are small enough to share one
-        return torch.cuda.device_count() * runs_per_gpu()
+        return torch.cuda.device_count() * runs_per_gpu(todo, say=True)
     if all(r.config.scale == "smoke" for r in todo):
         return 1
     return max(1, min(usable_cores(), 4))
 
 
-def runs_per_gpu() -> int:
-    """$FPT_RUNS_PER_GPU (`fpt reproduce --runs-per-gpu`): runs sharing one GPU; default 1."""
-    return _count_from_env(RUNS_PER_GPU_ENV, "runs per GPU", default="1")
+def runs_per_gpu(todo: list[Run] | None = None, say: bool = False) -> int:
+    """$FPT_RUNS_PER_GPU (`fpt reproduce --runs-per-gpu`): runs sharing one GPU. Unset, on a GPU in the
+    catalogue (fptlib.models.cost.GPUS): as many as its memory holds of the largest run of `todo`, by
+    the memory estimate (pricing.default_runs_per_gpu); 1 on any other GPU, or with nothing to size."""
+    from .pricing import default_runs_per_gpu, detected_gpu
+    device = detected_gpu()
+    if os.environ.get(RUNS_PER_GPU_ENV, "").strip() or not todo or device is None:
+        return _count_from_env(RUNS_PER_GPU_ENV, "runs per GPU", default="1")
+    n, why = default_runs_per_gpu([r.config for r in todo], device)
+    if say:
+        print(f"[fpt] {why} ({RUNS_PER_GPU_ENV} sets it)", flush=True)
+    return n
 
 
 def _count_from_env(name: str, what: str, default: str = "") -> int:
@@ -132,7 +141,7 @@ def _train_side_by_side(todo: list[Run], workers: int, threads: int, bar) -> Non
     configs = {str(run_dir_for(r.config)): r.config for r in todo}  # one job per run directory
     others = set(multiprocessing.active_children())  # children that are not the pool's stay alone
     n = min(workers, len(configs))
-    slots = gpu_slots(torch.cuda.device_count(), runs_per_gpu()) if torch.cuda.is_available() else None
+    slots = gpu_slots(torch.cuda.device_count(), runs_per_gpu(todo)) if torch.cuda.is_available() else None
     pool = worker_pool(n, slots)
     try:
         jobs = {pool.submit(_train_in_worker, (cfg, d, threads)): d for d, cfg in configs.items()}

@@ -4,7 +4,9 @@ notebook is counted there); a run whose data or weights are missing here is stil
 plan is the study with every dataset present. `calibrate` times a few real training steps of each
 distinct shape on this machine and multiplies by the step budget: the training steps' cost, where
 convergence stopping (patience) may end a run early. Validation passes are not timed; at the paper's
-settings they add 1-2 % (Bit Memory) to a third to a half again (the 1,024-token tasks)."""
+settings they add 1-2 % (Bit Memory) to a third to a half again (the 1,024-token tasks). Priced on a GPU
+on paper instead (`fpt plan --gpu`, study.pricing), every run's FLOPs, hours and memory come from
+fptlib.models.cost; `measure_step` checks that model against a real step here."""
 from __future__ import annotations
 
 import time
@@ -14,6 +16,7 @@ import torch
 
 from ..config import PRESETS, RunConfig
 from ..data import task_class
+from ..models import cost
 from ..paths import results_dir
 from ..training import run_dir_for
 from .catalogue import notebook_runs
@@ -48,9 +51,10 @@ def plan(scale: str, only: list[str] | None = None) -> pd.DataFrame:
     return df
 
 
-def step_seconds(cfg: RunConfig, n_steps: int = 3) -> float:
-    """Median seconds of one training step of this run's shape on this machine: the run's model (random
-    init from its architecture, so nothing is downloaded) on random inputs of the task's shape."""
+def training_step(cfg: RunConfig):
+    """One training step of this run's shape on this machine, as a function to call: the run's model
+    (random init from its architecture, so nothing is downloaded) on random inputs of the task's shape.
+    It returns the last micro-batch's loss, waited for."""
     from ..models import FPT, BackboneSpec, build_backbone
     from ..training import accelerator, train_step
     shape = task_class(cfg.task).planned_shape(cfg.task_options)
@@ -70,15 +74,62 @@ def step_seconds(cfg: RunConfig, n_steps: int = 3) -> float:
          else torch.randn(b, shape.tokens, shape.d_in, generator=g))
     decisions = shape.n_out_tokens * shape.out_dim // shape.n_classes
     batch = {"x": x.to(acc.device), "y": torch.randint(0, shape.n_classes, (b, decisions), generator=g).to(acc.device)}
+
+    def step() -> float:
+        losses = train_step(acc, model, opt, params, [batch] * cfg.grad_accum, cfg.grad_accum, shape.n_classes,
+                            cfg.clip_norm)
+        return float(losses[-1])  # waits for the device
+    return step
+
+
+def step_seconds(cfg: RunConfig, n_steps: int = 3) -> float:
+    """Median seconds of one training step of this run's shape on this machine (`training_step`)."""
+    step = training_step(cfg)
     times = []
     for i in range(n_steps + 1):  # the first step warms up and is not counted
         t = time.perf_counter()
-        losses = train_step(acc, model, opt, params, [batch] * cfg.grad_accum, cfg.grad_accum, shape.n_classes,
-                            cfg.clip_norm)
-        float(losses[-1])  # waits for the device
+        step()
         if i:
             times.append(time.perf_counter() - t)
     return sorted(times)[len(times) // 2]
+
+
+MATRIX_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+
+
+def measure_step(cfg: RunConfig) -> dict:
+    """One training step of the run's shape on this machine (`training_step`, after one step that
+    creates Adam's state, as every later step finds it), measured beside the cost model's figures for it:
+    `flops` as torch's profiler counts the matrix products (MATRIX_OPS) against cost.step_flops, and
+    `working`, the most bytes torch's allocator held at once above what it held before the step (on a
+    GPU its peak statistic, on a CPU the profiler's memory events), against step_memory's `working`."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from . import pricing
+    step = training_step(cfg)
+    step()
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=not cuda, with_flops=True) as prof:
+        step()
+    held = torch.cuda.max_memory_allocated() - before if cuda else _most_held(prof)
+    counted = sum(e.flops for e in prof.events() if e.name in MATRIX_OPS and e.flops)
+    d, s = pricing.run_dims(cfg), pricing.step_shape(cfg)
+    model = cost.step_memory(d, s, "cuda" if cuda else "cpu", cfg.precision, pricing.attention_dropout(cfg))
+    return {"flops_measured": counted, "flops_model": cfg.grad_accum * cost.step_flops(d, s)["step"],
+            "working_measured": held, "working_model": model["working"]}
+
+
+def _most_held(prof) -> int:
+    """The most bytes live at once, from a profile's allocation (+) and free (-) events in time order."""
+    live = held = 0
+    for _, nbytes in sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                            if e.name() == "[memory]"):
+        live += nbytes
+        held = max(held, live)
+    return held
 
 
 def calibrate(runs: pd.DataFrame, n_steps: int = 3, progress: bool = True) -> pd.DataFrame:
@@ -94,13 +145,19 @@ def calibrate(runs: pd.DataFrame, n_steps: int = 3, progress: bool = True) -> pd
     return out
 
 
+# Columns `pricing.price` adds, and how a notebook's runs add up: sums, the largest run, the fewest per GPU.
+PRICED = {"pflop": "sum", "hours_at_peak": "sum", "hours_at_utilisation": "sum", "peak_gib": "max",
+          "runs_per_gpu": "min"}
+
+
 def totals(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per notebook and for the study: runs, gradient steps, runs done, and seconds where calibrated."""
+    """Per notebook and for the study: runs, gradient steps, runs done, seconds where calibrated, and
+    where priced on a GPU (`pricing.price`) its FLOPs, hours, largest run and runs per GPU."""
+    how = {"runs": "sum", "steps": "sum", "done": "sum", "seconds": "sum"} | PRICED
     agg = {"runs": ("run_id", "count"), "steps": ("steps", "sum"), "done": ("done", "sum")}
-    if "seconds" in runs:
-        agg["seconds"] = ("seconds", "sum")
+    agg |= {k: (k, how[k]) for k in ("seconds", *PRICED) if k in runs}
     t = runs.groupby("notebook", sort=False).agg(**agg).reset_index()
-    total = {"notebook": "all", **{k: t[k].sum() for k in t.columns if k != "notebook"}}
+    total = {"notebook": "all", **{k: t[k].agg(how[k]) for k in t.columns if k != "notebook"}}
     return pd.concat([t, pd.DataFrame([total])], ignore_index=True)
 
 
@@ -116,6 +173,9 @@ def markdown(runs: pd.DataFrame, scale: str) -> str:
                                  "runs early; validation passes are not timed)" if "seconds" in runs else "") + ".",
              "",
              frame_markdown(t)]
+    if "pflop" in runs:
+        from .pricing import describe, priced_table
+        lines[1:] = ["", describe(runs), "", frame_markdown(priced_table(t, runs.attrs["utilisation"]))]
     if "step_seconds" in runs:
         shapes = runs.drop_duplicates(list(SHAPE_KEYS))[list(SHAPE_KEYS) + ["step_seconds"]]
         lines += ["", "Seconds per training step of each distinct shape:", "",
