@@ -42,7 +42,8 @@ def curve(run_dir: Path) -> list[dict]:
 
 # Every wait on a child process in the tests is bounded: these are the limits the tests use.
 SHORT_WAIT = 120     # a command that answers at once (--help, a refusal) or a short training run
-LONG_WAIT = 900      # a command that trains or executes notebooks
+LONG_WAIT = 900      # a command that trains or executes a notebook or two
+REPRODUCE_WAIT = 2100  # `fpt reproduce --scale smoke` of every notebook
 
 
 def read_line(stream, timeout: float = SHORT_WAIT) -> str:

@@ -76,11 +76,13 @@ def test_xor_alignment_over_examples_and_causal_baseline():
     np.testing.assert_allclose(al.mass_pair, al.uniform_pair)
 
 
-def test_wrong_map_shapes_are_refused():
+def test_wrong_map_shapes_are_refused(reliability):
     with pytest.raises(ValueError, match="has 10 tokens, the maps have 8"):
         A.xor_alignment(np.full((2, 8, 8), 1 / 8))
+    reliability.bad_input("maps of 8 tokens for Bit XOR's 10", kind="parameter")
     with pytest.raises(ValueError, match="expected maps of shape"):
         A.xor_alignment(np.zeros((10, 10)))
+    reliability.bad_input("a 2-D map", kind="parameter")
 
 
 def test_memory_alignment_finds_the_repeated_pattern():
@@ -106,13 +108,14 @@ def test_memory_alignment_finds_the_repeated_pattern():
     np.testing.assert_allclose(uni.mass_pattern, uni.uniform_pattern)
 
 
-def test_sdpa_config_is_refused_for_maps():
+def test_sdpa_config_is_refused_for_maps(reliability):
     cfg = resolve(RunConfig(task="bit-xor", scale="smoke"))  # sdpa: no attention weights
     with pytest.raises(RunError, match="eager"):
         A.trained_model(cfg)
+    reliability.bad_input("attention maps of an sdpa config", kind="parameter")
 
 
-def test_trained_model_matches_train_and_is_cached(tmp_path):
+def test_trained_model_matches_train_and_is_cached(tmp_path, reliability):
     """The in-process loop is train()'s: same test accuracy, bit for bit; the cache reloads the same
     model, and a damaged cache is refused rather than used."""
     cfg = _smoke_cfg()
@@ -130,6 +133,7 @@ def test_trained_model_matches_train_and_is_cached(tmp_path):
     weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
     with pytest.raises(RunError, match="damaged"):
         A.trained_model(cfg)
+    reliability.bad_input("damaged cache of a trained model", kind="corrupt data")
 
 
 def test_analyse_writes_tables_and_figures_at_smoke_scale():

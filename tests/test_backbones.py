@@ -17,8 +17,10 @@ def test_pretrained_gpt2_from_a_local_directory(tmp_path):
     path, saved = _tiny_gpt2_dir(tmp_path)
     bb = build_backbone(BackboneSpec(name=str(path), init="pretrained"), seed=0)
     assert bb.family == "gpt2" and bb.width == 32 and bb.max_positions == 64
-    for (n, a), (_, b) in zip(bb.model.state_dict().items(), saved.state_dict().items()):
-        assert torch.equal(a, b), n
+    got, want = bb.model.state_dict(), saved.state_dict()
+    assert set(got) == set(want) and len(got) > 20  # every tensor loaded, none left at its initial value
+    for n in want:
+        assert torch.equal(got[n], want[n]), n
 
 
 def test_pretrained_bert_from_a_local_directory(tmp_path):
@@ -28,7 +30,10 @@ def test_pretrained_bert_from_a_local_directory(tmp_path):
     saved.save_pretrained(tmp_path / "tiny-bert")
     bb = build_backbone(BackboneSpec(name=str(tmp_path / "tiny-bert"), init="pretrained"), seed=0)
     assert bb.family == "bert"
-    assert torch.equal(bb.model.encoder.layer[1].output.dense.weight, saved.encoder.layer[1].output.dense.weight)
+    got, want = bb.model.state_dict(), saved.state_dict()
+    assert set(got) == set(want)
+    for n in want:
+        assert torch.equal(got[n], want[n]), n
 
 
 def test_minilm_is_the_packaged_language_model():
@@ -52,7 +57,11 @@ def test_random_init_is_seeded_and_differs_from_pretrained():
 def test_stats_init_keeps_each_tensors_mean_and_std():
     p = build_backbone(BackboneSpec(name="minilm", init="pretrained"), seed=0)
     s = build_backbone(BackboneSpec(name="minilm", init="stats"), seed=0)
-    for (n, a), (_, b) in zip(p.named_parameters(), s.named_parameters()):
+    ps, ss = dict(p.named_parameters()), dict(s.named_parameters())
+    assert list(ps) == list(ss)
+    assert sum(a.numel() >= 1000 for a in ps.values()) > 30
+    for n, a in ps.items():
+        b = ss[n]
         if a.numel() < 1000:
             continue
         assert not torch.equal(a, b), n
@@ -60,13 +69,14 @@ def test_stats_init_keeps_each_tensors_mean_and_std():
         assert abs(a.std() - b.std()) < 0.05 * a.std(), n
 
 
-def test_truncation_keeps_the_first_blocks():
+def test_truncation_keeps_the_first_blocks(reliability):
     full = build_backbone(BackboneSpec(name="minilm", init="pretrained"), seed=0)
     two = build_backbone(BackboneSpec(name="minilm", init="pretrained", n_layers=2), seed=0)
     assert len(two.model.encoder.layer) == 2
     assert torch.equal(two.model.encoder.layer[1].output.dense.weight, full.model.encoder.layer[1].output.dense.weight)
     with pytest.raises(BackboneError, match="has 6 blocks"):
         build_backbone(BackboneSpec(name="minilm", n_layers=9), seed=0)
+    reliability.bad_input("9 of MiniLM's 6 blocks", kind="parameter")
 
 
 @pytest.mark.parametrize("spec, message", [
@@ -75,18 +85,20 @@ def test_truncation_keeps_the_first_blocks():
     (BackboneSpec(name="lstm", init="pretrained"), "LSTM baseline has no pretrained weights"),
     (BackboneSpec(name="minilm", init="pretrainde"), "unknown init 'pretrainde'"),
 ])
-def test_bad_backbones_say_what_to_do(spec, message):
+def test_bad_backbones_say_what_to_do(spec, message, reliability):
     with pytest.raises(BackboneError, match=message):
         build_backbone(spec, seed=0)
+    reliability.bad_input(f"backbone {spec.name} init {spec.init}", kind="parameter")
 
 
-def test_hub_name_without_network_explains_the_offline_options(monkeypatch):
+def test_hub_name_without_network_explains_the_offline_options(monkeypatch, reliability):
     # gpt2 weights are not on this machine; the hub is unreachable (offline mode).
     with pytest.raises(BackboneError, match="--backbone minilm"):
         build_backbone(BackboneSpec(name="gpt2", init="pretrained"), seed=0)
+    reliability.bad_input("gpt2 weights not in the cache, offline", kind="missing data")
 
 
-def test_lstm_takes_right_padding_only():
+def test_lstm_takes_right_padding_only(reliability):
     bb = build_backbone(BackboneSpec(name="lstm", init="random", lstm_width=16), seed=0).eval()
     x = torch.randn(2, 5, 16)
     assert bb(x).shape == (2, 5, 16)
@@ -94,3 +106,4 @@ def test_lstm_takes_right_padding_only():
     assert torch.allclose(right[0, :3], bb(x[:1, :3])[0], atol=1e-5)  # the padding never reaches real tokens
     with pytest.raises(BackboneError, match="right padding"):
         bb(x, torch.tensor([[0, 0, 1, 1, 1], [1] * 5]))
+    reliability.bad_input("left padding to the LSTM", kind="parameter")

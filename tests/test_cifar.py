@@ -295,25 +295,29 @@ def test_lra_luma_matches_a_hand_computation(tmp_path):
 
 # --- errors ----------------------------------------------------------------------------------------
 
-def test_missing_data_says_how_to_fetch():
+def test_missing_data_says_how_to_fetch(reliability):
     with pytest.raises(DataError, match="fpt data fetch cifar10") as e:
         CIFAR10()
     assert "data_batch_1" in str(e.value) and "FPT_DATA_DIR" in str(e.value)
+    reliability.bad_input("no CIFAR-10 files", kind="missing data")
     with pytest.raises(DataError, match="fpt data fetch cifar10"):
         CIFAR10LRA()
     assert not cifar.cifar10_available()
+    reliability.bad_input("no CIFAR-10 files, LRA", kind="missing data")
 
 
-def test_partly_missing_and_misplaced_data(fixture_data):
+def test_partly_missing_and_misplaced_data(fixture_data, reliability):
     root = cifar.cifar10_root()
     (root / "test_batch").unlink()
     with pytest.raises(DataError, match="missing test_batch.*fpt data fetch cifar10"):
         CIFAR10(n_val=20)
+    reliability.bad_input("CIFAR-10 test_batch missing", kind="missing data")
     flat = root.parent
     for f in root.iterdir():
         f.rename(flat / f.name)
     with pytest.raises(DataError, match="belong in the cifar-10-batches-py/ subdirectory"):
         CIFAR10(n_val=20)
+    reliability.bad_input("CIFAR-10 batches outside their subdirectory", kind="missing data")
 
 
 class _Evil:
@@ -322,7 +326,7 @@ class _Evil:
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "shape", "labels", "label_range", "not_dict", "evil"])
-def test_corrupt_files_say_delete_and_fetch_again(fixture_data, damage):
+def test_corrupt_files_say_delete_and_fetch_again(fixture_data, damage, reliability):
     path = cifar.cifar10_root() / "data_batch_3"
     imgs = _images(3, 20).reshape(20, 3072)
     if damage == "truncated":
@@ -344,13 +348,16 @@ def test_corrupt_files_say_delete_and_fetch_again(fixture_data, damage):
     assert "fpt data fetch cifar10" in str(e.value) and "delete" in str(e.value)
     if damage == "evil":
         assert "refusing to load" in str(e.value)
+    reliability.bad_input(f"CIFAR-10 batch: {damage}", kind="corrupt data")
 
 
-def test_patch_size_must_divide_the_image():
+def test_patch_size_must_divide_the_image(reliability):
     with pytest.raises(DataError, match="patch_size=5"):
         make_task("cifar10", patch_size=5)
+    reliability.bad_input("CIFAR-10 patch_size=5", kind="parameter")
     with pytest.raises(DataError, match="patch_size=3"):
         CIFAR10LRA(patch_size=3)
+    reliability.bad_input("CIFAR-10 LRA patch_size=3", kind="parameter")
 
 
 def test_other_patch_sizes(fixture_data):

@@ -42,7 +42,8 @@ def test_flags_build_the_config_they_name():
     assert config_from_args(parser().parse_args(["train", "mnist"])) == plain
 
 
-def test_unknown_choice_is_refused_with_the_choices(capsys):
+def test_unknown_choice_is_refused_with_the_choices(capsys, reliability):
     with pytest.raises(SystemExit):
         parser().parse_args(["train", "mnist", "--precision", "fp64"])
     assert "fp32" in capsys.readouterr().err
+    reliability.bad_input("--precision fp64", kind="command line")

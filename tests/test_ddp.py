@@ -10,6 +10,7 @@ import sys
 
 import pytest
 import torch
+from conftest import curve
 
 from fptlib.training import RunError, result_without_timing
 from fptlib.training.steps import check_shares, share
@@ -30,11 +31,6 @@ def fpt(args: list[str], processes: int, fault: str | None = None) -> subprocess
                           timeout=TIMEOUT)
 
 
-def curve(run_dir) -> list[dict]:
-    return [{k: v for k, v in json.loads(line).items() if k != "elapsed_seconds"}
-            for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-
-
 def test_each_process_takes_a_contiguous_share_of_the_global_batch():
     batch = {"x": torch.arange(24.0).reshape(8, 3), "y": torch.arange(8)}
     parts = [share(batch, r, 4) for r in range(4)]
@@ -43,15 +39,17 @@ def test_each_process_takes_a_contiguous_share_of_the_global_batch():
     assert share(batch, 0, 1) is batch  # one process: the batch itself, untouched
 
 
-def test_batch_size_not_divisible_by_processes_is_refused(tmp_path):
+def test_batch_size_not_divisible_by_processes_is_refused(tmp_path, reliability):
     with pytest.raises(RunError, match="batch size 6 cannot be split evenly over 4 processes"):
         check_shares(6, 4)
+    reliability.bad_input("batch size 6 over 4 processes", kind="parameter")
     check_shares(6, 1)
     out = tmp_path / "odd"
     r = fpt([*SMOKE, "--batch-size", "7", "--out", str(out)], processes=2)
     assert r.returncode != 0
     assert "batch size 7 cannot be split evenly over 2 processes" in r.stderr
     assert not (out / "config.json").exists()
+    reliability.bad_input("--batch-size 7 over 2 processes", kind="command line")
 
 
 @pytest.fixture
@@ -101,14 +99,12 @@ def test_two_process_run_killed_midway_resumes_to_the_same_result(tmp_path, reli
     r = fpt([*SMOKE, "--out", str(whole)], processes=2)
     assert r.returncode == 0, r.stderr[-3000:]
 
-    reliability.fault("SIGKILL of a two-process run at its 4th step")
     r = fpt([*SMOKE, "--out", str(cut)], processes=2, fault="step:4")
     assert r.returncode != 0
     assert (cut / "checkpoint" / "trainer_state.json").exists() and not (cut / "result.json").exists()
     assert json.loads((cut / "checkpoint" / "trainer_state.json").read_text())["step"] == 3
     assert {p.name for p in (cut / "checkpoint").iterdir()} >= {"random_states_0.pkl", "random_states_1.pkl"}
 
-    reliability.bad_input("resuming a two-process checkpoint in one process")
     r = fpt([*SMOKE, "--out", str(cut), "--resume"], processes=1)
     assert r.returncode == 2 and "resume it with the same number of processes" in r.stderr
 
@@ -118,3 +114,5 @@ def test_two_process_run_killed_midway_resumes_to_the_same_result(tmp_path, reli
     a, b = (json.loads((d / "result.json").read_text()) for d in (whole, cut))
     assert result_without_timing(a) == result_without_timing(b)
     assert b["frozen_unchanged"] is True and not (cut / "checkpoint").exists()
+    reliability.fault("SIGKILL of a two-process run at its 4th step", kind="SIGKILL")
+    reliability.bad_input("resuming a two-process checkpoint in one process", kind="wrong run directory")

@@ -43,7 +43,7 @@ def test_nothing_cites_a_file_outside_the_repository():
 
 def test_no_committed_result_or_doc_names_a_machine_directory():
     files = subprocess.run(["git", "ls-files", "results", "docs", "README.md"], cwd=ROOT, capture_output=True,
-                           text=True, check=True).stdout.split()
+                           text=True, check=True, timeout=60).stdout.split()
     bad = [f for f in files if f.endswith((".json", ".jsonl", ".csv", ".md", ".html"))
            and ABSOLUTE.search((ROOT / f).read_text(errors="replace"))]
     assert not bad, bad

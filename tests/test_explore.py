@@ -117,12 +117,12 @@ def test_bit_memory_labels_patterns_and_the_query(explorer):
 def test_explorer_refuses_choices_that_do_not_exist(explorer, reliability):
     for bad in ({"layer": 0}, {"layer": 3}, {"head": 13}, {"example": N_EXAMPLES}, {"model": "finetuned"},
                 {"task": "mnist"}, {"run": "nope"}):
-        reliability.bad_input(str(bad))
         with pytest.raises(ValueError):
             explorer.select(**bad)
-    reliability.bad_input("pattern on xor")
+        reliability.bad_input(str(bad), kind="parameter")
     with pytest.raises(ValueError, match="Bit Memory only"):
         explorer.select(task="bit-xor", pattern=1)
+    reliability.bad_input("pattern on xor", kind="parameter")
     with pytest.raises(ValueError, match="no analysed run"):
         AttentionExplorer({})
 
@@ -157,14 +157,15 @@ def test_explorer_from_the_cache_loads_kept_models(analyses, cache_root, monkeyp
 def test_analyse_cached_refuses_a_stale_config(analyses, cache_root, monkeypatch, reliability):
     monkeypatch.setenv("FPT_RESULTS_DIR", str(cache_root))
     info = A.cached_runs("smoke")[0]
-    reliability.bad_input("stale cache entry")
     with pytest.raises(RunError, match="no longer gives"):
         A.analyse_cached(info | {"config_hash": "0" * 12})
+    reliability.bad_input("stale cache entry", kind="wrong run directory")
 
 
-def test_from_cache_refuses_an_empty_cache():
+def test_from_cache_refuses_an_empty_cache(reliability):
     with pytest.raises(ValueError, match="no trained model"):
         AttentionExplorer.from_cache("smoke")
+    reliability.bad_input("explorer from an empty cache", kind="missing data")
 
 
 # ---- run browser ---------------------------------------------------------------------------------------
@@ -251,12 +252,12 @@ def test_browser_widget_filters_and_exports(browser):
 
 
 def test_browser_refuses_unknown_filter_values(browser, reliability):
-    reliability.bad_input("unknown task")
     with pytest.raises(ValueError, match="matches no run"):
         browser.filter(task=["mnist"])
-    reliability.bad_input("unknown filter")
+    reliability.bad_input("a task no run has", kind="parameter")
     with pytest.raises(ValueError, match="unknown filter"):
         browser.filter(lr=[0.1])
+    reliability.bad_input("unknown filter", kind="parameter")
 
 
 def test_browser_leaves_out_unreadable_and_unfinished_runs(browser):

@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from conftest import SHORT_WAIT
 
 from fptlib.data import download as F
 from fptlib.data.cifar import TEST_FILES, TRAIN_FILES, _check_cifar_batches
@@ -132,7 +133,8 @@ def test_fetch_then_status_present(name, server, registry, tmp_path):
     root = data / name
     assert not (root / F.STAGING).exists() and not list(root.glob(".extract-*"))
     manifest = json.loads((root / F.MANIFEST).read_text())
-    assert manifest["dataset"] == name and all(r["url"].startswith(server) for r in manifest["files"].values())
+    assert manifest["dataset"] == name and manifest["files"]
+    assert all(r["url"].startswith(server) for r in manifest["files"].values())
     again = F.fetch(name, data, mirror=f"{server}/good", progress=False, registry=registry, log=lambda m: None)
     assert again["action"] == "already present"
 
@@ -154,7 +156,7 @@ def test_fetched_files_are_what_the_readers_expect(server, registry, tmp_path):
     assert _state(data, registry, "cifar10-lra")["state"] == "present"
 
 
-def test_corrupted_download_is_refused_and_nothing_is_placed(server, registry, tmp_path):
+def test_corrupted_download_is_refused_and_nothing_is_placed(server, registry, tmp_path, reliability):
     data = tmp_path / "data"
     with pytest.raises(F.FetchError) as e:
         F.fetch("mnist", data, mirror=f"{server}/corrupt", progress=False, registry=registry, log=lambda m: None)
@@ -165,21 +167,24 @@ def test_corrupted_download_is_refused_and_nothing_is_placed(server, registry, t
     assert str(data / "mnist" / "train-images-idx3-ubyte.gz") in msg  # where to put a manual download
     assert _files_under(data / "mnist") == []
     assert _state(data, registry, "mnist")["state"] == "missing"
+    reliability.bad_input("a downloaded file failing its checksum", kind="corrupt data")
     # an archive: the corrupt tarball is refused before anything is unpacked
     with pytest.raises(F.FetchError, match="does not match its checksum"):
         F.fetch("cifar10", data, mirror=f"{server}/corrupt", progress=False, registry=registry, log=lambda m: None)
     assert _files_under(data / "cifar10") == []
+    reliability.bad_input("a downloaded archive failing its checksum", kind="corrupt data")
     # then a good mirror works
     F.fetch("mnist", data, mirror=f"{server}/good", progress=False, registry=registry, log=lambda m: None)
     assert _state(data, registry, "mnist")["state"] == "present"
 
 
-def test_file_without_published_checksum_is_format_checked(server, registry, tmp_path):
+def test_file_without_published_checksum_is_format_checked(server, registry, tmp_path, reliability):
     data = tmp_path / "data"
     with pytest.raises(F.FetchError, match="is not a digit") as e:
         F.fetch("listops", data, mirror=f"{server}/corrupt", progress=False, registry=registry, log=lambda m: None)
     assert "basic_train.tsv" in str(e.value)
     assert not (data / "listops" / "basic_train.tsv").exists()
+    reliability.bad_input("a downloaded TSV failing its format check", kind="corrupt data")
     F.fetch("listops", data, mirror=f"{server}/good", progress=False, registry=registry, log=lambda m: None)
     # a later change to the file is detected through the sha256 recorded at download time
     path = data / "listops" / "basic_val.tsv"
@@ -187,6 +192,7 @@ def test_file_without_published_checksum_is_format_checked(server, registry, tmp
     row = _state(data, registry, "listops")
     assert row["state"] == "corrupt" and "changed since it was downloaded" in row["detail"]
     assert "fpt data fetch listops" in row["detail"]
+    reliability.bad_input("a TSV changed after its download", kind="corrupt data")
     F.fetch("listops", data, mirror=f"{server}/good", progress=False, registry=registry, log=lambda m: None)
     assert _state(data, registry, "listops")["state"] == "present"
 
@@ -194,7 +200,7 @@ def test_file_without_published_checksum_is_format_checked(server, registry, tmp
 @pytest.mark.parametrize("name,fname", [("mnist", "train-images-idx3-ubyte.gz"),
                                         ("listops", "basic_train.tsv"),
                                         ("cifar10", "cifar-10-python.tar.gz")])
-def test_truncated_download_is_refused(name, fname, server, registry, tmp_path):
+def test_truncated_download_is_refused(name, fname, server, registry, tmp_path, reliability):
     data = tmp_path / "data"
     with pytest.raises(F.FetchError) as e:
         F.fetch(name, data, mirror=f"{server}/truncated", progress=False, registry=registry, log=lambda m: None)
@@ -203,9 +209,10 @@ def test_truncated_download_is_refused(name, fname, server, registry, tmp_path):
     assert _files_under(data / name) == []
     F.fetch(name, data, mirror=f"{server}/good", progress=False, registry=registry, log=lambda m: None)
     assert _state(data, registry, name)["state"] == "present"
+    reliability.fault(f"{fname}: connection cut mid-download", kind="network failure")
 
 
-def test_no_server_gives_manual_download_instructions(registry, tmp_path):
+def test_no_server_gives_manual_download_instructions(registry, tmp_path, reliability):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -220,9 +227,10 @@ def test_no_server_gives_manual_download_instructions(registry, tmp_path):
             assert r.urls[0] in msg and str(data / name / r.name) in msg
         assert fname in msg and "fpt data status" in msg
         assert _files_under(data / name) == []
+        reliability.fault(f"{name}: no server at the mirror's address", kind="network failure")
 
 
-def test_interrupted_download_leftovers_are_cleaned_and_restarted(server, registry, tmp_path):
+def test_interrupted_download_leftovers_are_cleaned_and_restarted(server, registry, tmp_path, reliability):
     data = tmp_path / "data"
     staging = data / "mnist" / F.STAGING
     staging.mkdir(parents=True)
@@ -231,9 +239,10 @@ def test_interrupted_download_leftovers_are_cleaned_and_restarted(server, regist
     F.fetch("mnist", data, mirror=f"{server}/good", progress=False, registry=registry, log=lambda m: None)
     assert not staging.exists() and not (data / "mnist" / ".extract-xyz").exists()
     assert _state(data, registry, "mnist")["state"] == "present"
+    reliability.bad_input("a half file and an extraction directory a killed download left", kind="corrupt data")
 
 
-def test_archive_saved_by_hand_is_used_offline(fixture_files, registry, tmp_path):
+def test_archive_saved_by_hand_is_used_offline(fixture_files, registry, tmp_path, reliability):
     data = tmp_path / "data"
     (data / "cifar10").mkdir(parents=True)
     (data / "cifar10" / "cifar-10-python.tar.gz").write_bytes(fixture_files["cifar-10-python.tar.gz"])
@@ -250,23 +259,26 @@ def test_archive_saved_by_hand_is_used_offline(fixture_files, registry, tmp_path
                 log=lambda m: None)
     assert str(saved) in str(e.value) and "expected sha256:" in str(e.value)
     assert saved.exists() and not (data2 / "cifar10" / "cifar-10-batches-py").exists()
+    reliability.bad_input("a truncated archive saved by hand", kind="corrupt data")
 
 
-def test_unsafe_archive_members_are_refused(tmp_path):
+def test_unsafe_archive_members_are_refused(tmp_path, reliability):
     for bad in ("/etc/evil", "remote_homology/../../evil"):
         archive = tmp_path / "a.tar.gz"
         archive.write_bytes(fixtures.tar_gz({bad: b"x", "remote_homology/x.lmdb/data.mdb": b"y"}))
         with pytest.raises(F.FetchError, match="unsafe member path"):
             F._extract(archive, "remote_homology", tmp_path)
+        reliability.bad_input(f"archive member {bad}", kind="corrupt data")
     link = tarfile.TarInfo("remote_homology/link")
     link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
     archive.write_bytes(fixtures.tar_gz({"remote_homology/a": b"x"}, extra=(link,)))
     with pytest.raises(F.FetchError, match="link or special file"):
         F._extract(archive, "remote_homology", tmp_path)
     assert not list(tmp_path.glob(".extract-*"))
+    reliability.bad_input("an archive member linking to /etc/passwd", kind="corrupt data")
 
 
-def test_archive_damage_tar_cannot_see_is_refused(fixture_files, tmp_path):
+def test_archive_damage_tar_cannot_see_is_refused(fixture_files, tmp_path, reliability):
     # A flipped byte in the gzip CRC leaves every tar member intact; only reading the stream to its end
     # notices. Damage inside an lmdb's unused pages is the same case, and made this flaky before.
     good = fixture_files["remote_homology.tar.gz"]
@@ -281,9 +293,10 @@ def test_archive_damage_tar_cannot_see_is_refused(fixture_files, tmp_path):
     assert not list(tmp_path.glob(".extract-*"))
     archive.write_bytes(good)
     assert (F._extract(archive, "remote_homology", tmp_path) / "remote_homology").is_dir()
+    reliability.bad_input("an archive with a bad gzip CRC", kind="corrupt data")
 
 
-def test_status_detects_damage_in_place(server, registry, tmp_path):
+def test_status_detects_damage_in_place(server, registry, tmp_path, reliability):
     data = tmp_path / "data"
     for name in ("mnist", "cifar10", "homology"):
         F.fetch(name, data, mirror=f"{server}/good", progress=False, registry=registry, log=lambda m: None)
@@ -291,13 +304,16 @@ def test_status_detects_damage_in_place(server, registry, tmp_path):
     labels.write_bytes(labels.read_bytes()[:-5])
     row = _state(data, registry, "mnist")
     assert row["state"] == "corrupt" and "published checksum" in row["detail"] and row["manual"]
+    reliability.bad_input("an MNIST file truncated in place", kind="corrupt data")
     batch = data / "cifar10" / "cifar-10-batches-py" / "data_batch_3"
     batch.write_bytes(batch.read_bytes()[:100])
     assert _state(data, registry, "cifar10")["state"] == "corrupt"
     assert _state(data, registry, "cifar10-lra")["state"] == "corrupt"
+    reliability.bad_input("a CIFAR-10 batch truncated in place", kind="corrupt data")
     import shutil
     shutil.rmtree(data / "homology" / "remote_homology" / "remote_homology_valid.lmdb")
     assert "remote_homology_valid.lmdb" in _state(data, registry, "homology")["detail"]
+    reliability.bad_input("a homology split deleted in place", kind="missing data")
     # a refetch repairs what is damaged
     F.fetch("mnist", data, mirror=f"{server}/good", progress=False, registry=registry, log=lambda m: None)
     assert _state(data, registry, "mnist")["state"] == "present"
@@ -327,31 +343,31 @@ def test_generated_and_alias(tmp_path):
         F.fetch("cifar100", tmp_path)
 
 
-def test_cli_fetch_and_status(fpt_cmd, server, fixture_files, tmp_path):
+def test_cli_fetch_and_status(fpt_cmd, server, fixture_files, tmp_path, reliability):
+    def fpt(*args, **kw):
+        return subprocess.run(fpt_cmd + ["data", *args], capture_output=True, text=True, timeout=SHORT_WAIT, **kw)
     data = tmp_path / "cli-data"
     hashes = tmp_path / "hashes.json"
     hashes.write_text(json.dumps({n: "sha256:" + hashlib.sha256(fixture_files[n]).hexdigest()
                                   for n in (f"{s}.gz" for s in MNIST_FILES)}))
-    st = subprocess.run(fpt_cmd + ["data", "status", "--data-dir", str(data)], capture_output=True, text=True)
+    st = fpt("status", "--data-dir", str(data))
     assert st.returncode == 0 and "mnist" in st.stdout and "missing" in st.stdout
     assert "fpt data fetch listops" in st.stdout and "basic_train.tsv" in st.stdout
-    r = subprocess.run(fpt_cmd + ["data", "fetch", "mnist", "--mirror", f"{server}/good", "--data-dir", str(data),
-                                  "--hashes", str(hashes), "--no-progress"], capture_output=True, text=True)
+    r = fpt("fetch", "mnist", "--mirror", f"{server}/good", "--data-dir", str(data), "--hashes", str(hashes),
+            "--no-progress")
     assert r.returncode == 0, r.stderr
     assert "mnist: downloaded" in r.stdout
-    st = subprocess.run(fpt_cmd + ["data", "status", "--data-dir", str(data), "--hashes", str(hashes), "--json"],
-                        capture_output=True, text=True, check=True)
+    st = fpt("status", "--data-dir", str(data), "--hashes", str(hashes), "--json", check=True)
     assert {x["name"]: x["state"] for x in json.loads(st.stdout)}["mnist"] == "present"
     # without the overrides, the fixtures are (rightly) not the published MNIST files
-    st = subprocess.run(fpt_cmd + ["data", "status", "--data-dir", str(data)], capture_output=True, text=True)
+    st = fpt("status", "--data-dir", str(data))
     assert "corrupt" in st.stdout and "published checksum" in st.stdout
     # the canonical files, through the same CLI, fail with exit 2 and a message on stderr
-    r = subprocess.run(fpt_cmd + ["data", "fetch", "listops", "--mirror", f"{server}/corrupt",
-                                  "--data-dir", str(data), "--no-progress"], capture_output=True, text=True)
+    r = fpt("fetch", "listops", "--mirror", f"{server}/corrupt", "--data-dir", str(data), "--no-progress")
     assert r.returncode == 2 and "basic_train.tsv" in r.stderr and r.stdout == ""
-    r = subprocess.run(fpt_cmd + ["data", "fetch", "listops", "--data-dir", str(data), "--no-progress"],
-                       capture_output=True, text=True, env={**__import__("os").environ,
-                                                            F.MIRROR_ENV: f"{server}/good"})
+    reliability.bad_input("fpt data fetch from a mirror serving a damaged file", kind="corrupt data")
+    r = fpt("fetch", "listops", "--data-dir", str(data), "--no-progress",
+            env={**__import__("os").environ, F.MIRROR_ENV: f"{server}/good"})
     assert r.returncode == 0 and "listops: downloaded" in r.stdout
 
 
@@ -383,7 +399,7 @@ def test_text_progress_when_tqdm_is_absent():
     assert lines[0].endswith("10% of 0.0 MB") and lines[-1].endswith("100% of 0.0 MB") and len(lines) == 10
 
 
-def test_archive_without_checksum_is_refused_when_damaged(server, registry, tmp_path):
+def test_archive_without_checksum_is_refused_when_damaged(server, registry, tmp_path, reliability):
     unchecked = F.with_hashes({"remote_homology.tar.gz": None}, registry)
     data = tmp_path / "data"
     with pytest.raises(F.FetchError, match="cannot be unpacked|unusable") as e:
@@ -391,11 +407,12 @@ def test_archive_without_checksum_is_refused_when_damaged(server, registry, tmp_
                 log=lambda m: None)
     assert "remote_homology.tar.gz" in str(e.value)
     assert _files_under(data / "homology") == []
+    reliability.bad_input("a damaged archive without a checksum", kind="corrupt data")
     F.fetch("homology", data, mirror=f"{server}/good", progress=False, registry=unchecked, log=lambda m: None)
     assert _state(data, unchecked, "homology")["state"] == "present"
 
 
-def test_pickles_with_code_are_refused(tmp_path):
+def test_pickles_with_code_are_refused(tmp_path, reliability):
     class Evil:
         def __reduce__(self):
             return (print, ("pwned",))
@@ -405,6 +422,7 @@ def test_pickles_with_code_are_refused(tmp_path):
         (top / b).write_bytes(pickle.dumps({b"data": Evil()}, protocol=2))
     with pytest.raises(F.DataError, match=r"refusing to load \S*print"):
         _check_cifar_batches(top)
+    reliability.bad_input("CIFAR-10 batches pickled to call print", kind="corrupt data")
 
 
 def test_fashion_mnist_downloads_from_a_mirror_when_no_package_has_it(server, registry, tmp_path, monkeypatch):

@@ -4,6 +4,7 @@ import subprocess
 
 import pytest
 import torch
+from conftest import SHORT_WAIT
 from torch import nn
 
 from fptlib.groups import TRAINABLE_GROUPS, parse_groups
@@ -56,16 +57,18 @@ def test_full_trains_everything_but_the_unused_token_table():
         assert p.requires_grad == (n != "backbone.model.wte.weight"), n
 
 
-def test_unclaimed_parameter_is_an_error_not_a_silent_freeze():
+def test_unclaimed_parameter_is_an_error_not_a_silent_freeze(reliability):
     m = make("tiny-gpt2")
     m.backbone.model.h[0].extra = nn.Linear(2, 2)  # a module no rule knows
     with pytest.raises(BackboneError, match="belongs to no group"):
         m.groups()
+    reliability.bad_input("a module no group rule knows", kind="parameter")
 
 
-def test_unknown_group_names_the_choices():
+def test_unknown_group_names_the_choices(reliability):
     with pytest.raises(ValueError, match="choose from .*layernorm"):
         parse_groups("input,attn")
+    reliability.bad_input("group 'attn'", kind="parameter")
 
 
 def test_lstm_groups():
@@ -81,7 +84,7 @@ def test_cli_reports_groups_for_gpt2_random_smoke(fpt_cmd, tmp_path):
     """The issue's check: an explicit --backbone wins over the smoke scale's default."""
     out = subprocess.run(fpt_cmd + ["train", "mnist", "--backbone", "gpt2", "--init", "random", "--scale",
                                     "smoke", "--steps", "1", "--out", str(tmp_path / "run"), "--no-progress"],
-                         capture_output=True, text=True, check=True)
+                         capture_output=True, text=True, check=True, timeout=SHORT_WAIT)
     res = json.loads(out.stdout[:out.stdout.rindex("}") + 1])
     g = res["trainable_params_by_group"]
     assert (g["input"], g["output"], g["layernorm"], g["attention"], g["feedforward"]) == \

@@ -149,7 +149,7 @@ def test_batches_are_right_padded_to_the_longest_with_a_mask():
     assert sum(len(b["y"]) for b in t.eval_batches("train", 4, limit=10)) == 10
 
 
-def test_extra_splits_and_unknown_split():
+def test_extra_splits_and_unknown_split(reliability):
     write_fixture()
     t = make_task("homology", seed=0, max_len=MAX_LEN)
     for s in t.extra_splits:
@@ -157,8 +157,10 @@ def test_extra_splits_and_unknown_split():
     assert t.split_dropped("test_superfamily_holdout") == 1
     with pytest.raises(ValueError, match="unknown split"):
         t.split_size("holdout")
+    reliability.bad_input("split 'holdout'", kind="parameter")
     with pytest.raises(ValueError, match="unknown option"):
         make_task("homology", extra_splits=())
+    reliability.bad_input("option extra_splits", kind="parameter")
 
 
 def test_training_order_is_a_function_of_seed_and_step():
@@ -196,25 +198,26 @@ def test_caps_take_a_fixed_subset_before_the_length_policy():
     assert RemoteHomology(seed=3, max_len=MAX_LEN, max_train=20, max_val=5, max_test=4).data_hash() == t.data_hash()
 
 
-def test_bad_options_are_refused():
+def test_bad_options_are_refused(reliability):
     write_fixture()
-    with pytest.raises(DataError, match="long_policy"):
-        RemoteHomology(long_policy="truncate")
-    with pytest.raises(DataError, match="max_len"):
-        RemoteHomology(max_len=0)
-    with pytest.raises(DataError, match="no sequence of at most max_len=2"):
-        RemoteHomology(max_len=2)
+    for options, message in (({"long_policy": "truncate"}, "long_policy"), ({"max_len": 0}, "max_len"),
+                             ({"max_len": 2}, "no sequence of at most max_len=2")):
+        with pytest.raises(DataError, match=message):
+            RemoteHomology(**options)
+        reliability.bad_input(f"homology {options}", kind="parameter")
 
 
-def test_missing_data_says_how_to_fetch():
+def test_missing_data_says_how_to_fetch(reliability):
     with pytest.raises(DataError, match=r"fpt data fetch homology") as e:
         RemoteHomology()
     assert str(data_dir()) in str(e.value) and "FPT_DATA_DIR" in str(e.value)
     assert not homology_data_available()
+    reliability.bad_input("no homology data", kind="missing data")
     write_fixture()
     shutil.rmtree(homology_dir() / "remote_homology_test_family_holdout.lmdb")
     with pytest.raises(DataError, match="test_family_holdout.*fpt data fetch homology"):
         RemoteHomology(max_len=MAX_LEN)
+    reliability.bad_input("one homology split missing", kind="missing data")
 
 
 def _corrupt(kind):
@@ -262,27 +265,30 @@ def test_pickles_written_by_numpy_1_still_load():
     assert out["fold_label"] == 3 and out["evolutionary"].shape == (3, 20)
 
 
-def test_a_pickle_that_would_run_code_is_refused():
+def test_a_pickle_that_would_run_code_is_refused(reliability):
     write_fixture()
     _corrupt("code")
     with pytest.raises(DataError, match="refusing to load os.system"):
         RemoteHomology(max_len=MAX_LEN)
+    reliability.bad_input("an LMDB record pickled to run os.system", kind="corrupt data")
 
 
 @pytest.mark.parametrize("kind", ["garbage", "no-count", "short", "code", "json"])
-def test_corrupt_files_say_delete_and_fetch_again(kind):
+def test_corrupt_files_say_delete_and_fetch_again(kind, reliability):
     write_fixture()
     _corrupt(kind)
     expected = r"remote_homology_valid.*delete it and fetch it again.*fpt data fetch homology"
     with pytest.raises(DataError, match=expected):
         RemoteHomology(max_len=MAX_LEN)
+    reliability.bad_input(f"homology split damaged: {kind}", kind="corrupt data")
 
 
-def test_label_outside_the_1195_folds_is_refused():
+def test_label_outside_the_1195_folds_is_refused(reliability):
     write_fixture()
     _corrupt("label")
     with pytest.raises(DataError, match="fold_label=1200, outside 0..1194"):
         RemoteHomology(max_len=MAX_LEN)
+    reliability.bad_input("fold_label=1200", kind="corrupt data")
 
 
 def test_accuracy_both_ways():
@@ -298,7 +304,7 @@ def test_accuracy_both_ways():
     assert t.accuracy_dropped_as_wrong("test_family_holdout", 0.7) == pytest.approx(0.7)
 
 
-def test_model_reads_batches_and_a_too_long_task_is_refused_at_configuration():
+def test_model_reads_batches_and_a_too_long_task_is_refused_at_configuration(reliability):
     from fptlib.config import RunConfig
     from fptlib.models import FPT, BackboneSpec, build_backbone
     from fptlib.training import RunError, build, evaluate
@@ -315,3 +321,4 @@ def test_model_reads_batches_and_a_too_long_task_is_refused_at_configuration():
     cfg = RunConfig("homology", backbone="tiny-gpt2", init="random", task_options={"max_len": 1024})
     with pytest.raises(RunError, match="1024 tokens but backbone tiny-gpt2 has 256 positions"):
         build(cfg)
+    reliability.bad_input("1024 tokens for 256 positions", kind="parameter")

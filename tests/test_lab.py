@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import labdriver as L
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]  # JupyterLab, a browser, notebooks run
 
 
 @pytest.fixture(autouse=True)

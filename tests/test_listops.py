@@ -44,12 +44,14 @@ def test_median_is_numpys_truncated_median():
         assert L.evaluate(expr) == int(np.median(args))
 
 
-def test_malformed_expressions_are_refused():
+def test_malformed_expressions_are_refused(reliability):
     for bad in ("[MAX 1 2", "[MAX 1 2 ] ]", "]", "[MIN ]", "1 2"):
         with pytest.raises(ValueError):
             L.evaluate(bad)
+        reliability.bad_input(f"expression {bad!r}", kind="corrupt data")
     with pytest.raises(DataError):
         L.tokenize("[MAX 1 12 ]")
+    reliability.bad_input("token 12", kind="corrupt data")
 
 
 def test_lra_printing_matches_its_pair_nesting():
@@ -109,11 +111,13 @@ def test_generator_is_seeded_deduplicated_bounded_and_labelled():
     assert (labels > 0).all()
 
 
-def test_generator_reports_impossible_bounds():
+def test_generator_reports_impossible_bounds(reliability):
     with pytest.raises(DataError, match="widen the length bounds"):
         L.generate_examples(5, min_len=40, max_len=50, max_depth=2, max_args=3, max_attempts=2000)
+    reliability.bad_input("lengths 40-50 at depth 2", kind="parameter")
     with pytest.raises(DataError):
         L.generate_examples(5, min_len=50, max_len=50)
+    reliability.bad_input("lengths 50-50", kind="parameter")
 
 
 def test_splits_are_disjoint_and_val_test_do_not_depend_on_n_train():
@@ -136,11 +140,14 @@ def test_data_hash_is_fixed_by_generation_parameters_not_run_seed():
     assert small(max_depth=5, cache=False).data_hash() != a.data_hash()
 
 
-def test_damaged_cache_is_regenerated():
+def test_damaged_cache_is_regenerated(reliability):
     h = small().data_hash()
-    for f in (data_dir() / "listops").glob("generated-*.npz"):
-        f.write_bytes(b"not an npz")
+    cache = list((data_dir() / "listops").glob("generated-*.npz"))
+    assert len(cache) == 1
+    cache[0].write_bytes(b"not an npz")
     assert small().data_hash() == h
+    assert cache[0].read_bytes() != b"not an npz"  # written again
+    reliability.bad_input("a damaged generated-data cache", kind="corrupt data")
 
 
 # ---- batches ------------------------------------------------------------------------------------
@@ -185,7 +192,7 @@ def test_make_task_accepts_the_options():
 
 
 # ---- long sequences and the original pipeline ---------------------------------------------------
-def test_long_policies():
+def test_long_policies(reliability):
     with pytest.raises(DataError, match="seq_len=40.*long_policy='crop'"):
         small(seq_len=40)
     full = small()
@@ -201,6 +208,7 @@ def test_long_policies():
     assert int(next(drop.eval_batches("test", 20))["attention_mask"].sum(1).max()) <= 40
     with pytest.raises(DataError, match="long_policy"):
         small(long_policy="truncate")
+    reliability.bad_input("long_policy='truncate'", kind="parameter")
 
 
 def test_original_switch_drops_brackets_and_truncates_to_512():
@@ -271,10 +279,11 @@ def test_original_pipeline_on_tsv():
     assert next(unmasked.eval_batches("train", 3))["x"].shape == (3, 512)
 
 
-def test_missing_tsv_files_say_how_to_get_them():
+def test_missing_tsv_files_say_how_to_get_them(reliability):
     with pytest.raises(DataError, match=r"fpt data fetch listops.*FPT_DATA_DIR") as e:
         ListOps(seed=0, source="tsv")
     assert "basic_train.tsv" in str(e.value) and str(data_dir() / "listops") in str(e.value)
+    reliability.bad_input("no ListOps TSV files", kind="missing data")
 
 
 @pytest.mark.parametrize("line,problem", [
@@ -285,18 +294,20 @@ def test_missing_tsv_files_say_how_to_get_them():
     ("( ( ( [MAX 2 ) 9 ) ] )", "tab-separated fields"),
     ("( ( ( [MAX 2 ) 9 ) ] )\t10", "not a digit"),
 ])
-def test_corrupt_tsv_lines_are_named(line, problem):
+def test_corrupt_tsv_lines_are_named(line, problem, reliability):
     _write_fixture(data_dir() / "listops", TSV | {"val": [line]})
     with pytest.raises(DataError, match="basic_val.tsv line 2") as e:
         ListOps(seed=0, source="tsv")
     assert problem in str(e.value) and "fpt data fetch listops" in str(e.value)
+    reliability.bad_input(f"TSV line: {problem}", kind="corrupt data")
 
 
-def test_tsv_without_header_is_refused():
+def test_tsv_without_header_is_refused(reliability):
     _write_fixture(data_dir() / "listops")
     (data_dir() / "listops" / "basic_test.tsv").write_text(TSV["test"][0] + "\n")
     with pytest.raises(DataError, match="Source<TAB>Target"):
         ListOps(seed=0, source="tsv")
+    reliability.bad_input("TSV without its header", kind="corrupt data")
 
 
 # ---- padding cannot change the answer -----------------------------------------------------------

@@ -94,11 +94,12 @@ def test_t5_has_no_position_limit():
         assert bb(torch.randn(1, 600, 32)).shape == (1, 600, 32)
 
 
-def test_too_long_for_longformer_is_refused_with_fptlibs_error():
+def test_too_long_for_longformer_is_refused_with_fptlibs_error(reliability):
     cfg = resolve(RunConfig("bit-memory", backbone="tiny-longformer", init="random", scale="smoke",
                             task_options={"n_bits": 100, "patch_size": 2}))  # 6 * 50 = 300 tokens
     with pytest.raises(RunError, match="has sequences of 300 tokens .* has 256 positions"):
         build(cfg)
+    reliability.bad_input("300 tokens for a 256-position Longformer", kind="parameter")
     # the smoke scale's 60 tokens fit (padded to 64 inside the model)
     model, task = build(resolve(RunConfig("bit-memory", backbone="tiny-longformer", init="random",
                                           scale="smoke")))
@@ -146,7 +147,7 @@ def test_inference_mode_runs_the_plain_model(name):
 
 
 @pytest.mark.parametrize("name", TINY)
-def test_truncate_attention_dropout_and_block_index(name):
+def test_truncate_attention_dropout_and_block_index(name, reliability):
     bb = build_backbone(BackboneSpec(name=name, init="random", n_layers=1, attention_dropout=0.0), seed=0)
     assert len(bb.blocks()) == 1
     owner = bb.groups()
@@ -163,6 +164,7 @@ def test_truncate_attention_dropout_and_block_index(name):
         assert bb.model.config.attention_window == [8] and bb.max_positions == 256
     with pytest.raises(BackboneError, match="attention dropout must be in"):
         set_attention_dropout(bb, 1.0)
+    reliability.bad_input("attention dropout 1.0", kind="parameter")
 
 
 def test_attention_last_is_the_last_t5_block():
@@ -177,9 +179,11 @@ def test_random_and_stats_inits_are_seeded(name):
     a = build_backbone(BackboneSpec(name=name, init="random"), seed=1)
     b = build_backbone(BackboneSpec(name=name, init="random"), seed=1)
     c = build_backbone(BackboneSpec(name=name, init="random"), seed=2)
-    for (n, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters()):
-        assert torch.equal(pa, pb), n
-    assert any(not torch.equal(pa, pc) for (_, pa), (_, pc) in zip(a.named_parameters(), c.named_parameters()))
+    pa, pb, pc = (dict(x.named_parameters()) for x in (a, b, c))
+    assert list(pa) == list(pb) == list(pc) and pa
+    for n in pa:
+        assert torch.equal(pa[n], pb[n]), n
+    assert any(not torch.equal(pa[n], pc[n]) for n in pa)
     with pytest.raises(BackboneError, match="no pretrained weights; use --init random"):
         build_backbone(BackboneSpec(name=name, init="stats"), seed=0)  # stats needs pretrained weights
 
@@ -216,8 +220,10 @@ def test_pretrained_from_a_save_pretrained_directory(tmp_path, which):
     # stats init: every tensor redrawn from its pretrained mean and std
     s = build_backbone(BackboneSpec(name=str(path), init="stats"), seed=0)
     big = [(n, p) for n, p in bb.named_parameters() if p.numel() >= 1000]
-    assert big
-    for (n, a), (_, b) in zip(big, [(n, p) for n, p in s.named_parameters() if p.numel() >= 1000]):
+    redrawn = dict(s.named_parameters())
+    assert big and [n for n, _ in bb.named_parameters()] == list(redrawn)
+    for n, a in big:
+        b = redrawn[n]
         assert not torch.equal(a, b), n
         assert abs(a.mean() - b.mean()) < 0.1 * a.std() + 1e-4, n
 
@@ -233,10 +239,11 @@ def test_t5_encoder_from_a_full_t5_checkpoint(tmp_path):
                        saved.encoder.block[0].layer[0].SelfAttention.relative_attention_bias.weight)
 
 
-def test_longformer_attention_maps_are_refused():
+def test_longformer_attention_maps_are_refused(reliability):
     m = make("tiny-longformer")
     with pytest.raises(BackboneError, match="sliding-window attention"):
         m(torch.randn(1, 8, 3), output_attentions=True)
+    reliability.bad_input("attention maps of a Longformer", kind="parameter")
 
 
 def test_t5_attention_maps_with_eager_attention():
@@ -263,5 +270,7 @@ def test_smoke_training_run(tmp_path, name):
     assert all(torch.equal(v, state[k]) for k, v in bb.state_dict().items())
     fresh = build_backbone(BackboneSpec(name=name, init="random"), seed=0)  # the run's seed
     owner = fresh.groups()
-    for (n, a), (_, b) in zip(bb.named_parameters(), fresh.named_parameters()):
-        assert torch.equal(a, b) == (owner[n] not in FPT_GROUPS), n  # only FPT's groups trained
+    trained, initial = dict(bb.named_parameters()), dict(fresh.named_parameters())
+    assert list(trained) == list(initial) == list(owner)
+    for n, a in trained.items():
+        assert torch.equal(a, initial[n]) == (owner[n] not in FPT_GROUPS), n  # only FPT's groups trained

@@ -6,6 +6,7 @@ from dataclasses import fields
 import pandas as pd
 import papermill as pm
 import pytest
+from conftest import LONG_WAIT, REPRODUCE_WAIT
 
 from fptlib.study.base import Tables1And2
 from fptlib.study.catalogue import NOTEBOOKS
@@ -35,8 +36,13 @@ def smoke_reproduction(tmp_path_factory):
     cmd = [sys.executable, "-m", "fptlib.cli", "reproduce", "--scale", "smoke", "--results-dir", str(res),
            "--figures-dir", str(fig)]
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("FPT_")}
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=REPRODUCE_WAIT)
     return {"res": res / "smoke", "fig": fig / "smoke", "proc": r, "cmd": cmd, "env": env}
+
+
+def SMOKE_REPRODUCTION(test):
+    """Slow, and whichever of these runs first also pays for the session's smoke reproduction."""
+    return pytest.mark.slow(pytest.mark.timeout(REPRODUCE_WAIT + 300)(test))
 
 
 # notebook -> (tables it writes, figures it writes)
@@ -48,7 +54,7 @@ def test_every_notebook_is_listed(repo_root):
     assert sorted(p.stem for p in (repo_root / "notebooks").glob("[0-9][0-9]*.ipynb")) == sorted(WRITES)
 
 
-@pytest.mark.slow
+@SMOKE_REPRODUCTION
 def test_reproduce_smoke_runs_every_notebook(smoke_reproduction):
     r = smoke_reproduction["proc"]
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -59,7 +65,7 @@ def test_reproduce_smoke_runs_every_notebook(smoke_reproduction):
     assert sorted(e["notebook"].removesuffix(".ipynb") for e in summary["notebooks"]) == sorted(WRITES)
 
 
-@pytest.mark.slow
+@SMOKE_REPRODUCTION
 @pytest.mark.parametrize("notebook", sorted(WRITES))
 def test_each_notebook_writes_its_tables_and_figures(smoke_reproduction, notebook):
     tables, figures = WRITES[notebook]
@@ -71,7 +77,7 @@ def test_each_notebook_writes_its_tables_and_figures(smoke_reproduction, noteboo
         assert (smoke_reproduction["fig"] / f).stat().st_size > 5_000, f
 
 
-@pytest.mark.slow
+@SMOKE_REPRODUCTION
 def test_smoke_table01_02_content(smoke_reproduction):
     res = smoke_reproduction["res"]
     runs = list((res / "runs").glob("*/result.json"))
@@ -102,13 +108,13 @@ def test_smoke_table01_02_content(smoke_reproduction):
     assert bit_runs and all(r["init_source"]["task"] == "bit-memory" for r in bit_runs)
 
 
-@pytest.mark.slow
+@SMOKE_REPRODUCTION
 def test_smoke_rerun_computes_nothing(smoke_reproduction):
     res = smoke_reproduction["res"]
     runs = list((res / "runs").glob("*/result.json"))
     before = {p: p.stat().st_mtime_ns for p in runs}
     r2 = subprocess.run(smoke_reproduction["cmd"] + ["--only", "01", "03"], capture_output=True, text=True,
-                        env=smoke_reproduction["env"])
+                        env=smoke_reproduction["env"], timeout=LONG_WAIT)
     assert r2.returncode == 0, r2.stdout[-2000:]
     assert {p: p.stat().st_mtime_ns for p in runs} == before
     # a partial run keeps the record of the notebooks it did not run
@@ -136,12 +142,14 @@ def test_study_notebook_parameters_mirror_their_dataclass(repo_root, notebook):
     ({"steps": "100"}, "parameter 'steps' of Tables1And2 must be int"),
     ({"scale": "gpu"}, "unknown scale 'gpu'"),
 ])
-def test_wrong_parameter_types_are_named(kw, message):
+def test_wrong_parameter_types_are_named(kw, message, reliability):
     with pytest.raises((TypeError, ValueError), match=message):
         Tables1And2(**kw)
+    reliability.bad_input(f"Tables1And2({kw})", kind="parameter")
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(LONG_WAIT + 300)
 def test_a_notebook_trains_its_runs_side_by_side_inside_the_kernel(tmp_path):
     # Worker processes are spawned from the papermill kernel (its __main__ is ipykernel's launcher):
     # the path a `cpu` reproduction takes on a machine without a GPU, here at the smoke scale.
@@ -150,7 +158,7 @@ def test_a_notebook_trains_its_runs_side_by_side_inside_the_kernel(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("FPT_")}
     r = subprocess.run([sys.executable, "-m", "fptlib.cli", "reproduce", "--scale", "smoke", "--only", "01",
                         "--workers", "2", "--results-dir", str(tmp_path / "res"), "--figures-dir",
-                        str(tmp_path / "fig")], capture_output=True, text=True, env=env)
+                        str(tmp_path / "fig")], capture_output=True, text=True, env=env, timeout=LONG_WAIT)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     executed = (tmp_path / "res" / "smoke" / "executed" / "01_table1_table2.ipynb").read_text()
     assert "run(s) in up to 2 processes side by side" in executed

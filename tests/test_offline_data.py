@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import SHORT_WAIT
 
 from fptlib.data import debian, download, make_task, pfam
 from fptlib.data.homology import decode
@@ -66,7 +67,7 @@ def test_fashion_mnist_from_the_installed_package(in_data):
     assert download.status(in_data, names=["fashion-mnist"])[0]["state"] == "present"
 
 
-def test_fashion_mnist_copy_that_differs_is_refused(in_data, tmp_path):
+def test_fashion_mnist_copy_that_differs_is_refused(in_data, tmp_path, reliability):
     """A changed byte in a kept file is caught by the content checksum (status says corrupt)."""
     root = tmp_path / "fashion-mnist"
     shutil.copytree(in_data / "fashion-mnist", root)
@@ -76,6 +77,7 @@ def test_fashion_mnist_copy_that_differs_is_refused(in_data, tmp_path):
     labels.write_bytes(bytes(raw))
     row = download.status(tmp_path, names=["fashion-mnist"])[0]
     assert row["state"] == "corrupt" and "t10k-labels-idx1-ubyte" in row["detail"]
+    reliability.bad_input("a Fashion-MNIST file with one bit changed", kind="corrupt data")
 
 
 def _fake_deb(tmp_path: Path, package: str, files: dict[str, bytes]) -> Path:
@@ -89,7 +91,7 @@ def _fake_deb(tmp_path: Path, package: str, files: dict[str, bytes]) -> Path:
                                              "Maintainer: test <t@example.org>\nDescription: fixture\n")
     deb = tmp_path / f"{package}_1.0_all.deb"
     subprocess.run(["dpkg-deb", "--build", "--root-owner-group", str(tree), str(deb)], check=True,
-                   capture_output=True)
+                   capture_output=True, timeout=SHORT_WAIT)
     return deb
 
 
@@ -201,9 +203,9 @@ def test_pfam_training_stream_is_a_function_of_seed_and_step(in_data):
     assert a.data_hash() == b.data_hash()
 
 
-def test_pfam_length_only_classifier_is_at_chance(in_data):
-    """Whole sequences give their family away by length; the fixed windows do not: a classifier that sees only
-    the length scores the largest family's share of the test windows (chance), nothing more."""
+def test_pfam_windows_all_have_one_length_so_length_says_nothing(in_data):
+    """Whole sequences give their family away by length (a classifier that sees only the length scores far above
+    chance on them); the task's windows cannot, because every window of every split has the one window length."""
     from sklearn.tree import DecisionTreeClassifier
     task = make_task("pfam")
     fams = list(pfam.FAMILIES)
@@ -213,36 +215,38 @@ def test_pfam_length_only_classifier_is_at_chance(in_data):
     te_len = [[len(s)] for f in fams for s in task.test_seqs[f]]
     te_y = [k for k, f in enumerate(fams) for _ in task.test_seqs[f]]
     whole = DecisionTreeClassifier(random_state=0).fit(tr_len, tr_y).score(te_len, te_y)
-    # windows: every length is the window
-    batch = task.train_batch(0, 2000)
-    lengths = (batch["x"] != pfam.PAD).sum(1, keepdim=True).numpy()
-    assert set(lengths.ravel()) == {task.window}
     test_y = task._data["test"]["y"][:, 0].numpy()
-    test_len = (task._data["test"]["x"] != pfam.PAD).sum(1, keepdim=True).numpy()
-    windowed = DecisionTreeClassifier(random_state=0).fit(lengths, batch["y"][:, 0].numpy()).score(test_len, test_y)
     chance = np.bincount(test_y).max() / len(test_y)
-    assert windowed <= chance + 1e-9 and chance < 0.15
-    assert whole > 0.5, whole
+    assert whole > 0.5 > 0.15 > chance, (whole, chance)
+    # windows: the training stream, and every validation and test window, are all exactly one window long
+    lengths = {"train": (task.train_batch(0, 2000)["x"] != pfam.PAD).sum(1)}
+    for split in ("val", "test"):
+        lengths[split] = torch.cat([(b["x"] != pfam.PAD).sum(1) for b in task.eval_batches(split, 512)])
+        assert len(lengths[split]) == task.split_size(split) > 0, split
+    assert {s: set(v.tolist()) for s, v in lengths.items()} == {s: {task.window} for s in lengths}
 
 
-def test_pfam_missing_data_says_what_to_run(tmp_path, monkeypatch):
+def test_pfam_missing_data_says_what_to_run(tmp_path, monkeypatch, reliability):
     monkeypatch.setenv("FPT_DATA_DIR", str(tmp_path))
     with pytest.raises(pfam.DataError, match="fpt data fetch pfam"):
         make_task("pfam")
     assert "fpt data fetch pfam" in download.status(tmp_path, names=["pfam"])[0]["command"]
+    reliability.bad_input("no Pfam data", kind="missing data")
 
 
-def test_pfam_window_is_checked(in_data):
+def test_pfam_window_is_checked(in_data, reliability):
     with pytest.raises(pfam.DataError, match="window must be an integer from 8 to 63"):
         make_task("pfam", window=100)
+    reliability.bad_input("Pfam window=100", kind="parameter")
 
 
-def test_hmmemit_missing_says_how_to_install(tmp_path, monkeypatch):
+def test_hmmemit_missing_says_how_to_install(tmp_path, monkeypatch, reliability):
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setattr(debian, "SYSTEM_ROOT", tmp_path / "empty-root")
     monkeypatch.setenv("FPT_DATA_DIR", str(tmp_path))
     with pytest.raises(pfam.DataError, match="apt-get install hmmer"):
         pfam.hmmemit(log=lambda m: None)
+    reliability.bad_input("no hmmemit on this machine", kind="missing data")
 
 
 def test_reproduce_fetches_what_its_notebooks_use(tmp_path, monkeypatch, capsys):

@@ -129,16 +129,22 @@ KILLS = {
 
 
 @pytest.fixture(scope="module")
-def killed(tmp_path_factory):
-    """One run directory per kill point, the killed processes started together (faster on 2 cores)."""
+def killed(request, tmp_path_factory):
+    """One run directory per kill point this session tests (mid-step always: `interrupted` copies it), the
+    killed processes started together (faster on 2 cores)."""
     root = tmp_path_factory.mktemp("killed")
+    points = {"mid-step"} | {item.callspec.params["point"] for item in request.session.items
+                             if getattr(item, "originalname", "") == KILL_TEST}
     procs = {name: _spawn(root / name, fault, mode, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-             for name, (fault, mode, _, _) in KILLS.items()}
+             for name, (fault, mode, _, _) in KILLS.items() if name in points}
     out = {}
     for name, p in procs.items():
         _, err = p.communicate(timeout=600)
         out[name] = (root / name, p.returncode, err)
     return out
+
+
+KILL_TEST = "test_kill_at_a_fault_point_then_resume_gives_the_uninterrupted_numbers"
 
 
 @pytest.mark.parametrize("point", list(KILLS))
@@ -568,7 +574,9 @@ from fptlib.study.executor import Run, execute
 runs = [Run("FPT", resolve(RunConfig("bit-xor", scale="smoke", seed=s, steps=4, eval_every=2,
                                       task_options={"n_test": 128}))) for s in (0, 1)]
 print("ready", flush=True)
+deadline = time.time() + 300  # never wait for ever on a test that has gone
 while not Path(sys.argv[1]).exists():
+    assert time.time() < deadline, "no go from the test"
     time.sleep(0.01)
 print(execute(runs, progress=False)[["run_dir", "test_accuracy", "wall_seconds", "config_hash"]].to_json())
 """
@@ -606,7 +614,9 @@ if hold != "-":  # pause between the CSV and the Markdown file, as a slow disk w
         real(path, text)
         if str(path).endswith(".csv"):
             Path(hold + ".holding").write_text("")
+            deadline = time.time() + 300  # never wait for ever on a test that has gone
             while not Path(hold + ".release").exists():
+                assert time.time() < deadline, "no release from the test"
                 time.sleep(0.01)
     r.write_text_atomic = slow
 summary = pd.DataFrame({"writer": [tag] * 50, "value": range(50)})

@@ -10,6 +10,7 @@ from html import unescape
 import pandas as pd
 import papermill as pm
 import pytest
+from conftest import LONG_WAIT
 
 from fptlib.config import PRESETS
 from fptlib.paths import figures_dir, results_dir
@@ -298,7 +299,7 @@ def test_report_never_trains_and_writes_only_its_three_files(monkeypatch):
     assert "summary" not in report.build(SCALE)["found"]
 
 
-def test_malformed_table_and_figure_are_reported_not_fatal():
+def test_malformed_table_and_figure_are_reported_not_fatal(reliability):
     fake_results()
     tables, figs = results_dir(SCALE) / "tables", figures_dir(SCALE)
     (tables / "table10_cache_speedup.csv").write_bytes(b"\xff\xfe\x00garbage\x00")
@@ -310,6 +311,9 @@ def test_malformed_table_and_figure_are_reported_not_fatal():
     assert "table01_02_curves.png is not a PNG file" in html
     assert "<script>" not in html and "&lt;script&gt;" in html
     assert "97.1 ± 1.2" in html  # the rest of the report is intact
+    reliability.bad_input("an unreadable table CSV", kind="corrupt data")
+    reliability.bad_input("a figure that is not a PNG", kind="corrupt data")
+    reliability.bad_input("a table holding a <script>", kind="corrupt data")
 
 
 def test_notebook_00_parameters_and_storage(repo_root):
@@ -328,7 +332,7 @@ def test_notebook_00_runs_through_fpt_reproduce_on_a_fake_tree(fpt_cmd, tmp_path
     monkeypatch.setenv("FPT_FIGURES_DIR", str(fig))
     fake_results()
     r = subprocess.run(fpt_cmd + ["reproduce", "--scale", SCALE, "--only", "00", "--results-dir", str(res),
-                                  "--figures-dir", str(fig)], capture_output=True, text=True)
+                                  "--figures-dir", str(fig)], capture_output=True, text=True, timeout=LONG_WAIT)
     assert r.returncode == 0, r.stdout + r.stderr
     html = (res / SCALE / "report.html").read_text()
     assert "97.1 ± 1.2" in html and "data:image/png;base64," in html
@@ -376,7 +380,7 @@ def test_gallery_shows_each_table_then_its_figures_with_repository_links(tmp_pat
     assert paths["scratch_plot"].exists() and "scratch_plot" not in md  # no table: not in the gallery
 
 
-def test_readme_gallery_block_is_replaced_and_a_readme_without_one_is_refused(tmp_path):
+def test_readme_gallery_block_is_replaced_and_a_readme_without_one_is_refused(tmp_path, reliability):
     fake_results()
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n\nintro\n\n{report.README_START}\nold numbers\n{report.README_END}\n\n## after\n")
@@ -389,6 +393,7 @@ def test_readme_gallery_block_is_replaced_and_a_readme_without_one_is_refused(tm
     bare.write_text("# no block\n")
     with pytest.raises(ValueError, match="has no gallery block"):
         report.update_readme(bare, SCALE)
+    reliability.bad_input("a README without its gallery block", kind="parameter")
 
 
 def test_the_committed_results_page_shows_the_committed_cpu_results(repo_root, monkeypatch):

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from conftest import SHORT_WAIT
 
 from fptlib.config import RunConfig, resolve
 from fptlib.study import executor as E
@@ -45,11 +46,11 @@ def test_side_by_side_gives_what_one_at_a_time_gives_with_the_same_threads(tmp_p
 
 def test_a_run_failing_in_a_worker_stops_execute_with_its_message(tmp_path, reliability):
     # CIFAR-10 is not in the (empty) data directory: the worker's error reaches the caller intact
-    reliability.bad_input("a failing run among runs side by side")
     runs = _runs(seeds=(0,)) + [Run("c", resolve(RunConfig(task="cifar10", scale="smoke", steps=6)))]
     with pytest.raises(Exception, match="fpt data fetch cifar10"):
         execute(runs, progress=False, workers=2)
     assert not (run_dir_for(runs[1].config) / "result.json").exists()
+    reliability.fault("a run failing in a worker (its data missing)", kind="failure inside a run")
 
 
 def test_worker_count_comes_from_the_environment_or_the_machine(monkeypatch, reliability):
@@ -57,10 +58,10 @@ def test_worker_count_comes_from_the_environment_or_the_machine(monkeypatch, rel
     monkeypatch.setenv(E.WORKERS_ENV, "3")
     assert E.default_workers(cpu) == 3
     for bad in ("0", "two", "-1"):
-        reliability.bad_input(f"FPT_WORKERS={bad}")
         monkeypatch.setenv(E.WORKERS_ENV, bad)
         with pytest.raises(ValueError, match="FPT_WORKERS=.*whole number"):
             E.default_workers(cpu)
+        reliability.bad_input(f"FPT_WORKERS={bad}", kind="parameter")
     monkeypatch.delenv(E.WORKERS_ENV)
     assert E.default_workers(_runs()) == 1  # smoke runs take less than starting a worker
     expected = 1 if torch.cuda.is_available() else min(E.usable_cores(), 4)
@@ -78,7 +79,6 @@ def test_an_interrupt_stops_the_workers_and_leaves_their_checkpoints(tmp_path, r
     import time
 
     from fptlib.io import FileLock
-    reliability.fault("SIGINT to execute while two workers train")
     # A background job (nohup, CI) starts with SIGINT ignored, and Python then installs no handler:
     # the script restores the one an interactive session (a terminal, a Jupyter kernel) has.
     code = ("import signal\nfrom fptlib.config import RunConfig, resolve\n"
@@ -96,7 +96,7 @@ def test_an_interrupt_stops_the_workers_and_leaves_their_checkpoints(tmp_path, r
     try:
         deadline = time.time() + 180
         while time.time() < deadline and len(list(runs.glob("*/checkpoint/trainer_state.json"))) < 2:
-            assert proc.poll() is None, proc.communicate()
+            assert proc.poll() is None, proc.communicate(timeout=SHORT_WAIT)
             time.sleep(0.2)
         assert len(list(runs.glob("*/checkpoint/trainer_state.json"))) == 2
         proc.send_signal(signal.SIGINT)
@@ -111,3 +111,4 @@ def test_an_interrupt_stops_the_workers_and_leaves_their_checkpoints(tmp_path, r
         with FileLock(d / ".lock", wait=False):
             pass
         assert (d / "checkpoint" / "trainer_state.json").is_file()
+    reliability.fault("SIGINT to execute while two workers train", kind="SIGINT/SIGTERM")

@@ -8,13 +8,14 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import curve
 
 from fptlib.config import RunConfig, resolve
 from fptlib.study import slurm as S
 from fptlib.training import RunError, run_dir_for, train
 
 ROOT = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]  # a cluster started, reproductions through it
 
 
 def _up() -> bool:
@@ -72,7 +73,7 @@ def test_reproduce_through_slurm_writes_the_numbers_of_local_execution(tmp_path,
     assert set(ledger) == set(out["slurm"]) and all(Path(e["stdout"]).is_file() for e in ledger.values())
 
 
-def test_a_cancelled_job_resubmitted_resumes_from_its_checkpoint(tmp_path):
+def test_a_cancelled_job_resubmitted_resumes_from_its_checkpoint(tmp_path, reliability):
     cfg = resolve(RunConfig(task="bit-memory", scale="smoke", steps=400, eval_every=10))
     d = run_dir_for(cfg)
     S.execute([cfg], "smoke", S.Resources(), wait=False, progress=False)
@@ -94,11 +95,13 @@ def test_a_cancelled_job_resubmitted_resumes_from_its_checkpoint(tmp_path):
     torch.set_num_threads(1)  # as the job: one CPU
     reference = train(cfg, tmp_path / "uninterrupted", progress=False)
     assert _numbers(resumed) == _numbers(reference)
+    assert curve(d) == curve(tmp_path / "uninterrupted")
     assert len(S.read_ledger("smoke")) == 1  # the one run, its entry now the second job's
     assert S.read_ledger("smoke")[cfg.run_id()]["job_id"] != job
+    reliability.fault(f"scancel at step {step_at_cancel}", kind="SLURM cancel")
 
 
-def test_a_failing_job_names_its_error_and_log_and_the_others_finish(tmp_path):
+def test_a_failing_job_names_its_error_and_log_and_the_others_finish(tmp_path, reliability):
     good = resolve(RunConfig(task="bit-xor", scale="smoke", steps=4))
     bad = resolve(RunConfig(task="bit-memory", scale="smoke", steps=4, task_options={"patch_size": 7}))
     with pytest.raises(RunError) as e:
@@ -109,6 +112,7 @@ def test_a_failing_job_names_its_error_and_log_and_the_others_finish(tmp_path):
     assert Path(log).is_file() and "patch_size=7" in Path(log).read_text()
     assert good.run_id() not in msg and (run_dir_for(good) / "result.json").is_file()
     assert not (run_dir_for(bad) / "result.json").exists()
+    reliability.fault("a SLURM job failing (patch_size=7)", kind="failure inside a run")
 
 
 def test_status_lists_each_run_state(tmp_path, fpt_cmd):
@@ -119,9 +123,10 @@ def test_status_lists_each_run_state(tmp_path, fpt_cmd):
 
 
 @pytest.mark.parametrize("bad", [{"partitoin": "x"}])
-def test_unknown_resources_are_refused(bad):
+def test_unknown_resources_are_refused(bad, reliability):
     with pytest.raises(ValueError, match="unknown SLURM resource.*partitoin"):
         S.Resources.from_dict(bad)
+    reliability.bad_input(f"SLURM resources {bad}", kind="parameter")
 
 
 def test_without_waiting_a_notebook_returns_and_picks_the_runs_up_next_time():

