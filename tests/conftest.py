@@ -40,10 +40,13 @@ def curve(run_dir: Path) -> list[dict]:
     return [{k: v for k, v in json.loads(x).items() if k not in WALL_CLOCK_FIELDS} for x in lines if x.strip()]
 
 
-# Every wait on a child process in the tests is bounded: these are the limits the tests use.
-SHORT_WAIT = 120     # a command that answers at once (--help, a refusal) or a short training run
-LONG_WAIT = 900      # a command that trains or executes a notebook or two
-REPRODUCE_WAIT = 2100  # `fpt reproduce --scale smoke` of every notebook
+# Every wait on a child process in the tests is bounded: these are the limits the tests use, sized for
+# CI's two cores. On a slower or busier machine FPT_TEST_TIME_SCALE=N multiplies them, and every test's
+# pytest-timeout limit with them.
+TIME_SCALE = float(os.environ.get("FPT_TEST_TIME_SCALE", "1"))
+SHORT_WAIT = 120 * TIME_SCALE      # a command that answers at once (--help, a refusal) or a short training run
+LONG_WAIT = 900 * TIME_SCALE       # a command that trains or executes a notebook or two
+REPRODUCE_WAIT = 2100 * TIME_SCALE  # `fpt reproduce --scale smoke` of every notebook
 
 
 def read_line(stream, timeout: float = SHORT_WAIT) -> str:
@@ -115,6 +118,18 @@ class Reliability:
 
 def pytest_configure(config):
     config._fpt_reliability = {"faults": {}, "bad inputs": {}, "tests": 0}
+
+
+def pytest_collection_modifyitems(config, items):
+    """FPT_TEST_TIME_SCALE stretches each test's pytest-timeout limit (its marker's, else the default)."""
+    if TIME_SCALE == 1:
+        return
+    default = float(config.getini("timeout") or 0)
+    for item in items:
+        m = item.get_closest_marker("timeout")
+        limit = float(m.args[0] if m.args else m.kwargs.get("timeout", default)) if m else default
+        if limit:
+            item.add_marker(pytest.mark.timeout(limit * TIME_SCALE), append=False)
 
 
 @pytest.fixture

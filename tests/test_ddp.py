@@ -10,13 +10,13 @@ import sys
 
 import pytest
 import torch
-from conftest import curve
+from conftest import TIME_SCALE, curve
 
 from fptlib.training import RunError, result_without_timing
 from fptlib.training.steps import check_shares, share
 
 SMOKE = ["bit-xor", "--scale", "smoke", "--steps", "6", "--batch-size", "8", "--eval-every", "3", "--no-progress"]
-TIMEOUT = 180
+TIMEOUT = 180 * TIME_SCALE
 
 
 def fpt(args: list[str], processes: int, fault: str | None = None) -> subprocess.CompletedProcess:

@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 
+from conftest import LONG_WAIT
+
 from fptlib.rehearse.standins import STANDINS, snapshot_dir, write_hub_cache
 
 PROBE = """
@@ -26,7 +28,7 @@ def test_standins_load_through_the_real_path_and_shape_random_init(tmp_path):
     repo = tmp_path / "hub" / "models--gpt2"
     assert (repo / "refs" / "main").is_file() and (snapshot_dir(tmp_path / "hub", "gpt2") / "config.json").is_file()
     env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
-    r = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, timeout=600)
+    r = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, timeout=LONG_WAIT)
     assert r.returncode == 0, r.stderr[-2000:]
     got = json.loads(r.stdout.strip().splitlines()[-1])
     for name, probe in got.items():
@@ -42,5 +44,5 @@ def test_without_the_cache_random_init_uses_the_builtin_shapes():
     env = {**os.environ, "HF_HUB_CACHE": "/nonexistent-cache", "HF_HUB_OFFLINE": "1"}
     code = ("from fptlib.models import BackboneSpec, build_backbone; "
             "print(build_backbone(BackboneSpec('gpt2-medium', init='random'), 0).width)")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=LONG_WAIT)
     assert r.returncode == 0 and r.stdout.strip().endswith("1024"), r.stderr[-2000:]

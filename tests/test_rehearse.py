@@ -8,6 +8,7 @@ import sys
 import urllib.request
 
 import pytest
+from conftest import LONG_WAIT
 
 from fptlib.config import RunConfig, resolve
 from fptlib.rehearse import fixtures, mirror, standins
@@ -90,8 +91,9 @@ def test_missing_outputs_are_named_per_notebook(tmp_path):
 def test_rehearse_one_notebook_end_to_end(tmp_path, fpt_cmd):
     """`fpt rehearse --only 01`: stand-ins under the real hub names, fixture data fetched from the mirror,
     the notebook at scale paper; its tables and figures written, every run listed with its sources."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FPT_")}
     proc = subprocess.run(fpt_cmd + ["rehearse", "--only", "01", "--workdir", str(tmp_path)], capture_output=True,
-                          text=True, timeout=900, env={k: v for k, v in os.environ.items() if not k.startswith("FPT_")})
+                          text=True, timeout=LONG_WAIT, env=env)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     assert "downloading http://127.0.0.1:" in out and "unpacking remote_homology.tar.gz" in out

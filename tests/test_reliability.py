@@ -139,7 +139,7 @@ def killed(request, tmp_path_factory):
              for name, (fault, mode, _, _) in KILLS.items() if name in points}
     out = {}
     for name, p in procs.items():
-        _, err = p.communicate(timeout=600)
+        _, err = p.communicate(timeout=LONG_WAIT)
         out[name] = (root / name, p.returncode, err)
     return out
 
@@ -285,7 +285,7 @@ def _flip_a_byte(path: Path):
     (lambda c: _truncate(c / "model.safetensors"), "model.safetensors has .* bytes, not the"),
     (lambda c: _flip_a_byte(c / "optimizer.bin"), "optimizer.bin does not match the sha256"),
     (lambda c: (c / "random_states_0.pkl").unlink(), "random_states_0.pkl is missing"),
-])
+], ids=["seal-missing", "seal-truncated", "model-truncated", "optimizer-changed", "rng-state-missing"])
 def test_a_damaged_checkpoint_is_refused_not_loaded(interrupted, damage, message, reliability):
     # Guards the checkpoint seal (sizes and sha256 in trainer_state.json, checked before loading):
     # without it a damaged file is loaded (or crashes deep in torch) instead of a clear refusal.
@@ -331,7 +331,7 @@ def test_resume_with_another_config_is_refused_by_the_cli(interrupted, reliabili
     (lambda r: (r / "result.json").write_text(json.dumps({"config_hash": "0" * 12, "test_accuracy": 1.0})),
      "belongs to config 000000000000"),
     (lambda r: _truncate(r / "config.json"), "config.json is unreadable"),
-])
+], ids=["result-truncated", "result-of-another-config", "config-truncated"])
 def test_a_damaged_result_or_config_is_refused_not_reported(tmp_path, reference, damage, message, reliability):
     # Guards the checks on reading a finished run back (readable, and of this config): a damaged or
     # foreign result.json is refused, never returned as this run's numbers.

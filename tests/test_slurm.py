@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import curve
+from conftest import LONG_WAIT, curve
 
 from fptlib.config import RunConfig, resolve
 from fptlib.study import slurm as S
@@ -61,7 +61,7 @@ def test_reproduce_through_slurm_writes_the_numbers_of_local_execution(tmp_path,
     for name, extra in (("local", ["--workers", "2"]), ("slurm", ["--executor", "slurm", "--cpus-per-task", "1"])):
         r = subprocess.run(fpt_cmd + ["reproduce", "--scale", "smoke", "--only", "01", "--results-dir",
                                       str(tmp_path / name), "--figures-dir", str(tmp_path / f"{name}-fig")] + extra,
-                           capture_output=True, text=True, timeout=900, env=env)
+                           capture_output=True, text=True, timeout=LONG_WAIT, env=env)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
         out[name] = {p.parent.name: json.loads(p.read_text())
                      for p in (tmp_path / name / "smoke" / "runs").glob("*/result.json")}
