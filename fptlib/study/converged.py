@@ -43,6 +43,8 @@ class ToConvergence:
     def stopping_rule(self) -> str:
         """The rule in words, from the configs the study runs."""
         cfgs = {r.config.task: r.config for r in self.runs()}
+        if not cfgs:
+            return "no run can train here (no task has its data)"
         patience = sorted({c.patience for c in cfgs.values()})
         every = ", ".join(f"{paper.TASK_TITLES.get(t, t)} {c.eval_every:,}/{c.steps:,}" for t, c in cfgs.items())
         return (f"each run stopped once its validation accuracy had not improved for "
