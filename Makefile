@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SCALE ?= cpu
 
-.PHONY: setup reproduce test test-deps test-fast lint smoke rehearse lab clean-venv
+.PHONY: setup reproduce test test-deps test-fast lint mutate smoke rehearse lab clean-venv
 
 setup: $(VENV)/.installed
 
@@ -38,6 +38,12 @@ test-fast: setup
 
 lint: setup
 	$(VENV)/bin/ruff check fptlib tests notebooks/_make.py
+
+# breaking a guarantee turns the suite red: each deliberate break in scripts/mutate applied to a scratch copy,
+# the tests that must catch it run against it (MUTATE=--ci: the subset CI runs); the table is in docs/testing.md
+MUTATE ?=
+mutate: setup
+	$(PY) scripts/mutate $(MUTATE)
 
 smoke: setup
 	$(VENV)/bin/fpt reproduce --scale smoke --results-dir /tmp/fpt-smoke/results --figures-dir /tmp/fpt-smoke/figures
