@@ -90,7 +90,6 @@ BAD_INPUT_KINDS = {
     "corrupt data": "a truncated, corrupt, mislabelled or unsafe data file, archive, pickle or cache",
     "missing data": "data, weights or a tool that is not on this machine",
     "mixed results": "results of different code or data versions put in one table",
-    "unclassified": "recorded without a kind",
 }
 
 
@@ -101,17 +100,16 @@ class Reliability:
         self.node = node
         node._fpt_reliability_events = []
 
-    def _record(self, side: str, kinds: dict, kind: str | None, what: str) -> None:
-        kind = kind or "unclassified"
+    def _record(self, side: str, kinds: dict, kind: str, what: str) -> None:
         if kind not in kinds:
             raise ValueError(f"unknown {side} kind {kind!r}; choose one of {', '.join(kinds)} (tests/conftest.py)")
         self.node._fpt_reliability_events.append((side, kind, what))
 
-    def fault(self, what: str = "", kind: str | None = None) -> None:
+    def fault(self, what: str, *, kind: str) -> None:
         """One fault injected (a kill, a full disk, a NaN...), recorded once it has happened and been handled."""
         self._record("faults", FAULT_KINDS, kind, what)
 
-    def bad_input(self, what: str = "", kind: str | None = None) -> None:
+    def bad_input(self, what: str, *, kind: str) -> None:
         """One bad input tried, recorded once it has been refused (or otherwise handled) as expected."""
         self._record("bad inputs", BAD_INPUT_KINDS, kind, what)
 

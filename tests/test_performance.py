@@ -5,6 +5,7 @@ import subprocess
 
 import pytest
 import torch
+from conftest import LONG_WAIT, SHORT_WAIT
 
 from fptlib import RunConfig, train
 from fptlib.models import FPT, BackboneError, BackboneSpec, build_backbone
@@ -157,11 +158,11 @@ def test_cached_features_are_the_models_features(tmp_path):
     ("mnist", ("output", "layernorm"), "trains only the output layer"),
 ])
 def test_cache_features_refuses_what_it_cannot_cache(tmp_path, task, train_groups, why, reliability):
-    reliability.bad_input(f"cache_features with {task} {train_groups}")
     with pytest.raises(RunError, match=why):
         train(RunConfig(task, scale="smoke", train=train_groups, cache_features=True), tmp_path / "r",
               progress=False)
     assert not (tmp_path / "r" / "config.json").exists()  # refused before anything was written
+    reliability.bad_input(f"cache_features with {task} {train_groups}", kind="parameter")
 
 
 def test_step_flops_by_hand():
@@ -202,7 +203,7 @@ def test_bench_skips_shapes_longer_than_the_positions(tmp_path):
 
 def test_cli_bench_side_by_side_times_both_ways_and_leaves_no_runs(fpt_cmd, tmp_path):
     r = subprocess.run(fpt_cmd + ["bench", "--side-by-side", "--quick", "--out", str(tmp_path)],
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, timeout=LONG_WAIT)
     assert r.returncode == 0, r.stderr[-2000:]
     rec = json.loads((tmp_path / "side_by_side.json").read_text())
     t = rec["tasks"]["bit-xor"]
@@ -214,16 +215,17 @@ def test_cli_bench_side_by_side_times_both_ways_and_leaves_no_runs(fpt_cmd, tmp_
 
 
 def test_cli_bench_rejects_an_unknown_shape(fpt_cmd, tmp_path, reliability):
-    reliability.bad_input("fpt bench --shapes imagenet")
     r = subprocess.run(fpt_cmd + ["bench", "--quick", "--shapes", "imagenet", "--out", str(tmp_path)],
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, timeout=SHORT_WAIT)
     assert r.returncode == 2 and "unknown bench shape" in r.stderr and "cifar10" in r.stderr
+    reliability.bad_input("fpt bench --shapes imagenet", kind="command line")
 
 
 def test_cli_passes_the_speed_options(fpt_cmd, tmp_path):
     r = subprocess.run(fpt_cmd + ["train", "mnist", "--scale", "smoke", "--train", "output", "--cache-features",
                                   "--attention-dropout", "0", "--steps", "3", "--no-progress",
-                                  "--out", str(tmp_path / "r")], capture_output=True, text=True)
+                                  "--out", str(tmp_path / "r")], capture_output=True, text=True,
+                       timeout=SHORT_WAIT)
     assert r.returncode == 0, r.stderr[-2000:]
     cfg = json.loads((tmp_path / "r" / "config.json").read_text())
     assert cfg["cache_features"] is True and cfg["attention_dropout"] == 0.0

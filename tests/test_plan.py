@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from conftest import SHORT_WAIT
 
 from fptlib.config import RunConfig, resolve
 from fptlib.data import TASKS, make_task, task_class
@@ -83,7 +84,8 @@ def test_calibration_times_each_shape_and_multiplies_by_the_budget():
 
 def test_fpt_plan_writes_its_tables(fpt_cmd, tmp_path, monkeypatch):
     import subprocess
-    r = subprocess.run(fpt_cmd + ["plan", "--scale", "cpu", "--only", "05"], capture_output=True, text=True)
+    r = subprocess.run(fpt_cmd + ["plan", "--scale", "cpu", "--only", "05"], capture_output=True, text=True,
+                       timeout=SHORT_WAIT)
     assert r.returncode == 0, r.stderr[-2000:]
     from fptlib.paths import results_dir
     csv = pd.read_csv(results_dir("cpu") / "plan" / "plan.csv", dtype={"notebook": str})

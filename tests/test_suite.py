@@ -12,15 +12,11 @@ import pytest
 from conftest import BAD_INPUT_KINDS, FAULT_KINDS, SHORT_WAIT
 
 TESTS = Path(__file__).resolve().parent
-# Files whose owners have yet to follow two rules: some subprocess waits left to the per-test timeout
-# (pyproject.toml), some reliability events recorded without a kind (counted as `unclassified`).
-LEFT_TO_THE_PER_TEST_TIMEOUT = {"test_performance.py", "test_plan.py"}
-RECORDED_WITHOUT_KIND = {"test_performance.py"}
 RUN_FUNCTIONS = {"run", "call", "check_call", "check_output"}
 
 
-def _sources(leave_out: set[str]) -> list[Path]:
-    return sorted(p for p in [*TESTS.glob("*.py"), *TESTS.glob("golden/*.py")] if p.name not in leave_out)
+def _sources() -> list[Path]:
+    return sorted([*TESTS.glob("*.py"), *TESTS.glob("golden/*.py")])
 
 
 def _has_keyword(call: ast.Call, name: str) -> bool:
@@ -55,7 +51,7 @@ def test_the_wait_finder_finds_each_kind_of_unbounded_wait():
 
 def test_every_wait_on_a_child_process_in_the_tests_is_bounded():
     found = [f"{p.relative_to(TESTS)}:{line}: {what}"
-             for p in _sources(LEFT_TO_THE_PER_TEST_TIMEOUT) for line, what in unbounded_waits(p.read_text())]
+             for p in _sources() for line, what in unbounded_waits(p.read_text())]
     assert not found, "waits that can hang the suite:\n" + "\n".join(found)
 
 
@@ -63,7 +59,7 @@ def test_every_recorded_event_names_a_known_kind():
     """Each reliability.fault/bad_input call in the tests gives kind=: one of conftest's kinds, or an expression
     (checked when it runs)."""
     bad, calls = [], 0
-    for p in _sources(RECORDED_WITHOUT_KIND):
+    for p in _sources():
         for node in ast.walk(ast.parse(p.read_text())):
             if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
                     and isinstance(node.func.value, ast.Name) and node.func.value.id == "reliability"):
@@ -71,8 +67,7 @@ def test_every_recorded_event_names_a_known_kind():
             calls += 1
             kinds = FAULT_KINDS if node.func.attr == "fault" else BAD_INPUT_KINDS
             kind = next((k.value for k in node.keywords if k.arg == "kind"), None)
-            if kind is None or isinstance(kind, ast.Constant) and (kind.value not in kinds
-                                                                   or kind.value == "unclassified"):
+            if kind is None or isinstance(kind, ast.Constant) and kind.value not in kinds:
                 bad.append(f"{p.name}:{node.lineno}")
     assert calls > 100
     assert not bad, f"reliability events without a known kind: {bad}"
@@ -127,4 +122,4 @@ def test_the_suite_runs_under_a_per_test_timeout(pytestconfig):
 @pytest.mark.parametrize("kinds", [FAULT_KINDS, BAD_INPUT_KINDS], ids=["faults", "bad inputs"])
 def test_the_kinds_are_documented(repo_root, kinds):
     text = (repo_root / "docs" / "reliability.md").read_text()
-    assert all(f"| {k} |" in text for k in kinds if k != "unclassified"), "docs/reliability.md lists every kind"
+    assert all(f"| {k} |" in text for k in kinds), "docs/reliability.md lists every kind"
