@@ -11,6 +11,7 @@ import typing
 
 from .config import SCALES, RunConfig
 from .data import TASKS
+from .runs import EXECUTORS
 
 
 def _task_option(text: str):
@@ -89,7 +90,7 @@ def _reproduce_parser(sub) -> None:
                    "FPT_RUNS_PER_GPU; default: on a GPU of `fpt plan --gpu`'s catalogue, as many as its memory "
                    "holds of the largest run by that estimate, else 1); one worker per GPU slot, each seeing "
                    "only its GPU")
-    r.add_argument("--executor", default="local", choices=("local", "slurm"), help="local: train on this machine "
+    r.add_argument("--executor", default="local", choices=tuple(EXECUTORS), help="local: train on this machine "
                    "(default); slurm: one SLURM job per missing run, through submitit (logs in "
                    "results/SCALE/logs/)")
     _slurm_arguments(r)
@@ -322,9 +323,9 @@ def _train(args) -> int:
 def _plan(args) -> int:
     from dataclasses import replace
 
-    from .study import plan as P
+    from .study import plan as study_plan
     try:
-        runs = P.plan(args.scale, args.only)
+        runs = study_plan.plan(args.scale, args.only)
     except ValueError as e:
         print(f"fpt plan: error: {e}", file=sys.stderr)
         return 2
@@ -339,9 +340,9 @@ def _plan(args) -> int:
             print(f"fpt plan: error: {e}", file=sys.stderr)
             return 2
     if args.calibrate:
-        runs = P.calibrate(runs, args.calibrate_steps, progress=not args.no_progress)
-    paths = P.save(runs, args.scale)
-    print(P.markdown(runs, args.scale))
+        runs = study_plan.calibrate(runs, args.calibrate_steps, progress=not args.no_progress)
+    paths = study_plan.save(runs, args.scale)
+    print(study_plan.markdown(runs, args.scale))
     print(f"[fpt plan] {len(runs)} runs; every run in {paths['csv']}")
     return 0
 
@@ -349,13 +350,13 @@ def _plan(args) -> int:
 def _rehearse(args) -> int:
     import tempfile
 
-    from .rehearse import run as R
+    from .rehearse import run as rehearsal
     if args.steps < 1:
         print(f"fpt rehearse: error: --steps {args.steps}: give 1 or more gradient steps per run", file=sys.stderr)
         return 2
     workdir = args.workdir or tempfile.mkdtemp(prefix="fpt-rehearse-")
     try:
-        out = R.rehearse(workdir, args.only, args.steps)
+        out = rehearsal.rehearse(workdir, args.only, args.steps)
     except (ValueError, RuntimeError) as e:
         print(f"fpt rehearse: error: {e}", file=sys.stderr)
         return 2
@@ -365,8 +366,8 @@ def _rehearse(args) -> int:
         print(f"[fpt rehearse] {nb} did not write {', '.join(files)}", file=sys.stderr)
     layout = out["layout"]
     print(f"[fpt rehearse] {'ok' if out['ok'] else 'FAILED'}: {len(out['runs'])} runs in {out['seconds']} s; "
-          f"tables in {layout.results / R.SCALE / 'tables'}, figures in {layout.figures / R.SCALE}, "
-          f"the run list in {layout.results / R.SCALE / 'rehearsal.md'}")
+          f"tables in {layout.results / rehearsal.SCALE / 'tables'}, figures in {layout.figures / rehearsal.SCALE}, "
+          f"the run list in {layout.results / rehearsal.SCALE / 'rehearsal.md'}")
     return 0 if out["ok"] else 1
 
 
@@ -381,11 +382,11 @@ def _terminate_on_sigterm() -> None:
 
 
 def _status(args) -> int:
-    from .study import slurm as S
+    from .runs import slurm
     from .study.plan import plan
     try:
         runs = plan(args.scale, args.only)
-        table = S.states(list(runs.config), args.scale) if len(runs) else None
+        table = slurm.states(list(runs.config), args.scale) if len(runs) else None
     except (ValueError, RuntimeError) as e:
         print(f"fpt status: error: {e}", file=sys.stderr)
         return 2
@@ -452,10 +453,10 @@ def _reproduce(args) -> int:
             print(f"fpt reproduce: error: --runs-per-gpu {args.runs_per_gpu}: give 1 or more", file=sys.stderr)
             return 2
         os.environ["FPT_RUNS_PER_GPU"] = str(args.runs_per_gpu)
+    from .runs import options_for
     from .study.notebooks import reproduce
-    params = {}
-    if args.executor == "slurm":
-        params = {"executor": "slurm", "slurm": _slurm_resources(args), "wait": not args.no_wait}
+    params = {"executor": args.executor,
+              **options_for(args.executor, slurm=_slurm_resources(args), wait=not args.no_wait)}
     _terminate_on_sigterm()
     try:
         if args.scale == "cpu":

@@ -95,12 +95,12 @@ display(Markdown(study.markdown(summary)))
 BARS = """
 fig = plots.bar_chart(summary, study.rows, study.tasks_with_data,
                       title=f"{study.title} - scale '{scale}'; black ticks: paper")
-plots.save(fig, study.figures / f"{study.name}_bars.png")
+plots.save(fig, study.figure_path("bars"))
 """
 
 CURVES = """
 fig = plots.learning_curves(runs, study.rows, study.tasks_with_data, title=f"Validation accuracy, scale '{scale}'")
-plots.save(fig, study.figures / f"{study.name}_curves.png")
+plots.save(fig, study.figure_path("curves"))
 """
 
 CHECK = """
@@ -193,7 +193,7 @@ conv.groupby(["task", "row"]).steps_to_converge.describe()[["mean", "min", "max"
         md("## Table 7: train against test accuracy"),
         code("""
 fig = plots.train_test(summary, study.rows, study.tasks_with_data, title=f"Train vs test accuracy, scale '{scale}'")
-plots.save(fig, study.figures / f"{study.name}_train_test.png")""")])
+plots.save(fig, study.figure_path("train_test"))""")])
     nbs["05"] = study_notebook(E["05"], f"""
 # 05 · Tables 3-5: transformer vs LSTM architecture
 
@@ -251,7 +251,7 @@ cached). The paper's depths go to 12 and 24 blocks of GPT-2; MiniLM has 6.
            "which reach depths (12 and 24 blocks of GPT-2) this backbone may not have."),
         code("""
 fig = plots.by_depth(study.by_depth(summary), title=f"{study.title} - scale '{scale}'")
-plots.save(fig, study.figures / f"{study.name}_by_depth.png")"""),
+plots.save(fig, study.figure_path("by_depth"))"""),
         md("## Table 12 (output layer only)\nThe same depths with only the output layer trained."),
         code("""
 study12 = Depth(**{**study.__dict__, "output_only": True})
@@ -260,7 +260,7 @@ summary12 = study12.summary(runs12)
 study12.save(summary12)
 display(Markdown(study12.markdown(summary12)))
 fig = plots.by_depth(study12.by_depth(summary12), title=f"{study12.title} - scale '{scale}'")
-plots.save(fig, study.figures / f"{study12.name}_by_depth.png")
+plots.save(fig, study12.figure_path("by_depth"))
 assert runs12.frozen_unchanged.all()""")], overrides={"output_only": False})
     nbs["10"] = study_notebook(E["10"], f"""
 # 10 · Tables 13-14: training more parameters
@@ -289,7 +289,7 @@ summary21 = study21.summary(runs21)
 study21.save(summary21)
 display(Markdown(study21.markdown(summary21)))
 fig = plots.bar_chart(summary21, study21.rows, study21.tasks_with_data, title=f"{study21.title} - scale '{scale}'")
-plots.save(fig, study.figures / f"{study21.name}_bars.png")
+plots.save(fig, study21.figure_path("bars"))
 assert runs21.frozen_unchanged.all()""")])
     nbs["12"] = study_notebook(E["12"], f"""
 # 12 · Table 16: is finetuning layer norm necessary?
@@ -319,7 +319,7 @@ pretrained beat frozen random at every learning rate, and how does the best of e
         code("""
 grid = study.grid(summary)
 fig = plots.lr_sweep(grid, title=f"Test accuracy by learning rate, scale '{scale}'")
-plots.save(fig, study.figures / f"{study.name}.png")
+plots.save(fig, study.figure_path())
 grid""")])
     missing = [nb.key for nb in NOTEBOOKS if not nb.by_hand and nb.key not in nbs]
     if missing:
@@ -342,14 +342,14 @@ fpt = runs.reindex(columns=["row", "backbone"]).query("row == 'FPT'").backbone
 bb = backbone or (fpt.iloc[0] if len(fpt) else "none ran here")
 fig = plots.bar_chart(summary, study.rows, study.tasks_with_data,
                       title=f"{what} at scale '{{scale}}' (transformer: {{bb}}); black ticks: paper (GPT-2 base)")
-plots.save(fig, study.figures / f"{{study.name}}_bars.png")
+plots.save(fig, study.figure_path("bars"))
 """
 
 
 STOPPING_CURVES = """
 fig = plots.stopping_curves(runs, study.rows, study.tasks_with_data,
                             title=f"Validation accuracy, trained to convergence, scale '{scale}'")
-plots.save(fig, study.figures / f"{study.name}_curves.png")
+plots.save(fig, study.figure_path("curves"))
 """
 
 

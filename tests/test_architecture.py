@@ -11,7 +11,7 @@ PKG = Path(__file__).resolve().parent.parent / "fptlib"
 MAX_FUNCTION_LINES = 80
 # Layers from the bottom; a module may import its own layer and those below it.
 LAYERS = [{"version", "paths", "io", "seeding", "groups", "hardware", "config"}, {"data"}, {"models"}, {"training"},
-          {"study"}, {"perf", "rehearse"}, {"cli"}]
+          {"runs"}, {"study"}, {"perf", "rehearse"}, {"cli"}]
 
 
 def modules() -> dict[str, Path]:

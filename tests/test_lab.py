@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-import labdriver as L
+import labdriver as lab_driver
 import pytest
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]  # JupyterLab, a browser, notebooks run
@@ -22,8 +22,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]  # JupyterLab, a brow
 
 @pytest.fixture(autouse=True)
 def _browser_installed():
-    if L.missing() is not None:  # never skipped: a missing browser is a broken set-up, and says how to fix it
-        pytest.fail(f"{L.missing()} (run `make test-deps`)")
+    if lab_driver.missing() is not None:  # never skipped: a missing browser is a broken set-up, and says how to fix it
+        pytest.fail(f"{lab_driver.missing()} (run `make test-deps`)")
 
 
 SEEDS = (0, 1, 2)  # the tiny runs notebook 00's run browser is given
@@ -48,13 +48,13 @@ def lab(tmp_path_factory):
     nbdir, results, figures = base / "notebooks", base / "results", base / "figures"
     shutil.copytree(repo / "notebooks", nbdir, ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
     for stem in ("04_attention_maps", "00_summary"):
-        L.set_parameter(nbdir / f"{stem}.ipynb", "scale", '"smoke"')
-    env = L.lab_env(base, results, figures)
+        lab_driver.set_parameter(nbdir / f"{stem}.ipynb", "scale", '"smoke"')
+    env = lab_driver.lab_env(base, results, figures)
     r = subprocess.run([sys.executable, "-c", PRETRAIN, str(results / "smoke" / "runs")], env=env, cwd=base,
                        capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stderr[-3000:]
     log = base / "jupyter.log"
-    with L.jupyter_lab(nbdir, env, log) as (url, token):
+    with lab_driver.jupyter_lab(nbdir, env, log) as (url, token):
         yield SimpleNamespace(url=url, token=token, results=results, log=log)
 
 
@@ -69,10 +69,10 @@ def artifacts(tmp_path) -> Path:
 def browser(lab, tmp_path):
     """A fresh headless Chromium; once it is closed, the notebook's session and kernel are shut down."""
     try:
-        with L.chromium(tmp_path / "chromium-profile") as driver:
+        with lab_driver.chromium(tmp_path / "chromium-profile") as driver:
             yield driver
     finally:
-        L.end_sessions(lab.url, lab.token)
+        lab_driver.end_sessions(lab.url, lab.token)
 
 
 def on_failure(driver, path: Path, log: Path) -> None:
@@ -85,10 +85,10 @@ def on_failure(driver, path: Path, log: Path) -> None:
 
 
 def run_notebook(driver, url, token, name, timeout):
-    L.open_notebook(driver, url, token, name)
-    L.run_all_cells(driver)
-    L.wait_until_executed(driver, timeout)
-    return L.wait_for_widget(driver, 60)
+    lab_driver.open_notebook(driver, url, token, name)
+    lab_driver.run_all_cells(driver)
+    lab_driver.wait_until_executed(driver, timeout)
+    return lab_driver.wait_for_widget(driver, 60)
 
 
 def test_attention_explorer_in_jupyterlab(lab, browser, artifacts):
@@ -96,13 +96,13 @@ def test_attention_explorer_in_jupyterlab(lab, browser, artifacts):
     t0 = time.monotonic()
     try:
         box = run_notebook(browser, url, token, "04_attention_maps.ipynb", timeout=240)
-        L.show(browser, box)
+        lab_driver.show(browser, box)
         browser.save_screenshot(str(artifacts / "lab_04_explorer_layer1.png"))
 
-        layer = L.labelled(box, "widget-slider", "layer")
+        layer = lab_driver.labelled(box, "widget-slider", "layer")
         readout = layer.find_element("css selector", ".widget-readout")
         assert readout.text.strip() == "1"
-        before = L.image_state(browser, box)
+        before = lab_driver.image_state(browser, box)
         assert before["complete"] and before["width"] > 200, before
         assert "layer 1</b>" in box.get_attribute("innerHTML")
 
@@ -113,12 +113,13 @@ def test_attention_explorer_in_jupyterlab(lab, browser, artifacts):
         from selenium.webdriver.common.keys import Keys
         ActionChains(browser).send_keys(Keys.ARROW_RIGHT).perform()
 
-        L.wait_for(browser, lambda d: readout.text.strip() == "2", 20, "the layer readout to show 2")
-        after = L.wait_for(browser, lambda d: (s := L.image_state(d, box))["src"] != before["src"] and s["complete"]
-                           and s, 60, "the heatmap to be redrawn")
+        lab_driver.wait_for(browser, lambda d: readout.text.strip() == "2", 20, "the layer readout to show 2")
+        after = lab_driver.wait_for(
+            browser, lambda d: (s := lab_driver.image_state(d, box))["src"] != before["src"] and s["complete"] and s,
+            60, "the heatmap to be redrawn")
         assert after["digest"] != before["digest"], "the heatmap's pixels did not change with the layer"
         assert "per-layer table, layer 2" in box.text
-        L.show(browser, box)
+        lab_driver.show(browser, box)
         browser.save_screenshot(str(artifacts / "lab_04_explorer_layer2.png"))
     except BaseException:
         on_failure(browser, artifacts / "lab_04_failure.png", lab.log)
@@ -132,27 +133,31 @@ def test_run_browser_in_jupyterlab(lab, browser, artifacts):
     t0 = time.monotonic()
     try:
         box = run_notebook(browser, url, token, "00_summary.ipynb", timeout=120)
-        L.show(browser, box)
+        lab_driver.show(browser, box)
         browser.save_screenshot(str(artifacts / "lab_00_browser_all_seeds.png"))
 
         from selenium.webdriver.support.ui import Select
-        seeds = Select(L.labelled(box, "widget-select-multiple", "seed").find_element("css selector", "select"))
+        seed_box = lab_driver.labelled(box, "widget-select-multiple", "seed")
+        seeds = Select(seed_box.find_element("css selector", "select"))
         assert [o.text for o in seeds.options] == [str(s) for s in SEEDS]
         assert [o.text for o in seeds.all_selected_options] == [str(s) for s in SEEDS]
         table = box.find_element("css selector", ".widget-html table")
-        before_table, before_img = table.text, L.image_state(browser, box)
+        before_table, before_img = table.text, lab_driver.image_state(browser, box)
         assert f"{len(SEEDS)} of {len(SEEDS)} runs" in box.text and "0,1,2" in before_table
 
         seeds.deselect_by_visible_text("1")  # the user's click on seed 1
 
-        L.wait_for(browser, lambda d: f"2 of {len(SEEDS)} runs" in box.text, 30, "the run count to show 2 of 3")
-        after_table = L.wait_for(browser, lambda d: (t := box.find_element("css selector", ".widget-html table").text)
-                                 != before_table and t, 30, "the table to change")
+        lab_driver.wait_for(browser, lambda d: f"2 of {len(SEEDS)} runs" in box.text, 30,
+                            "the run count to show 2 of 3")
+        after_table = lab_driver.wait_for(
+            browser, lambda d: (t := box.find_element("css selector", ".widget-html table").text) != before_table and t,
+            30, "the table to change")
         assert "0,2" in after_table and "0,1,2" not in after_table, after_table
-        after_img = L.wait_for(browser, lambda d: (s := L.image_state(d, box))["src"] != before_img["src"]
-                               and s["complete"] and s, 60, "the curves to be redrawn")
+        after_img = lab_driver.wait_for(
+            browser, lambda d: (s := lab_driver.image_state(d, box))["src"] != before_img["src"]
+            and s["complete"] and s, 60, "the curves to be redrawn")
         assert after_img["digest"] != before_img["digest"], "the curves' pixels did not change with the selection"
-        L.show(browser, box)
+        lab_driver.show(browser, box)
         browser.save_screenshot(str(artifacts / "lab_00_browser_seed1_off.png"))
     except BaseException:
         on_failure(browser, artifacts / "lab_00_failure.png", lab.log)

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from fptlib.data import DataError, make_task, task_class
-from fptlib.data import listops as L
+from fptlib.data import DataError, listops, make_task, task_class
 from fptlib.data.listops import ListOps
 from fptlib.paths import data_dir
 
@@ -31,9 +30,9 @@ def small(**kw):
     ("7", 7),
 ])
 def test_evaluation_of_each_operator(expr, value):
-    assert L.evaluate(expr) == value
+    assert listops.evaluate(expr) == value
     # the same expression in LRA's parenthesised TSV form
-    assert L.evaluate(L.to_source(L.tokenize(expr))) == value
+    assert listops.evaluate(listops.to_source(listops.tokenize(expr))) == value
 
 
 def test_median_is_numpys_truncated_median():
@@ -41,82 +40,82 @@ def test_median_is_numpys_truncated_median():
     for _ in range(300):
         args = rng.integers(0, 10, rng.integers(2, 11)).tolist()
         expr = "[MED " + " ".join(map(str, args)) + " ]"
-        assert L.evaluate(expr) == int(np.median(args))
+        assert listops.evaluate(expr) == int(np.median(args))
 
 
 def test_malformed_expressions_are_refused(reliability):
     for bad in ("[MAX 1 2", "[MAX 1 2 ] ]", "]", "[MIN ]", "1 2"):
         with pytest.raises(ValueError):
-            L.evaluate(bad)
+            listops.evaluate(bad)
         reliability.bad_input(f"expression {bad!r}", kind="corrupt data")
     with pytest.raises(DataError):
-        L.tokenize("[MAX 1 12 ]")
+        listops.tokenize("[MAX 1 12 ]")
     reliability.bad_input("token 12", kind="corrupt data")
 
 
 def test_lra_printing_matches_its_pair_nesting():
     # LRA prints (op, a1) -> ((op, a1), a2) -> ... -> (..., ']') as nested parenthesised pairs
-    assert L.to_source(L.tokenize("[MAX 2 9 ]")) == "( ( ( [MAX 2 ) 9 ) ] )"
-    assert (L.to_source(L.tokenize("[MAX 2 [MIN 9 4 ] ]"))
+    assert listops.to_source(listops.tokenize("[MAX 2 9 ]")) == "( ( ( [MAX 2 ) 9 ) ] )"
+    assert (listops.to_source(listops.tokenize("[MAX 2 [MIN 9 4 ] ]"))
             == "( ( ( [MAX 2 ) ( ( ( [MIN 9 ) 4 ) ] ) ) ] )")
 
 
 # ---- tokenizers ---------------------------------------------------------------------------------
 def test_tokenizer_keeps_closing_brackets_and_drops_lra_parentheses():
     src = "( ( ( [MAX 2 ) ( ( ( [MIN 9 ) 4 ) ] ) ) ] )"
-    toks = L.tokenize(src)
+    toks = listops.tokenize(src)
     assert toks == ["[MAX", "2", "[MIN", "9", "4", "]", "]"]
-    ids = L.encode(toks)
-    assert ids.count(L.END_ID) == 2 and L.PAD_ID not in ids
-    assert len(L.VOCAB) == 16 and L.VOCAB[L.PAD_ID] == "<pad>"
+    ids = listops.encode(toks)
+    assert ids.count(listops.END_ID) == 2 and listops.PAD_ID not in ids
+    assert len(listops.VOCAB) == 16 and listops.VOCAB[listops.PAD_ID] == "<pad>"
 
 
 def test_original_tokenizer_drops_brackets_like_tfds_alphanumeric():
     src = "( ( ( [MAX 2 ) ( ( ( [MIN 9 ) 4 ) ] ) ) ] )"
-    toks = L.tokenize(src, original=True)
+    toks = listops.tokenize(src, original=True)
     assert toks == ["MAX", "2", "MIN", "9", "4"]  # '[MAX' -> 'MAX', ']' and parentheses vanish
-    assert len(L.ORIGINAL_VOCAB) == 15  # 14 tokens + padding, the paper's nn.Embedding(15, .)
-    assert L.encode(toks, original=True) == [L.TOKEN_ID["[MAX"], 3, L.TOKEN_ID["[MIN"], 10, 5]
+    assert len(listops.ORIGINAL_VOCAB) == 15  # 14 tokens + padding, the paper's nn.Embedding(15, .)
+    assert listops.encode(toks, original=True) == [listops.TOKEN_ID["[MAX"], 3, listops.TOKEN_ID["[MIN"], 10, 5]
 
 
 # ---- generation ---------------------------------------------------------------------------------
 def _depth(ids):
-    d = np.cumsum([1 if L.FIRST_OP_ID <= t < L.END_ID else -1 if t == L.END_ID else 0 for t in ids])
+    d = np.cumsum([1 if listops.FIRST_OP_ID <= t < listops.END_ID else -1 if t == listops.END_ID else 0 for t in ids])
     return int(d.max())
 
 
 def test_generator_is_seeded_deduplicated_bounded_and_labelled():
     kw = dict(min_len=20, max_len=80, max_depth=6, max_args=5)
-    a = L.generate_examples(300, seed=1, **kw)
-    assert a == L.generate_examples(300, seed=1, **kw)
-    assert a != L.generate_examples(300, seed=2, **kw)
+    a = listops.generate_examples(300, seed=1, **kw)
+    assert a == listops.generate_examples(300, seed=1, **kw)
+    assert a != listops.generate_examples(300, seed=2, **kw)
     assert len({e for e, _ in a}) == 300
     for ids, value in a:
         assert 20 < len(ids) < 80
-        assert L.evaluate(list(ids)) == value
+        assert listops.evaluate(list(ids)) == value
         assert _depth(ids) <= 5  # the root has depth 1; nodes at max_depth are digits
     # every operator has 2..max_args arguments: count them by parsing
     for ids, _ in a[:50]:
         stack = []
         for t in ids:
-            if L.FIRST_OP_ID <= t < L.END_ID:
+            if listops.FIRST_OP_ID <= t < listops.END_ID:
                 if stack:
                     stack[-1] += 1
                 stack.append(0)
-            elif t == L.END_ID:
+            elif t == listops.END_ID:
                 assert 2 <= stack.pop() <= 5
             else:
                 stack[-1] += 1
-    labels = np.bincount([v for _, v in L.generate_examples(500, seed=3, **kw)], minlength=10)
+    labels = np.bincount([v for _, v in listops.generate_examples(500, seed=3, **kw)], minlength=10)
     assert (labels > 0).all()
 
 
 def test_generator_reports_impossible_bounds(reliability):
     with pytest.raises(DataError, match="widen the length bounds"):
-        L.generate_examples(5, min_len=40, max_len=50, max_depth=2, max_args=3, max_attempts=2000)
+        listops.generate_examples(5, min_len=40, max_len=50, max_depth=2, max_args=3, max_attempts=2000)
     reliability.bad_input("lengths 40-50 at depth 2", kind="parameter")
     with pytest.raises(DataError):
-        L.generate_examples(5, min_len=50, max_len=50)
+        listops.generate_examples(5, min_len=50, max_len=50)
     reliability.bad_input("lengths 50-50", kind="parameter")
 
 
@@ -163,9 +162,9 @@ def test_batches_have_the_model_interface_and_right_padding():
     assert b["x"].dtype == torch.long and b["x"].shape == (8, int(n.max())) and width <= t.seq_len
     assert b["y"].shape == (8, 1) and b["attention_mask"].shape == (8, width)
     assert torch.equal(m, torch.arange(width)[None] < n[:, None])  # real tokens first
-    assert (b["x"][~m] == L.PAD_ID).all() and (b["x"][m] != L.PAD_ID).all()
+    assert (b["x"][~m] == listops.PAD_ID).all() and (b["x"][m] != listops.PAD_ID).all()
     for i in range(8):  # each row is a whole expression whose value is the label
-        assert L.evaluate(b["x"][i, :n[i]].tolist()) == int(b["y"][i])
+        assert listops.evaluate(b["x"][i, :n[i]].tolist()) == int(b["y"][i])
     batches = list(t.eval_batches("test", 7))
     assert sum(len(x["y"]) for x in batches) == 20 and batches[-1]["x"].shape[0] == 6
     assert sum(len(x["y"]) for x in t.eval_batches("val", 7, limit=10)) == 10
@@ -218,10 +217,10 @@ def test_original_switch_drops_brackets_and_truncates_to_512():
     assert (orig.d_in, orig.seq_len, new.d_in) == (15, 512, 16)
     for split in ("val", "test"):
         bn, bo = next(new.eval_batches(split, 10)), next(orig.eval_batches(split, 10))
-        assert not (bo["x"] == L.END_ID).any()
+        assert not (bo["x"] == listops.END_ID).any()
         for i in range(len(bn["y"])):
             real = bn["x"][i][bn["attention_mask"][i].bool()]
-            expected = real[real != L.END_ID][:512]
+            expected = real[real != listops.END_ID][:512]
             assert torch.equal(bo["x"][i][bo["attention_mask"][i].bool()], expected)
     assert sum(orig.describe()["cropped"].values()) > 0 and orig.describe()["long_policy"] == "crop"
 
@@ -256,7 +255,7 @@ def test_reads_canonical_lra_tsv_files():
     assert t.describe()["source"].startswith("LRA TSV files")
     b = next(t.eval_batches("train", 3))
     first = b["x"][0][b["attention_mask"][0].bool()].tolist()
-    assert [L.VOCAB[i] for i in first] == ["[MAX", "2", "9", "]"]
+    assert [listops.VOCAB[i] for i in first] == ["[MAX", "2", "9", "]"]
     assert b["y"][:, 0].tolist() == [9, 2, 7]
     test = next(t.eval_batches("test", 2))
     assert test["y"][:, 0].tolist() == [4, 6]
@@ -264,7 +263,8 @@ def test_reads_canonical_lra_tsv_files():
     assert ListOps(seed=0).data_hash() == t.data_hash()
     assert small().describe()["source"].startswith("generated")
     # the writer produces the same format
-    L.write_tsv(data_dir() / "copy.tsv", [(list(L.encode(L.tokenize(TSV["train"][1].split("\t")[0]))), 2)])
+    tokens = listops.encode(listops.tokenize(TSV["train"][1].split("\t")[0]))
+    listops.write_tsv(data_dir() / "copy.tsv", [(list(tokens), 2)])
     assert (data_dir() / "copy.tsv").read_text().splitlines()[1] == TSV["train"][1]
 
 
@@ -273,7 +273,7 @@ def test_original_pipeline_on_tsv():
     t = ListOps(seed=0, source="tsv", original_tokenizer=True)
     b = next(t.eval_batches("train", 3))
     first = b["x"][0][b["attention_mask"][0].bool()].tolist()
-    assert [L.ORIGINAL_VOCAB[i] for i in first] == ["MAX", "2", "9"] and b["x"].shape[1] <= 512
+    assert [listops.ORIGINAL_VOCAB[i] for i in first] == ["MAX", "2", "9"] and b["x"].shape[1] <= 512
     # without the mask (the original attended to padding) every sequence is padded to 512
     unmasked = ListOps(seed=0, source="tsv", original_tokenizer=True, attention_mask=False)
     assert next(unmasked.eval_batches("train", 3))["x"].shape == (3, 512)

@@ -8,13 +8,13 @@ from conftest import SHORT_WAIT
 
 from fptlib.config import RunConfig, resolve
 from fptlib.data import TASKS, make_task, task_class
-from fptlib.study import plan as P
+from fptlib.study import plan as study_plan
 from fptlib.study.catalogue import NOTEBOOKS
 
 
 @pytest.fixture(scope="module")
 def paper_plan():
-    return P.plan("paper")
+    return study_plan.plan("paper")
 
 
 def test_the_paper_plan_counts_every_run_once(paper_plan):
@@ -71,15 +71,15 @@ def test_planned_shape_of_the_dataset_tasks_matches_their_fixtures():
 
 
 def test_calibration_times_each_shape_and_multiplies_by_the_budget():
-    runs = P.plan("smoke", only=["01"])
-    cal = P.calibrate(runs, n_steps=1, progress=False)
+    runs = study_plan.plan("smoke", only=["01"])
+    cal = study_plan.calibrate(runs, n_steps=1, progress=False)
     assert (cal.step_seconds > 0).all()
     assert (cal.seconds == cal.step_seconds * cal.steps).all()
-    same = cal.groupby(list(P.SHAPE_KEYS)).step_seconds.nunique()
+    same = cal.groupby(list(study_plan.SHAPE_KEYS)).step_seconds.nunique()
     assert (same == 1).all()
-    t = P.totals(cal)
+    t = study_plan.totals(cal)
     assert t.iloc[-1].notebook == "all" and t.iloc[-1].runs == len(cal)
-    assert "hours of training" in P.markdown(cal, "smoke")
+    assert "hours of training" in study_plan.markdown(cal, "smoke")
 
 
 def test_fpt_plan_writes_its_tables(fpt_cmd, tmp_path, monkeypatch):

@@ -13,7 +13,7 @@ import psutil
 import pytest
 from conftest import SHORT_WAIT
 
-from fptlib.study import executor as E
+from fptlib.runs import local
 
 
 def _visible(_):
@@ -22,22 +22,22 @@ def _visible(_):
 
 
 def test_gpu_slots_and_runs_per_gpu(monkeypatch):
-    assert E.gpu_slots(2, 2) == ["0", "0", "1", "1"] and E.gpu_slots(1, 1) == ["0"]
-    monkeypatch.setenv(E.RUNS_PER_GPU_ENV, "3")
-    assert E.runs_per_gpu() == 3
-    monkeypatch.setenv(E.RUNS_PER_GPU_ENV, "0")
+    assert local.gpu_slots(2, 2) == ["0", "0", "1", "1"] and local.gpu_slots(1, 1) == ["0"]
+    monkeypatch.setenv(local.RUNS_PER_GPU_ENV, "3")
+    assert local.runs_per_gpu() == 3
+    monkeypatch.setenv(local.RUNS_PER_GPU_ENV, "0")
     with pytest.raises(ValueError, match="FPT_RUNS_PER_GPU='0'"):
-        E.runs_per_gpu()
+        local.runs_per_gpu()
 
 
 def test_each_worker_sees_only_its_gpu_slot():
-    with E.worker_pool(2, ["0", "1"]) as pool:
+    with local.worker_pool(2, ["0", "1"]) as pool:
         seen = dict(pool.map(_visible, range(6)))
     assert len(seen) == 2 and sorted(seen.values()) == ["0", "1"]
 
 
-LONG = ("from fptlib.config import RunConfig, resolve\nfrom fptlib.study.executor import Run, execute\n"
-        "execute([Run(f's{s}', resolve(RunConfig(task='bit-memory', scale='smoke', seed=s, steps=10**6, "
+LONG = ("from fptlib.config import RunConfig, resolve\nfrom fptlib.runs import PlannedRun, execute\n"
+        "execute([PlannedRun(f's{s}', resolve(RunConfig(task='bit-memory', scale='smoke', seed=s, steps=10**6, "
         "eval_every=5))) for s in (0, 1)], progress=False, workers=2)\n")
 
 

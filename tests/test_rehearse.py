@@ -13,8 +13,8 @@ from conftest import LONG_WAIT
 from fptlib.config import RunConfig, resolve
 from fptlib.rehearse import fixtures, mirror, standins
 from fptlib.rehearse.run import Layout, missing_outputs
+from fptlib.runs import PlannedRun, execute
 from fptlib.study.catalogue import NOTEBOOKS
-from fptlib.study.executor import Run, execute
 
 SMALL = fixtures.Sizes(mnist_train=30, mnist_test=10, cifar_per_batch=4, cifar_test=3, listops=(3, 2, 2),
                        listops_len=(20, 60), homology=(3, 2, 2, 2, 2))
@@ -76,7 +76,7 @@ def test_a_failing_run_is_named(tmp_path, monkeypatch, workers):
     cfg = resolve(RunConfig(task="bit-xor", scale="smoke", steps=2))
     import re
     with pytest.raises(Exception, match=f"run .*{re.escape(cfg.run_id())}.*bit-xor.*unknown point 'nosuchpoint'"):
-        execute([Run("FPT", cfg)], progress=False, workers=workers)
+        execute([PlannedRun("FPT", cfg)], progress=False, workers=workers)
 
 
 def test_missing_outputs_are_named_per_notebook(tmp_path):

@@ -30,8 +30,8 @@ import fptlib.training.loop as loop
 import fptlib.training.steps as steps
 from fptlib import RunConfig, train
 from fptlib.config import resolve
+from fptlib.runs import PlannedRun, execute
 from fptlib.study.base import Tables1And2, load_runs
-from fptlib.study.executor import Run, execute
 from fptlib.study.tables import MixedResults, markdown_table, summarise
 from fptlib.training import NUMERICS_VERSION, NonFiniteLoss, RunError, run_dir_for
 
@@ -342,7 +342,7 @@ def test_a_damaged_result_or_config_is_refused_not_reported(tmp_path, reference,
     with pytest.raises(RunError, match=message):
         train(cfg, run, resume=True, progress=False)
     with pytest.raises(RunError, match=message):  # the study runner reads runs back the same way
-        execute([Run("FPT", cfg)], progress=False)
+        execute([PlannedRun("FPT", cfg)], progress=False)
     reliability.bad_input(message, kind="wrong run directory")
 
 
@@ -550,10 +550,10 @@ def test_a_rerun_computes_only_the_work_left(interrupted, reference, steps_compu
     run = run_dir_for(cfg)
     run.parent.mkdir(parents=True)
     shutil.copytree(interrupted, run)  # killed in step 3: checkpoint at step 2
-    first = execute([Run("FPT", cfg)], progress=False)
+    first = execute([PlannedRun("FPT", cfg)], progress=False)
     assert steps_computed["step"] == 4
     stamp = (run / "result.json").stat().st_mtime_ns
-    second = execute([Run("FPT", cfg)], progress=False)
+    second = execute([PlannedRun("FPT", cfg)], progress=False)
     assert steps_computed["step"] == 4 and (run / "result.json").stat().st_mtime_ns == stamp
     assert first.equals(second)
     assert first.test_accuracy.iloc[0] == reference["result"]["test_accuracy"]
@@ -570,8 +570,8 @@ STUDY_WORKER = r"""
 import sys, time
 from pathlib import Path
 from fptlib.config import RunConfig, resolve
-from fptlib.study.executor import Run, execute
-runs = [Run("FPT", resolve(RunConfig("bit-xor", scale="smoke", seed=s, steps=4, eval_every=2,
+from fptlib.runs import PlannedRun, execute
+runs = [PlannedRun("FPT", resolve(RunConfig("bit-xor", scale="smoke", seed=s, steps=4, eval_every=2,
                                       task_options={"n_test": 128}))) for s in (0, 1)]
 print("ready", flush=True)
 deadline = time.time() + 300  # never wait for ever on a test that has gone

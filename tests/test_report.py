@@ -277,7 +277,7 @@ def test_empty_results_dir_says_nothing_has_run():
 
 def test_report_never_trains_and_writes_only_its_three_files(monkeypatch):
     import fptlib
-    import fptlib.study.executor
+    import fptlib.runs.local
     import fptlib.training
     import fptlib.training.loop
 
@@ -285,7 +285,7 @@ def test_report_never_trains_and_writes_only_its_three_files(monkeypatch):
         raise AssertionError("the report must not train")
     monkeypatch.setattr(fptlib.training, "train", forbidden)
     monkeypatch.setattr(fptlib.training.loop, "train", forbidden)
-    monkeypatch.setattr(fptlib.study.executor, "train", forbidden)
+    monkeypatch.setattr(fptlib.runs.local, "train", forbidden)
     monkeypatch.setattr(fptlib, "train", forbidden)
     fake_results()
     roots = [results_dir(SCALE).parent, figures_dir(SCALE).parent]
@@ -350,13 +350,13 @@ def _result(run_dir, wall, build=None):
 
 
 def test_compute_time_counts_a_shared_run_once_in_the_first_notebook_that_needs_it():
-    from fptlib.study import studies as S
+    from fptlib.study import studies
     from fptlib.study.base import Tables1And2
     from fptlib.study.compute_time import compute_times
     from fptlib.training import run_dir_for
     fpt_mnist = next(r.config for r in Tables1And2(scale=SCALE, tasks=["mnist"], seeds=[0]).runs() if r.row == "FPT")
     _result(run_dir_for(fpt_mnist), 100.0)  # notebook 01's, reused by 02, 07, 10, ...
-    cached = next(r.config for r in S.OutputOnly(scale=SCALE, tasks=["mnist"]).runs() if r.row == "Output only")
+    cached = next(r.config for r in studies.OutputOnly(scale=SCALE, tasks=["mnist"]).runs() if r.row == "Output only")
     _result(run_dir_for(cached), 2.0, build=30.0)
     times = compute_times(SCALE).set_index("notebook")
     assert times.loc["01", "train_seconds"] == 100.0 and times.loc["01", "computed"] == 1

@@ -7,13 +7,12 @@ import torch
 from conftest import SHORT_WAIT
 
 from fptlib.config import RunConfig, resolve
-from fptlib.study import executor as E
-from fptlib.study.executor import Run, execute
+from fptlib.runs import PlannedRun, execute, local
 from fptlib.training import run_dir_for
 
 
 def _runs(task="bit-xor", seeds=(0, 1)):
-    return [Run(f"s{s}", resolve(RunConfig(task=task, scale="smoke", seed=s, steps=6))) for s in seeds]
+    return [PlannedRun(f"s{s}", resolve(RunConfig(task=task, scale="smoke", seed=s, steps=6))) for s in seeds]
 
 
 def _curve(run_dir):
@@ -30,7 +29,7 @@ def test_side_by_side_gives_what_one_at_a_time_gives_with_the_same_threads(tmp_p
     # each worker had threads_per_worker(2) threads; one at a time with as many must agree exactly
     monkeypatch.setenv("FPT_RESULTS_DIR", str(tmp_path / "b"))
     before = torch.get_num_threads()
-    torch.set_num_threads(E.threads_per_worker(2))
+    torch.set_num_threads(local.threads_per_worker(2))
     try:
         alone = execute(runs, progress=False, workers=1)
     finally:
@@ -46,7 +45,7 @@ def test_side_by_side_gives_what_one_at_a_time_gives_with_the_same_threads(tmp_p
 
 def test_a_run_failing_in_a_worker_stops_execute_with_its_message(tmp_path, reliability):
     # CIFAR-10 is not in the (empty) data directory: the worker's error reaches the caller intact
-    runs = _runs(seeds=(0,)) + [Run("c", resolve(RunConfig(task="cifar10", scale="smoke", steps=6)))]
+    runs = _runs(seeds=(0,)) + [PlannedRun("c", resolve(RunConfig(task="cifar10", scale="smoke", steps=6)))]
     with pytest.raises(Exception, match="fpt data fetch cifar10"):
         execute(runs, progress=False, workers=2)
     assert not (run_dir_for(runs[1].config) / "result.json").exists()
@@ -54,19 +53,19 @@ def test_a_run_failing_in_a_worker_stops_execute_with_its_message(tmp_path, reli
 
 
 def test_worker_count_comes_from_the_environment_or_the_machine(monkeypatch, reliability):
-    cpu = [Run("x", resolve(RunConfig(task="bit-xor", scale="cpu", seed=s))) for s in range(8)]
-    monkeypatch.setenv(E.WORKERS_ENV, "3")
-    assert E.default_workers(cpu) == 3
+    cpu = [PlannedRun("x", resolve(RunConfig(task="bit-xor", scale="cpu", seed=s))) for s in range(8)]
+    monkeypatch.setenv(local.WORKERS_ENV, "3")
+    assert local.default_workers(cpu) == 3
     for bad in ("0", "two", "-1"):
-        monkeypatch.setenv(E.WORKERS_ENV, bad)
+        monkeypatch.setenv(local.WORKERS_ENV, bad)
         with pytest.raises(ValueError, match="FPT_WORKERS=.*whole number"):
-            E.default_workers(cpu)
+            local.default_workers(cpu)
         reliability.bad_input(f"FPT_WORKERS={bad}", kind="parameter")
-    monkeypatch.delenv(E.WORKERS_ENV)
-    assert E.default_workers(_runs()) == 1  # smoke runs take less than starting a worker
-    expected = 1 if torch.cuda.is_available() else min(E.usable_cores(), 4)
-    assert E.default_workers(cpu) == expected
-    assert E.default_workers(cpu[:1]) == expected  # a lone run gets the same threads as any other
+    monkeypatch.delenv(local.WORKERS_ENV)
+    assert local.default_workers(_runs()) == 1  # smoke runs take less than starting a worker
+    expected = 1 if torch.cuda.is_available() else min(local.usable_cores(), 4)
+    assert local.default_workers(cpu) == expected
+    assert local.default_workers(cpu[:1]) == expected  # a lone run gets the same threads as any other
 
 
 def test_an_interrupt_stops_the_workers_and_leaves_their_checkpoints(tmp_path, reliability):
@@ -82,10 +81,10 @@ def test_an_interrupt_stops_the_workers_and_leaves_their_checkpoints(tmp_path, r
     # A background job (nohup, CI) starts with SIGINT ignored, and Python then installs no handler:
     # the script restores the one an interactive session (a terminal, a Jupyter kernel) has.
     code = ("import signal\nfrom fptlib.config import RunConfig, resolve\n"
-            "from fptlib.study.executor import Run, execute\n"
+            "from fptlib.runs import PlannedRun, execute\n"
             "if __name__ == '__main__':\n"
             "    signal.signal(signal.SIGINT, signal.default_int_handler)\n"
-            "    execute([Run(f's{s}', resolve(RunConfig(task='bit-memory', scale='smoke', seed=s, steps=10**6, "
+            "    execute([PlannedRun(f's{s}', resolve(RunConfig(task='bit-memory', scale='smoke', seed=s, steps=10**6, "
             "eval_every=5))) for s in (0, 1)], progress=False, workers=2)\n")
     script = tmp_path / "go.py"
     script.write_text(code)

@@ -11,7 +11,7 @@ import pytest
 from conftest import LONG_WAIT, curve
 
 from fptlib.config import RunConfig, resolve
-from fptlib.study import slurm as S
+from fptlib.runs import slurm
 from fptlib.training import RunError, run_dir_for, train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,28 +76,28 @@ def test_reproduce_through_slurm_writes_the_numbers_of_local_execution(tmp_path,
 def test_a_cancelled_job_resubmitted_resumes_from_its_checkpoint(tmp_path, reliability):
     cfg = resolve(RunConfig(task="bit-memory", scale="smoke", steps=400, eval_every=10))
     d = run_dir_for(cfg)
-    S.execute([cfg], "smoke", S.Resources(), wait=False, progress=False)
-    job = S.read_ledger("smoke")[cfg.run_id()]["job_id"]
+    slurm.submit_and_follow([cfg], "smoke", slurm.Resources(), wait=False, progress=False)
+    job = slurm.read_ledger("smoke")[cfg.run_id()]["job_id"]
     try:
         _wait_until(lambda: (d / "checkpoint" / "trainer_state.json").is_file(), 300, "a first checkpoint")
         subprocess.run(["scancel", job], check=True, timeout=60)  # SIGTERM: the job stops at once
-        _wait_until(lambda: job not in S.squeue_states([job]), 20, "the cancelled job to leave the queue")
+        _wait_until(lambda: job not in slurm.squeue_states([job]), 20, "the cancelled job to leave the queue")
     finally:
         subprocess.run(["scancel", job], timeout=60)
     assert not (d / "result.json").exists()
-    state = S.states([cfg], "smoke")
+    state = slurm.states([cfg], "smoke")
     assert state.state[0] == "stopped" and "resumes from its checkpoint" in state.detail[0]
     step_at_cancel = json.loads((d / "checkpoint" / "trainer_state.json").read_text())["step"]
     assert 0 < step_at_cancel < cfg.steps
-    S.execute([cfg], "smoke", S.Resources(), wait=True, progress=False)  # submitted again: resumes
+    slurm.submit_and_follow([cfg], "smoke", slurm.Resources(), wait=True, progress=False)  # submitted again: resumes
     resumed = json.loads((d / "result.json").read_text())
     import torch
     torch.set_num_threads(1)  # as the job: one CPU
     reference = train(cfg, tmp_path / "uninterrupted", progress=False)
     assert _numbers(resumed) == _numbers(reference)
     assert curve(d) == curve(tmp_path / "uninterrupted")
-    assert len(S.read_ledger("smoke")) == 1  # the one run, its entry now the second job's
-    assert S.read_ledger("smoke")[cfg.run_id()]["job_id"] != job
+    assert len(slurm.read_ledger("smoke")) == 1  # the one run, its entry now the second job's
+    assert slurm.read_ledger("smoke")[cfg.run_id()]["job_id"] != job
     reliability.fault(f"scancel at step {step_at_cancel}", kind="SLURM cancel")
 
 
@@ -105,9 +105,9 @@ def test_a_failing_job_names_its_error_and_log_and_the_others_finish(tmp_path, r
     good = resolve(RunConfig(task="bit-xor", scale="smoke", steps=4))
     bad = resolve(RunConfig(task="bit-memory", scale="smoke", steps=4, task_options={"patch_size": 7}))
     with pytest.raises(RunError) as e:
-        S.execute([good, bad], "smoke", S.Resources(), wait=True, progress=False)
+        slurm.submit_and_follow([good, bad], "smoke", slurm.Resources(), wait=True, progress=False)
     msg = str(e.value)
-    log = S.read_ledger("smoke")[bad.run_id()]["stderr"]
+    log = slurm.read_ledger("smoke")[bad.run_id()]["stderr"]
     assert f"run {bad.run_id()}: failed" in msg and "patch_size=7" in msg and log in msg, msg
     assert Path(log).is_file() and "patch_size=7" in Path(log).read_text()
     assert good.run_id() not in msg and (run_dir_for(good) / "result.json").is_file()
@@ -125,20 +125,20 @@ def test_status_lists_each_run_state(tmp_path, fpt_cmd):
 @pytest.mark.parametrize("bad", [{"partitoin": "x"}])
 def test_unknown_resources_are_refused(bad, reliability):
     with pytest.raises(ValueError, match="unknown SLURM resource.*partitoin"):
-        S.Resources.from_dict(bad)
+        slurm.Resources.from_dict(bad)
     reliability.bad_input(f"SLURM resources {bad}", kind="parameter")
 
 
 def test_without_waiting_a_notebook_returns_and_picks_the_runs_up_next_time():
+    from fptlib.runs import RunsPending
     from fptlib.study.base import Tables1And2
-    from fptlib.study.executor import RunsPending
     study = Tables1And2(scale="smoke", tasks=["bit-xor"], seeds=[0], steps=4, executor="slurm", wait=False,
                         progress=False)
     with pytest.raises(RunsPending, match="2 of 2 runs are queued or running on SLURM"):
         study.execute()
-    jobs = {k: v["job_id"] for k, v in S.read_ledger("smoke").items()}
+    jobs = {k: v["job_id"] for k, v in slurm.read_ledger("smoke").items()}
     configs = [r.config for r in study.runs()]
-    _wait_until(lambda: (S.states(configs, "smoke").state == "done").all(), 300, "both jobs to finish")
+    _wait_until(lambda: (slurm.states(configs, "smoke").state == "done").all(), 300, "both jobs to finish")
     runs = study.execute()  # reads them, submits nothing
     assert sorted(runs.row) == ["FPT", "Random"] and runs.test_accuracy.notna().all()
-    assert {k: v["job_id"] for k, v in S.read_ledger("smoke").items()} == jobs
+    assert {k: v["job_id"] for k, v in slurm.read_ledger("smoke").items()} == jobs

@@ -6,13 +6,13 @@ import pandas as pd
 import pytest
 
 from fptlib.groups import FPT_GROUPS
-from fptlib.study import paper, plots
-from fptlib.study import studies as S
+from fptlib.study import paper, plots, studies
 from fptlib.study.base import Tables1And2
 from fptlib.study.compute_time import schedule_seconds
 
-ALL = [S.BitInit, S.StatsInit, S.OutputOnly, S.Ablation, S.MoreParams, S.FrozenLN, S.Depth, S.Backbones,
-       S.ModelSize, S.LSTMVariants, S.LRSweep, S.Convergence, Tables1And2, S.LSTMBaseline]
+ALL = [studies.BitInit, studies.StatsInit, studies.OutputOnly, studies.Ablation, studies.MoreParams, studies.FrozenLN,
+       studies.Depth, studies.Backbones, studies.ModelSize, studies.LSTMVariants, studies.LRSweep, studies.Convergence,
+       Tables1And2, studies.LSTMBaseline]
 
 
 @pytest.mark.parametrize("cls", ALL, ids=lambda c: c.__name__)
@@ -29,12 +29,14 @@ def test_rows_are_distinct_computations(cls):
 
 
 # Rows a study adds beyond the paper's table: they have no paper number to find.
-BEYOND_THE_PAPER = {S.MoreParams: {"+ Feedforward, lr 1e-4"}, S.Depth: {"3 layers, pretrained", "3 layers, random"}}
+BEYOND_THE_PAPER = {studies.MoreParams: {"+ Feedforward, lr 1e-4"},
+                    studies.Depth: {"3 layers, pretrained", "3 layers, random"}}
 
 
-@pytest.mark.parametrize("cls", [c for c in ALL if c not in (S.LSTMVariants, S.LRSweep)], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("cls", [c for c in ALL if c not in (studies.LSTMVariants, studies.LRSweep)],
+                         ids=lambda c: c.__name__)
 def test_every_row_the_paper_has_finds_its_number(cls):
-    st = cls(scale="paper" if cls in (S.ModelSize, S.Backbones) else "cpu")
+    st = cls(scale="paper" if cls in (studies.ModelSize, studies.Backbones) else "cpu")
     found = {r: [t for t in paper.TASK_COLUMNS if (ref := st.paper_ref(r)) and paper.lookup(*ref, t) is not None]
              for r in st.rows}
     without = {r for r, tasks in found.items() if not tasks}
@@ -45,24 +47,24 @@ def test_every_row_the_paper_has_finds_its_number(cls):
 def test_shared_rows_are_the_same_runs_across_notebooks():
     """FPT and Random of Table 2 (01) are reused by 02, 03, 07 and 10: same config, same run."""
     t12 = {(r.row, r.config.task): r.config.hash() for r in Tables1And2(seeds=[0]).runs()}
-    bit = {(r.row, r.config.task): r.config.hash() for r in S.BitInit(seeds=[0]).runs()}
-    stats = {(r.row, r.config.task): r.config.hash() for r in S.StatsInit(seeds=[0]).runs()}
+    bit = {(r.row, r.config.task): r.config.hash() for r in studies.BitInit(seeds=[0]).runs()}
+    stats = {(r.row, r.config.task): r.config.hash() for r in studies.StatsInit(seeds=[0]).runs()}
     for task in ("bit-xor", "mnist"):
         assert bit[("FPT", task)] == t12[("FPT", task)] == stats[("Pretrained", task)]
         assert bit[("Random", task)] == t12[("Random", task)] == stats[("Default random", task)]
 
 
 def test_ablation_and_more_params_train_the_papers_groups(reliability):
-    abl = {r.row: r.config for r in S.Ablation(seeds=[0], tasks=["mnist"]).runs()}
+    abl = {r.row: r.config for r in studies.Ablation(seeds=[0], tasks=["mnist"]).runs()}
     assert abl["Output only"].train == ("output",)
     assert set(abl["+ Layernorm"].train) == {"output", "layernorm"}
     assert set(abl["+ Input"].train) == {"output", "layernorm", "input"}
     assert set(abl["+ Positions"].train) == set(FPT_GROUPS)
-    assert S.Ablation(init="random").name == "table21_ablation_random"
+    assert studies.Ablation(init="random").name == "table21_ablation_random"
     with pytest.raises(ValueError, match="pretrained' or 'random"):
-        S.Ablation(init="stats")
+        studies.Ablation(init="stats")
     reliability.bad_input("Ablation(init='stats')", kind="parameter")
-    more = {r.row: r.config for r in S.MoreParams(tasks=["mnist"]).runs()}
+    more = {r.row: r.config for r in studies.MoreParams(tasks=["mnist"]).runs()}
     assert "attention_last" in more["+ Feedforward + last attention layer"].train
     assert {"feedforward", "attention"} <= set(more["+ Both"].train)
     slow = more["+ Feedforward, lr 1e-4"]  # ours: the same groups at a tenth of the learning rate
@@ -70,47 +72,47 @@ def test_ablation_and_more_params_train_the_papers_groups(reliability):
 
 
 def test_output_only_caches_exactly_where_a_fixed_training_set_exists():
-    cfgs = {(r.row, r.config.task): r.config for r in S.OutputOnly(tasks=["bit-xor", "mnist", "listops"]).runs()}
+    cfgs = {(r.row, r.config.task): r.config for r in studies.OutputOnly(tasks=["bit-xor", "mnist", "listops"]).runs()}
     assert cfgs[("Output only", "mnist")].cache_features and cfgs[("Output only", "listops")].cache_features
     assert not cfgs[("Output only", "bit-xor")].cache_features
     assert not cfgs[("FPT", "mnist")].cache_features
 
 
 def test_depth_rows_truncate_the_backbone():
-    rows = {r.row: r.config for r in S.Depth(depths=[1, 3]).runs()}
+    rows = {r.row: r.config for r in studies.Depth(depths=[1, 3]).runs()}
     assert rows["1 layers, pretrained"].n_layers == 1 and rows["3 layers, random"].init == "random"
     assert set(rows["1 layers, random"].train) == {"output", "layernorm"}
-    d12 = {r.row: r.config for r in S.Depth(depths=[1], output_only=True).runs()}
+    d12 = {r.row: r.config for r in studies.Depth(depths=[1], output_only=True).runs()}
     assert d12["1 layers, pretrained"].train == ("output",) and d12["1 layers, pretrained"].cache_features
 
 
 def test_a_depth_that_keeps_every_block_is_the_untruncated_run():
     """6 of MiniLM's 6 blocks is the FPT config itself (one cached run), not a copy with n_layers=6."""
     fpt = {r.config.task: r.config.hash() for r in Tables1And2(seeds=[0], tasks=["mnist"]).runs() if r.row == "FPT"}
-    size = {r.row: r.config for r in S.ModelSize(tasks=["mnist"]).runs()}
+    size = {r.row: r.config for r in studies.ModelSize(tasks=["mnist"]).runs()}
     assert size["minilm 6 blocks FPT"].hash() == fpt["mnist"]
     assert size["minilm 2 blocks FPT"].n_layers == 2
-    assert S.keep_blocks("cpu", "", 6) is None and S.keep_blocks("cpu", "gpt2", 6) == 6
-    assert S.keep_blocks("cpu", "gpt2", 12) is None
+    assert studies.keep_blocks("cpu", "", 6) is None and studies.keep_blocks("cpu", "gpt2", 6) == 6
+    assert studies.keep_blocks("cpu", "gpt2", 12) is None
     # smoke cuts MiniLM to 2 blocks already: depth 2 is that default, depth 1 a further cut
-    smoke = {r.row: r.config for r in S.Depth(scale="smoke", depths=[1, 2]).runs()}
+    smoke = {r.row: r.config for r in studies.Depth(scale="smoke", depths=[1, 2]).runs()}
     assert smoke["2 layers, pretrained"].n_layers == 2 and smoke["1 layers, pretrained"].n_layers == 1
 
 
 def test_empty_seeds_and_tasks_take_the_scales_grid():
-    cpu, paper_scale = S.Ablation(), S.Ablation(scale="paper")
-    assert cpu.tasks == S.CPU_ABLATION_TASKS and cpu.seeds == [0]
+    cpu, paper_scale = studies.Ablation(), studies.Ablation(scale="paper")
+    assert cpu.tasks == studies.CPU_ABLATION_TASKS and cpu.seeds == [0]
     assert paper_scale.tasks == list(paper.TASK_COLUMNS)
-    assert S.Ablation(tasks=["bit-memory"]).tasks == ["bit-memory"]  # explicit values win
-    assert S.BitInit().seeds == [0] and S.BitInit(scale="smoke").seeds == [0, 1, 2]
+    assert studies.Ablation(tasks=["bit-memory"]).tasks == ["bit-memory"]  # explicit values win
+    assert studies.BitInit().seeds == [0] and studies.BitInit(scale="smoke").seeds == [0, 1, 2]
     assert Tables1And2().seeds == [0, 1, 2] and Tables1And2().tasks == list(paper.TASK_COLUMNS)
-    assert S.LRSweep().tasks == ["listops"] and S.LRSweep(scale="paper").tasks == ["listops", "mnist"]
-    assert S.LRSweep().lrs == [1e-4, 1e-3] and S.LRSweep(scale="smoke").lrs == [1e-4, 3e-4, 1e-3, 3e-3]
+    assert studies.LRSweep().tasks == ["listops"] and studies.LRSweep(scale="paper").tasks == ["listops", "mnist"]
+    assert studies.LRSweep().lrs == [1e-4, 1e-3] and studies.LRSweep(scale="smoke").lrs == [1e-4, 3e-4, 1e-3, 3e-3]
     # the cut is written under the table, and only where there is one
     assert "grid: tasks ['bit-xor', 'mnist', 'cifar10', 'cifar10-lra', 'homology'] (paper scale: " \
            "['bit-memory'," in cpu.scale_note() and "cut, to finish on two cores" in cpu.scale_note()
     assert "grid:" not in Tables1And2(seeds=[0, 1, 2]).scale_note()
-    assert "cut" not in S.Ablation(tasks=["mnist"]).scale_note()
+    assert "cut" not in studies.Ablation(tasks=["mnist"]).scale_note()
 
 
 def _curve(tmp_path, name, accs, step=100):
@@ -126,7 +128,7 @@ def test_convergence_criterion(tmp_path):
         {"row": "FPT", "task": "bit-xor", "seed": 0, "run_dir": _curve(tmp_path, "a", [0.5, 0.9, 0.995, 1.0, 1.0])},
         {"row": "Random", "task": "bit-xor", "seed": 0, "run_dir": _curve(tmp_path, "b", [0.5, 0.6, 0.7, 0.8, 0.9])},
     ])
-    st = S.Convergence(tasks=["bit-xor"], seeds=[0])
+    st = studies.Convergence(tasks=["bit-xor"], seeds=[0])
     conv = st.convergence(runs).set_index("row")
     assert conv.loc["FPT", "steps_to_converge"] == 200 and conv.loc["FPT", "converged"]
     assert conv.loc["Random", "steps_to_converge"] == 400 and not conv.loc["Random", "converged"]
@@ -136,7 +138,7 @@ def test_convergence_criterion(tmp_path):
 
 
 def test_lr_sweep_table_sets_rothermel_beside_ours():
-    st = S.LRSweep(tasks=["mnist"], lrs=[1e-3])
+    st = studies.LRSweep(tasks=["mnist"], lrs=[1e-3])
     summary = pd.DataFrame([{"row": f"{s}, lr 0.001", "task": "mnist", "metric": "test_accuracy", "mean": 90.0,
                              "std": float("nan")} for s in st.SETTINGS])
     md = st.markdown(summary)
@@ -153,7 +155,7 @@ def test_runs_handed_out_in_order_to_workers():
 
 
 def test_depth_points_put_ours_beside_the_papers_deeper_rows():
-    st = S.Depth(depths=[1, 6], output_only=True)
+    st = studies.Depth(depths=[1, 6], output_only=True)
     summary = pd.DataFrame([{"row": r, "task": "listops", "metric": m, "mean": v, "std": 1.0}
                             for r, v in zip(st.rows, (21.0, 17.0, 28.0, 21.0))
                             for m in ("test_accuracy", "train_accuracy")])

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as nnf
 
 from ..io import safe_load
 from ..paths import data_dir
@@ -164,7 +164,7 @@ def random_crop(images: torch.Tensor, offsets: torch.Tensor, padding: int = CROP
     """Zero-pad each side by `padding`, then crop the original size at per-image offsets (B, 2) =
     (top, left) in 0..2*padding. Offsets (padding, padding) give the image back unchanged."""
     b, c, h, w = images.shape
-    padded = F.pad(images, (padding,) * 4)
+    padded = nnf.pad(images, (padding,) * 4)
     rows = offsets[:, 0, None] + torch.arange(h)  # (B, H)
     cols = offsets[:, 1, None] + torch.arange(w)  # (B, W)
     return padded[torch.arange(b)[:, None, None, None], torch.arange(c)[None, :, None, None],
@@ -184,8 +184,8 @@ def rotate(images: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
     zero = torch.zeros_like(cos)
     # For each output pixel, where to sample the input (x right, y down, normalised to [-1, 1]).
     mat = torch.stack([torch.stack([cos, -sin, zero], -1), torch.stack([sin, cos, zero], -1)], -2)
-    grid = F.affine_grid(mat.to(images.dtype), list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    grid = nnf.affine_grid(mat.to(images.dtype), list(images.shape), align_corners=False)
+    return nnf.grid_sample(images, grid, mode="nearest", padding_mode="zeros", align_corners=False)
 
 
 def augment_images(images: torch.Tensor, g: torch.Generator, padding: int = CROP_PADDING,

@@ -16,7 +16,7 @@ import contextlib
 import warnings
 
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as nnf
 
 
 def _heads(t: torch.Tensor, n_heads: int) -> torch.Tensor:
@@ -44,7 +44,7 @@ def _gpt2_last_block(block, n: int):
         k, v = kv.split(w, dim=2)
         # query i sits at position T-n+i and sees keys up to it (GPT-2 is causal)
         mask = torch.ones(n, T, dtype=torch.bool, device=x.device).tril(T - n)
-        o = F.scaled_dot_product_attention(_heads(q, H), _heads(k, H), _heads(v, H), attn_mask=mask,
+        o = nnf.scaled_dot_product_attention(_heads(q, H), _heads(k, H), _heads(v, H), attn_mask=mask,
                                            scale=attn.scaling)
         h = attn.resid_dropout(attn.c_proj(_merge(o))) + x[:, -n:]
         h = h + block.mlp(block.ln_2(h))
@@ -58,7 +58,7 @@ def _bert_last_layer(layer, n: int):
 
     def forward(hidden_states, *args, **kwargs):
         x = hidden_states
-        o = F.scaled_dot_product_attention(_heads(sa.query(x[:, -n:]), H), _heads(sa.key(x), H),
+        o = nnf.scaled_dot_product_attention(_heads(sa.query(x[:, -n:]), H), _heads(sa.key(x), H),
                                            _heads(sa.value(x), H), scale=sa.scaling)
         h = layer.attention.output(_merge(o), x[:, -n:])
         h = layer.output(layer.intermediate(h), h)

@@ -458,26 +458,27 @@ def write_tables(record: dict, out_root: Path) -> None:
     write_text_atomic(out_root / f"{name}.md", "\n".join(lines) + "\n")
 
 
-# ---- runs side by side (study.executor.default_workers) --------------------------------------------
+# ---- runs side by side (runs.local.default_workers) --------------------------------------------
 SIDE_BY_SIDE_TASKS = ("bit-xor", "bit-memory", "listops", "mnist")
 
 
 def side_by_side(out_root: Path, tasks=SIDE_BY_SIDE_TASKS, steps: int = 100, seeds=(0, 1),
                  workers: int = 2, scale: str = "cpu") -> dict:
     """Wall time of the same short runs trained one after another (one process, torch's threads on every
-    core) and side by side (study.executor.execute with `workers` processes sharing the cores), on the
+    core) and side by side (runs.execute with `workers` processes sharing the cores), on the
     scale's real configs cut to `steps` steps, each mode in a fresh results directory."""
     import shutil
     import tempfile
 
     from ..config import RunConfig, resolve
     from ..io import write_json_atomic, write_text_atomic
-    from ..study.executor import Run, execute, threads_per_worker
+    from ..runs import PlannedRun, execute
+    from ..runs.local import threads_per_worker
     t0 = time.perf_counter()
     record = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
               "scale": scale, "steps": steps, "seeds": list(seeds), "workers": workers,
               "worker_threads": threads_per_worker(workers), "tasks": {}}
-    runs = {t: [Run(f"s{s}", resolve(RunConfig(task=t, scale=scale, seed=s, steps=steps))) for s in seeds]
+    runs = {t: [PlannedRun(f"s{s}", resolve(RunConfig(task=t, scale=scale, seed=s, steps=steps))) for s in seeds]
             for t in tasks}
     old = os.environ.get("FPT_RESULTS_DIR")
     tmp = Path(tempfile.mkdtemp(prefix="fpt-side-by-side-"))

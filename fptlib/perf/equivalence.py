@@ -18,8 +18,8 @@ PRECISIONS = ("fp32", "bf16")
 
 def planned(tasks=TASKS, seeds=SEEDS, scale: str = "cpu") -> list:
     """The runs compared: FPT at the scale's settings, each seed in each precision."""
-    from ..study.executor import Run
-    return [Run(p, resolve(RunConfig(task=t, scale=scale, seed=s, precision=p)))
+    from ..runs import PlannedRun
+    return [PlannedRun(p, resolve(RunConfig(task=t, scale=scale, seed=s, precision=p)))
             for t in tasks for p in PRECISIONS for s in seeds]
 
 
@@ -63,7 +63,7 @@ def markdown(record: dict) -> str:
 
 def run(out_root: Path, tasks=TASKS, seeds=SEEDS, scale: str = "cpu", progress: bool = True) -> dict:
     from ..io import write_json_atomic, write_text_atomic
-    from ..study.executor import execute
+    from ..runs import execute
     from ..study.report import seed_spread, summary_table
     df = execute(planned(tasks, seeds, scale), progress=progress)
     record = {"written": datetime.now(timezone.utc).isoformat(timespec="seconds"), "scale": scale,

@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as nnf
 from torch import nn
 
 ATTENTION_2021 = "fpt_original_2021"
@@ -31,8 +31,8 @@ def _attention_2021(module, query, key, value, attention_mask, scaling=None, dro
         w = torch.where(causal.bool(), w, torch.tensor(-1e4, dtype=w.dtype, device=w.device))
     if attention_mask is not None and attention_mask.dtype != torch.bool:
         w = w + attention_mask
-    w = F.softmax(w, dim=-1)
-    w = F.dropout(w, p=dropout, training=module.training)
+    w = nnf.softmax(w, dim=-1)
+    w = nnf.dropout(w, p=dropout, training=module.training)
     return torch.matmul(w, value).transpose(1, 2).contiguous(), w
 
 
@@ -91,7 +91,7 @@ class OriginalStep:
     def _loss_acc(self, x, y):
         logits = self.model(x).reshape(-1, self.n_classes)
         y = y.reshape(-1)
-        loss = F.cross_entropy(logits, y)
+        loss = nnf.cross_entropy(logits, y)
         preds = logits.detach().cpu().numpy().argmax(-1)  # on the host, every step
         return loss, float(np.mean(preds == y.cpu().numpy()))
 

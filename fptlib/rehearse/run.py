@@ -29,6 +29,7 @@ from ..models import weights_source
 from ..study.catalogue import NOTEBOOKS, notebook_runs
 from ..study.notebooks import reproduce
 from ..study.tables import frame_markdown
+from ..training import RunDir
 from . import fixtures, mirror, standins
 
 SCALE = "paper"
@@ -107,7 +108,7 @@ def runs_trained(layout: Layout, steps: int, only: list[str] | None = None) -> p
                 if cfg.run_id() in seen:
                     continue
                 seen.add(cfg.run_id())
-                res_path = layout.results / SCALE / "runs" / cfg.run_id() / "result.json"
+                res_path = RunDir(layout.results / SCALE / "runs" / cfg.run_id()).result_file
                 res = read_json(res_path) if res_path.is_file() else {}
                 if cfg.backbone not in sources:
                     sources[cfg.backbone] = weights_source(cfg.backbone)

@@ -3,7 +3,6 @@ beside the paper's numbers (tables, paper), figures (plots), attention maps (att
 catalogue (catalogue), the report (report, compute_time) and papermill execution (notebooks)."""
 from .base import Study, Tables1And2, load_runs
 from .converged import Converged
-from .executor import Run, execute
 from .studies import (
                       Ablation,
                       Backbones,
@@ -21,6 +20,6 @@ from .studies import (
                       StatsInit,
 )
 
-__all__ = ["Study", "Tables1And2", "load_runs", "Run", "execute", "Ablation", "Backbones", "BitInit",
+__all__ = ["Study", "Tables1And2", "load_runs", "Ablation", "Backbones", "BitInit",
            "Converged", "Convergence", "Depth", "FrozenLN", "LRSweep", "LSTMBaseline", "LSTMVariants", "ModelSize",
            "MoreParams", "OfflineTasks", "OutputOnly", "StatsInit"]

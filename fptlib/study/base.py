@@ -14,9 +14,9 @@ from ..config import PRESETS, RunConfig, resolve
 from ..data import data_missing
 from ..models import weights_missing
 from ..paths import figures_dir, results_dir
+from ..runs import PlannedRun, check_executor, execute, options_for
 from ..training import deviations
 from . import paper
-from .executor import EXECUTORS, Run, execute
 from .tables import load_run, markdown_table, save_table, summarise
 
 _TYPES = {"str": str, "int": int, "list": list, "bool": bool, "float": (int, float), "dict": dict}
@@ -36,8 +36,7 @@ def check_parameter_types(study) -> None:
                             f"'{f.name}: [...]' for lists)")
     if getattr(study, "scale", None) not in PRESETS:
         raise ValueError(f"unknown scale {study.scale!r}; choose one of {', '.join(PRESETS)}")
-    if getattr(study, "executor", "local") not in EXECUTORS:
-        raise ValueError(f"unknown executor {study.executor!r}; choose one of {', '.join(EXECUTORS)}")
+    check_executor(getattr(study, "executor", "local"))
 
 
 @dataclass
@@ -53,7 +52,7 @@ class Study:
     steps: int = 0                     # 0: the scale's per-task default
     progress: bool = True
     executor: str = "local"            # local: this machine's processes; slurm: one SLURM job per run
-    slurm: dict = field(default_factory=dict)  # SLURM resources (study.slurm.Resources); {}: defaults
+    slurm: dict = field(default_factory=dict)  # SLURM resources (runs.slurm.Resources); {}: defaults
     wait: bool = True                  # slurm: wait for the jobs; False: return, pick up results next time
 
     # The seeds and tasks a run of this study covers when left empty: the paper's grid, except that
@@ -121,21 +120,21 @@ class Study:
         missing = self.missing_data()
         return [t for t in self.tasks if t not in missing]
 
-    def runs(self) -> list[Run]:
+    def runs(self) -> list[PlannedRun]:
         """The runs of the grid that can run here: data present, pretrained weights on disk."""
         tasks, skip = set(self.tasks_with_data), self.missing_weights()
         return [r for r in self.planned_runs() if r.config.task in tasks and r.row not in skip]
 
-    def planned_runs(self) -> list[Run]:
+    def planned_runs(self) -> list[PlannedRun]:
         """Every run of the grid as if every dataset and every backbone's weights were at hand."""
-        return [Run(row, self.config(task, seed, **kw)) for task in self.tasks for seed in self.seeds
+        return [PlannedRun(row, self.config(task, seed, **kw)) for task in self.tasks for seed in self.seeds
                 for row, kw in self.arms(task)]
 
     def execute(self) -> pd.DataFrame:
         """Train what results/ does not hold (locally, or as SLURM jobs) and return one line per run; with
         executor slurm and wait False, only the runs finished so far."""
-        return execute(self.runs(), progress=self.progress, executor=self.executor, slurm=self.slurm,
-                       wait=self.wait)
+        options = options_for(self.executor, slurm=self.slurm, wait=self.wait)
+        return execute(self.runs(), executor=self.executor, progress=self.progress, **options)
 
     def paper_ref(self, row: str) -> tuple[str, str] | None:
         if row in self.paper_rows:
@@ -211,6 +210,13 @@ class Study:
     @property
     def figures(self) -> Path:
         return figures_dir(self.scale)
+
+    def figure_name(self, kind: str = "") -> str:
+        """The file of one of its figures: <name>_<kind>.png (kind "bars", "curves", ...), or <name>.png."""
+        return f"{self.name}_{kind}.png" if kind else f"{self.name}.png"
+
+    def figure_path(self, kind: str = "") -> Path:
+        return self.figures / self.figure_name(kind)
 
 
 @dataclass

@@ -18,6 +18,7 @@ import pandas as pd
 from ..groups import parse_groups
 from ..io import write_text_atomic
 from ..paths import results_dir
+from ..training import RunDir
 from .explore import LazyWidget, png_bytes
 from .paper import TASK_TITLES
 from .tables import fmt_cell, load_curve, load_run
@@ -59,7 +60,7 @@ def read_runs(scale: str) -> tuple[pd.DataFrame, dict[str, str]]:
     root = results_dir(scale) / "runs"
     rows, skipped = [], {}
     for d in sorted(root.iterdir()) if root.is_dir() else ():
-        if not (d / "result.json").is_file():
+        if not RunDir(d).finished:
             continue  # still running, or never finished
         try:
             rows.append(run_row(d, load_run(d)))
@@ -211,24 +212,25 @@ class RunBrowser(LazyWidget):
     # ---- the widget (LazyWidget: `widget`, `controls`): filters, the table, the curves, the export button ----
 
     def _build(self) -> dict:
-        import ipywidgets as W
-        w = {name: W.SelectMultiple(options=[(str(v), v) for v in self.options(name)], description=name,
+        import ipywidgets as widgets
+        w = {name: widgets.SelectMultiple(options=[(str(v), v) for v in self.options(name)], description=name,
                                     rows=min(8, max(2, len(self.options(name)))),
                                     layout={"width": "34em" if name == "groups" else "18em"})
              for name in FILTERS}
         for name in FILTERS:
             w[name].observe(lambda change, name=name: self._on_filter(name, change["new"]), names="value")
-        w["split"] = W.Checkbox(value=self.split_variants, indent=False,
+        w["split"] = widgets.Checkbox(value=self.split_variants, indent=False,
                                 description="one line per config (runs that differ by more than the seed)")
         w["split"].observe(lambda change: self._on_split(change["new"]), names="value")
-        w["path"] = W.Text(value="runs_selection.csv", description="file")
-        w["grouped"] = W.Checkbox(value=False, description="grouped table, not runs", indent=False)
-        w["export"] = W.Button(description="export CSV", icon="download")
+        w["path"] = widgets.Text(value="runs_selection.csv", description="file")
+        w["grouped"] = widgets.Checkbox(value=False, description="grouped table, not runs", indent=False)
+        w["export"] = widgets.Button(description="export CSV", icon="download")
         w["export"].on_click(lambda _: self._on_export())
-        w["count"], w["table"], w["status"] = W.HTML(), W.HTML(), W.HTML()
-        w["curves"] = W.Image(format="png")
-        w["box"] = W.VBox([W.HBox([w[n] for n in FILTERS], layout={"flex_flow": "row wrap"}), w["count"], w["split"],
-                           w["table"], w["curves"], W.HBox([w["path"], w["grouped"], w["export"]]), w["status"]])
+        w["count"], w["table"], w["status"] = widgets.HTML(), widgets.HTML(), widgets.HTML()
+        w["curves"] = widgets.Image(format="png")
+        filters = widgets.HBox([w[n] for n in FILTERS], layout={"flex_flow": "row wrap"})
+        w["box"] = widgets.VBox([filters, w["count"], w["split"], w["table"], w["curves"],
+                                 widgets.HBox([w["path"], w["grouped"], w["export"]]), w["status"]])
         return w
 
     def _on_filter(self, name: str, values) -> None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..runs import PlannedRun
 from ..training import bit_source_config
-from . import studies as S
+from . import studies as study_defs
 from .attention import FIGURE_KEYS, FIGURE_PREFIX
 from .base import Study, Tables1And2
 from .converged import Converged
-from .executor import Run
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,8 @@ class Notebook:
     bars: bool = True                          # the first study's bar chart, <name>_bars.png
     curves: bool = True                        # its learning curves, <name>_curves.png
     tables: tuple[tuple[str, str], ...] = ()   # further tables: (name, title)
-    figures: tuple[str, ...] = ()              # further figure files
+    figures: tuple[tuple[int, str], ...] = ()  # further figures: (which of its studies, kind), see Study.figure_name
+    other_figures: tuple[str, ...] = ()        # figure files of no study (notebook 04's attention maps)
     by_hand: str = ""                          # why notebooks/_make.py does not write it ("" = it does)
     # scale -> why `fpt reproduce` runs it at that scale only when named (--only): runs too long for one
     # invocation, computed over several and committed as they finish
@@ -39,10 +40,10 @@ class Notebook:
         return [(st.name, st.title) for st in self.instances(scale)] + list(self.tables)
 
     def figure_files(self, scale: str = "cpu") -> list[str]:
-        first = self.instances(scale)[:1]
-        own = [f"{st.name}_{kind}.png" for st in first for kind, on in (("bars", self.bars), ("curves", self.curves))
-               if on]
-        return own + list(self.figures)
+        studies = self.instances(scale)
+        own = [studies[0].figure_name(kind) for kind, on in (("bars", self.bars), ("curves", self.curves))
+               if on and studies]
+        return own + [studies[i].figure_name(kind) for i, kind in self.figures] + list(self.other_figures)
 
     def outputs(self, scale: str = "cpu") -> tuple[list[str], list[str]]:
         """(tables, figure files) it writes: results/<scale>/tables/<name>.csv, figures/<scale>/<file>."""
@@ -65,30 +66,30 @@ NOTEBOOKS: tuple[Notebook, ...] = (
                                  "several sessions and committed as they finish; `fpt reproduce --only 01a` "
                                  "computes (or resumes) the rest"),)),
     Notebook("01", "01_table1_table2", ((Tables1And2, {}),)),
-    Notebook("01b", "01b_table1_lstm", ((S.LSTMBaseline, {}),)),
-    Notebook("01c", "01c_table1_2_offline_data", ((S.OfflineTasks, {}),)),
-    Notebook("02", "02_table2_bit_init", ((S.BitInit, {}),)),
-    Notebook("03", "03_table6_7_convergence_fit", ((S.Convergence, {}),), bars=False,
+    Notebook("01b", "01b_table1_lstm", ((study_defs.LSTMBaseline, {}),)),
+    Notebook("01c", "01c_table1_2_offline_data", ((study_defs.OfflineTasks, {}),)),
+    Notebook("02", "02_table2_bit_init", ((study_defs.BitInit, {}),)),
+    Notebook("03", "03_table6_7_convergence_fit", ((study_defs.Convergence, {}),), bars=False,
              tables=(("table06_convergence", "Table 6: gradient steps to convergence"),),
-             figures=("table06_07_convergence_fit_train_test.png",)),
+             figures=((0, "train_test"),)),
     Notebook("04", "04_attention_maps",
              tables=(("attention_xor", "Attention on Bit XOR"), ("attention_bitmemory", "Attention on Bit Memory")),
-             figures=_attention_figures(),
+             other_figures=_attention_figures(),
              by_hand="trains its own two models with eager attention (fptlib.study.attention), not a Study"),
-    Notebook("05", "05_table3_5_lstm", ((S.LSTMVariants, {}),)),
-    Notebook("06", "06_table8_model_size", ((S.ModelSize, {}),)),
-    Notebook("07", "07_table9_stats_init", ((S.StatsInit, {}),)),
-    Notebook("08", "08_table10_output_only", ((S.OutputOnly, {}),),
+    Notebook("05", "05_table3_5_lstm", ((study_defs.LSTMVariants, {}),)),
+    Notebook("06", "06_table8_model_size", ((study_defs.ModelSize, {}),)),
+    Notebook("07", "07_table9_stats_init", ((study_defs.StatsInit, {}),)),
+    Notebook("08", "08_table10_output_only", ((study_defs.OutputOnly, {}),),
              tables=(("table10_cache_speedup", "Table 10: speed-up of the feature cache"),)),
-    Notebook("09", "09_table11_12_depth", ((S.Depth, {}), (S.Depth, {"output_only": True})), bars=False,
-             figures=("table11_depth_by_depth.png", "table12_depth_output_only_by_depth.png")),
-    Notebook("10", "10_table13_14_more_params", ((S.MoreParams, {}),)),
-    Notebook("11", "11_table15_21_ablation", ((S.Ablation, {}), (S.Ablation, {"init": "random"})),
-             figures=("table21_ablation_random_bars.png",)),
-    Notebook("12", "12_table16_frozen_ln", ((S.FrozenLN, {}),)),
-    Notebook("13", "13_table17_backbones", ((S.Backbones, {}),)),
-    Notebook("14", "14_lr_sensitivity", ((S.LRSweep, {}),), bars=False, curves=False,
-             figures=("lr_sensitivity.png",)),
+    Notebook("09", "09_table11_12_depth", ((study_defs.Depth, {}), (study_defs.Depth, {"output_only": True})),
+             bars=False, figures=((0, "by_depth"), (1, "by_depth"))),
+    Notebook("10", "10_table13_14_more_params", ((study_defs.MoreParams, {}),)),
+    Notebook("11", "11_table15_21_ablation", ((study_defs.Ablation, {}), (study_defs.Ablation, {"init": "random"})),
+             figures=((1, "bars"),)),
+    Notebook("12", "12_table16_frozen_ln", ((study_defs.FrozenLN, {}),)),
+    Notebook("13", "13_table17_backbones", ((study_defs.Backbones, {}),)),
+    Notebook("14", "14_lr_sensitivity", ((study_defs.LRSweep, {}),), bars=False, curves=False,
+             figures=((0, ""),)),
 )
 # The report's own table (notebook 00), never one of the studies
 SUMMARY_TABLE = "summary"
@@ -105,19 +106,19 @@ def notebook_studies(scale: str, **parameters) -> dict[str, list[Study]]:
     return {nb.key: nb.instances(scale, **parameters) for nb in NOTEBOOKS if nb.studies}
 
 
-def notebook_runs(scale: str, planned: bool = False, **parameters) -> dict[str, list[Run]]:
+def notebook_runs(scale: str, planned: bool = False, **parameters) -> dict[str, list[PlannedRun]]:
     """Per notebook, in order, every run it uses, each once, init 'bit''s Bit Memory source run before
     the run that needs it. planned=True: as if every dataset and backbone's weights were at hand
     (Study.planned_runs) rather than what runs here (Study.runs). parameters: notebook parameters
     (seeds, steps, ...), as papermill would pass them."""
     out = {}
     for key, studies in notebook_studies(scale, **parameters).items():
-        runs: dict[str, Run] = {}
+        runs: dict[str, PlannedRun] = {}
         for st in studies:
             for r in (st.planned_runs() if planned else st.runs()):
                 if r.config.init == "bit":
                     src = bit_source_config(r.config)
-                    runs.setdefault(src.run_id(), Run("Bit Memory source", src))
+                    runs.setdefault(src.run_id(), PlannedRun("Bit Memory source", src))
                 runs.setdefault(r.config.run_id(), r)
         out[key] = list(runs.values())
     return out

@@ -7,14 +7,14 @@ import pandas as pd
 
 from ..io import read_json
 from ..paths import results_dir
-from ..training import run_dir_for
+from ..training import RunDir
 from .catalogue import notebook_runs
 from .tables import load_run
 
 
 def schedule_seconds(durations: list[float], workers: int) -> float:
     """Wall time of jobs handed out in order to `workers` processes, each taking the next when free
-    (what study.executor.execute does with its runs)."""
+    (what runs.execute does with its runs)."""
     free = [0.0] * max(1, workers)
     for d in durations:
         heapq.heappush(free, heapq.heappop(free) + d)
@@ -35,10 +35,10 @@ def compute_times(scale: str, workers: int = 2) -> pd.DataFrame:
     claimed: set = set()
     out = []
     for nb, runs in notebook_runs(scale).items():
-        used = [run_dir_for(r.config) for r in runs]
+        used = [RunDir.of(r.config).path for r in runs]
         new = [d for d in used if d not in claimed]
         claimed.update(new)
-        done = [load_run(d) for d in new if (d / "result.json").is_file()]
+        done = [load_run(d) for d in new if RunDir(d).finished]
         # wall_seconds leaves out the one-off feature-cache build of cached output-only runs
         out.append(line(nb, len(used), len(new), [r["wall_seconds"] + (r.get("feature_cache") or {}).get(
             "build_seconds", 0.0) for r in done]))

@@ -12,7 +12,7 @@ from typing import ClassVar
 import pandas as pd
 
 from ..config import converge_fields
-from ..training import run_dir_for
+from ..training import RunDir
 from . import paper
 from .base import Tables1And2
 from .studies import StepsToConverge
@@ -33,9 +33,9 @@ class ToConvergence:
         """How each finished run of the study stopped: by patience ("converged") or at its cap ("budget")."""
         out = []
         for r in self.runs():
-            d = run_dir_for(r.config)
-            if (d / "result.json").is_file():
-                res = load_run(d)
+            d = RunDir.of(r.config)
+            if d.finished:
+                res = load_run(d.path)
                 out.append({"row": r.row, "task": r.config.task, "seed": r.config.seed, "stopped": res["stopped"],
                             "steps": res["steps"], "cap": r.config.steps, "best_val_step": res["best_val_step"]})
         return pd.DataFrame(out, columns=STOP_COLUMNS)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from . import attention as A
+from . import attention
 
 MODELS = ("trained", "untrained")
 CONTROLS = ("task", "run", "model", "layer", "head", "examples")  # the widget's controls
@@ -41,7 +41,7 @@ class _Pending:
     """A run whose Analysis is computed when it is first chosen (kept models from the cache)."""
 
     task: str
-    load: Callable[[], A.Analysis]
+    load: Callable[[], attention.Analysis]
 
 
 def png_bytes(fig, dpi: int = 100) -> bytes:
@@ -83,13 +83,14 @@ class AttentionExplorer(LazyWidget):
 
     CONTROL_NAMES = CONTROLS
 
-    def __init__(self, analyses: Mapping[str, A.Analysis] | Iterable[A.Analysis], run: str | None = None):
+    def __init__(self, analyses: Mapping[str, attention.Analysis] | Iterable[attention.Analysis],
+                 run: str | None = None):
         if not isinstance(analyses, Mapping):
             analyses = {an.cfg.run_id(): an for an in analyses}
         if not analyses:
             raise ValueError("nothing to explore: no analysed run (run attention.analyse, or the attention "
                              "study at this scale, first)")
-        self._runs: dict[str, A.Analysis | _Pending] = dict(analyses)
+        self._runs: dict[str, attention.Analysis | _Pending] = dict(analyses)
         self._widgets = None
         self._syncing = False
         self.choice = self._default_choice(run or next(iter(self._runs)))
@@ -98,12 +99,12 @@ class AttentionExplorer(LazyWidget):
     def from_cache(cls, scale: str, n_examples: int = 256) -> AttentionExplorer:
         """Every trained model kept in results/<scale>/attention/, analysed (loaded, never retrained) on
         `n_examples` test examples when first chosen."""
-        entries = A.cached_runs(scale)
+        entries = attention.cached_runs(scale)
         if not entries:
             raise ValueError(f"no trained model kept in the attention cache of scale {scale!r} (run notebook 04, "
                              f"`fpt reproduce --scale {scale} --only 04`, first)")
         return cls({e["run_id"]: _Pending(e["config"]["task"],
-                                          lambda e=e: A.analyse_cached(e, n_examples=n_examples))
+                                          lambda e=e: attention.analyse_cached(e, n_examples=n_examples))
                     for e in entries})
 
     # ---- what there is to choose from ----------------------------------------------------------------
@@ -118,7 +119,7 @@ class AttentionExplorer(LazyWidget):
         v = self._runs[run]
         return v.task if isinstance(v, _Pending) else v.task_name
 
-    def analysis(self, run: str | None = None) -> A.Analysis:
+    def analysis(self, run: str | None = None) -> attention.Analysis:
         """The Analysis of `run` (the current one by default), computed now if it was pending."""
         run = run or self.choice.run
         if isinstance(self._runs[run], _Pending):
@@ -126,7 +127,7 @@ class AttentionExplorer(LazyWidget):
         return self._runs[run]
 
     @property
-    def an(self) -> A.Analysis:
+    def an(self) -> attention.Analysis:
         return self.analysis()
 
     def _default_choice(self, run: str) -> Choice:
@@ -138,9 +139,9 @@ class AttentionExplorer(LazyWidget):
         return Choice(run=run, pattern=pattern)
 
     @staticmethod
-    def patterns(an: A.Analysis) -> np.ndarray:
+    def patterns(an: attention.Analysis) -> np.ndarray:
         """Bit Memory: which stored pattern each analysed example's query repeats."""
-        return A.query_patterns(an.x.numpy(), an.n_patterns)
+        return attention.query_patterns(an.x.numpy(), an.n_patterns)
 
     # ---- choosing ----------------------------------------------------------------------------------
     def select(self, task: str | None = None, run: str | None = None, model: str | None = None,
@@ -216,11 +217,11 @@ class AttentionExplorer(LazyWidget):
         return int(self.patterns(self.an)[c.example]) if c.example is not None else c.pattern
 
     def token_labels(self) -> list[str]:
-        return A.token_labels(self.an)[0]
+        return attention.token_labels(self.an)[0]
 
     def marked_cells(self) -> list[tuple[int, int]]:
         """(row, column) of the red boxes: where each output / query token should look."""
-        return A.marked_cells(self.an, self.current_pattern())
+        return attention.marked_cells(self.an, self.current_pattern())
 
     def scores(self) -> pd.DataFrame:
         """The alignment rows of the current choice, one per output (Bit XOR) or query (Bit Memory) token:
@@ -228,11 +229,11 @@ class AttentionExplorer(LazyWidget):
         (`best_head` 1-based, as in the tables; left out when one head is chosen)."""
         c, an = self.choice, self.an
         a = self._selected()
-        causal = A.is_causal(an.maps[c.model][c.layer - 1])  # as the per-layer table decides it
+        causal = attention.is_causal(an.maps[c.model][c.layer - 1])  # as the per-layer table decides it
         if an.task_name == "bit-xor":
-            t = A.xor_alignment(a, a.shape[-1] // 2, causal=causal)
+            t = attention.xor_alignment(a, a.shape[-1] // 2, causal=causal)
         else:
-            t = A.memory_alignment(a, an.x.numpy()[self.examples()], an.n_patterns, causal=causal)
+            t = attention.memory_alignment(a, an.x.numpy()[self.examples()], an.n_patterns, causal=causal)
         best = [col for col in t.columns if col.startswith("best_head")]
         if c.head is not None:
             return t.drop(columns=best).assign(head=c.head)
@@ -260,7 +261,7 @@ class AttentionExplorer(LazyWidget):
         from matplotlib.figure import Figure
         fig = Figure(figsize=(5.8, 5.2))
         ax = fig.add_subplot()
-        im = A.draw_map(ax, self.current_map(), self.an, self.title().replace(", mean", ",\nmean"),
+        im = attention.draw_map(ax, self.current_map(), self.an, self.title().replace(", mean", ",\nmean"),
                         pattern=self.current_pattern())
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
         fig.tight_layout()
@@ -282,19 +283,20 @@ class AttentionExplorer(LazyWidget):
 
     # ---- the widget (LazyWidget: `widget`, `controls`): the choice controls, the heatmap, the scores ---------
     def _build(self) -> dict:
-        import ipywidgets as W
-        w = {"task": W.Dropdown(description="task"), "run": W.Dropdown(description="run", layout={"width": "46em"}),
-             "model": W.ToggleButtons(options=list(MODELS), description="model"),
-             "layer": W.IntSlider(min=1, max=1, description="layer", continuous_update=False),
-             "head": W.Dropdown(description="head"), "examples": W.Dropdown(description="examples",
+        import ipywidgets as widgets
+        w = {"task": widgets.Dropdown(description="task"),
+             "run": widgets.Dropdown(description="run", layout={"width": "46em"}),
+             "model": widgets.ToggleButtons(options=list(MODELS), description="model"),
+             "layer": widgets.IntSlider(min=1, max=1, description="layer", continuous_update=False),
+             "head": widgets.Dropdown(description="head"), "examples": widgets.Dropdown(description="examples",
                                                                             layout={"width": "34em"}),
-             "caption": W.HTML(), "image": W.Image(format="png"), "scores": W.HTML(),
-             "legend": W.HTML()}
+             "caption": widgets.HTML(), "image": widgets.Image(format="png"), "scores": widgets.HTML(),
+             "legend": widgets.HTML()}
         for name in CONTROLS:
             w[name].observe(lambda change, name=name: self._on_change(name, change["new"]), names="value")
-        w["box"] = W.VBox([W.HBox([w["task"], w["run"]]), w["model"], W.HBox([w["layer"], w["head"]]),
+        w["box"] = widgets.VBox([widgets.HBox([w["task"], w["run"]]), w["model"], widgets.HBox([w["layer"], w["head"]]),
                            w["examples"], w["caption"],
-                           W.HBox([w["image"], W.VBox([w["scores"]], layout={"overflow": "auto"})]),
+                           widgets.HBox([w["image"], widgets.VBox([w["scores"]], layout={"overflow": "auto"})]),
                            w["legend"]])
         return w
 

@@ -53,6 +53,11 @@ def _declared(nb: Path, wanted: dict) -> dict:
     return {k: v for k, v in wanted.items() if k in declared}
 
 
+# A notebook's status in the summary that is not a failure: ran; runs left queued on SLURM (read next
+# time); not run at this scale unless named (catalogue.on_request)
+NOT_FAILED = ("ok", "pending", "skipped")
+
+
 def _merged(out_dir: Path, summary: dict) -> dict:
     """This invocation's summary, plus the latest entry of every notebook it did not run (a partial
     `--only` run must not erase the record of the others); `wall_seconds` stays this invocation's."""
@@ -65,7 +70,7 @@ def _merged(out_dir: Path, summary: dict) -> dict:
     kept = [e for n, e in before.items() if n not in ran]
     merged = dict(summary)
     merged["notebooks"] = sorted(kept + summary["notebooks"], key=lambda e: e["notebook"])
-    merged["failed"] = [e["notebook"] for e in merged["notebooks"] if e.get("status") not in ("ok", "pending")]
+    merged["failed"] = [e["notebook"] for e in merged["notebooks"] if e.get("status") not in NOT_FAILED]
     merged["this_invocation"] = sorted(ran)
     return merged
 
@@ -118,8 +123,7 @@ def reproduce(scale: str = "cpu", only: list[str] | None = None, parameters: dic
               + (f" - {entry['error']}" if entry["status"] != "ok" else ""), flush=True)
         summary["notebooks"].append(entry)
     summary["wall_seconds"] = round(time.time() - t0, 1)
-    summary["failed"] = [e["notebook"] for e in summary["notebooks"]
-                         if e["status"] not in ("ok", "pending", "skipped")]
+    summary["failed"] = [e["notebook"] for e in summary["notebooks"] if e["status"] not in NOT_FAILED]
     summary["cpu_count"] = os.cpu_count()
     write_json_atomic(results_dir(scale) / "reproduce_summary.json", _merged(results_dir(scale), summary))
     skipped = [e["notebook"] for e in summary["notebooks"] if e["status"] == "skipped"]

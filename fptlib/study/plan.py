@@ -18,7 +18,7 @@ from ..config import PRESETS, RunConfig
 from ..data import task_class
 from ..models import cost
 from ..paths import results_dir
-from ..training import run_dir_for
+from ..training import RunDir
 from .catalogue import notebook_runs
 from .tables import frame_markdown
 
@@ -33,7 +33,7 @@ def _line(notebook: str, row: str, cfg: RunConfig) -> dict:
             "n_layers": cfg.n_layers or 0, "trained": "+".join(cfg.train), "seed": cfg.seed, "tokens": tokens,
             "d_in": d_in, "batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum, "steps": cfg.steps,
             "patience": cfg.patience, "cache_features": cfg.cache_features, "precision": cfg.precision,
-            "done": (run_dir_for(cfg) / "result.json").is_file(), "config": cfg}
+            "done": RunDir.of(cfg).finished, "config": cfg}
 
 
 def plan(scale: str, only: list[str] | None = None) -> pd.DataFrame:
@@ -105,7 +105,7 @@ def measure_step(cfg: RunConfig) -> dict:
     GPU its peak statistic, on a CPU the profiler's memory events), against step_memory's `working`."""
     from torch.profiler import ProfilerActivity, profile
 
-    from . import pricing
+    from ..runs import sizing
     step = training_step(cfg)
     step()
     cuda = torch.cuda.is_available()
@@ -116,8 +116,8 @@ def measure_step(cfg: RunConfig) -> dict:
         step()
     held = torch.cuda.max_memory_allocated() - before if cuda else _most_held(prof)
     counted = sum(e.flops for e in prof.events() if e.name in MATRIX_OPS and e.flops)
-    d, s = pricing.run_dims(cfg), pricing.step_shape(cfg)
-    model = cost.step_memory(d, s, "cuda" if cuda else "cpu", cfg.precision, pricing.attention_dropout(cfg))
+    d, s = sizing.run_dims(cfg), sizing.step_shape(cfg)
+    model = cost.step_memory(d, s, "cuda" if cuda else "cpu", cfg.precision, sizing.attention_dropout(cfg))
     return {"flops_measured": counted, "flops_model": cfg.grad_accum * cost.step_flops(d, s)["step"],
             "working_measured": held, "working_model": model["working"]}
 

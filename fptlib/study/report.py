@@ -40,9 +40,11 @@ from ..config import PRESETS
 from ..io import write_text_atomic
 from ..paths import PROJ_ROOT, figures_dir, portable, results_dir
 from .attention import FIGURE_PREFIX
+from .base import Tables1And2
 from .catalogue import SUMMARY_TABLE, expected_tables
 from .compute_time import compute_times
 from .paper import TASK_TITLES
+from .studies import LSTMBaseline
 
 # Columns a study table's CSV has (study.base.Study.summary); other CSVs are shown, not summarised.
 STUDY_COLUMNS = {"study", "row", "task", "metric", "mean"}
@@ -209,8 +211,8 @@ def summary_markdown(summary: pd.DataFrame, scale: str) -> str:
 
 # The figures shown under "Key figures", in this order, those that exist: Tables 1-2 and Table 1's bars,
 # then notebook 04's layer-1 attention maps.
-KEY_FIGURES = ("table01_02_bars", "table01_lstm_bars") + tuple(f"{FIGURE_PREFIX[t]}_layer1"
-                                                               for t in ("bit-xor", "bit-memory"))
+KEY_FIGURES = tuple(Path(st().figure_name("bars")).stem for st in (Tables1And2, LSTMBaseline)) + tuple(
+    f"{FIGURE_PREFIX[t]}_layer1" for t in ("bit-xor", "bit-memory"))
 TIE_POINTS = 1.0  # two decided accuracies (in %) this close are level: their order is not a claim
 NOISE_BAND = 2.0  # our two means differ beyond the seeds' noise when by more than 2 spreads × √(1/n₁ + 1/n₂)
 _VERDICT_WORDS = {"yes": "matches", "mostly": "mostly", "partly": "partly", "no": "differs",

@@ -15,6 +15,7 @@ import pandas as pd
 from ..config import PRESETS, RunConfig, resolve
 from ..groups import FPT_GROUPS
 from ..models import family_of, hf_config
+from ..training import RunDir
 from . import paper
 from .base import Study, Tables1And2
 from .tables import fmt_cell, load_curve, load_run
@@ -474,7 +475,7 @@ class StepsToConverge:
         out, with_patience = [], False
         for _, r in runs.iterrows():
             c = load_curve(r.run_dir)
-            res = load_run(r.run_dir) if (Path(r.run_dir) / "result.json").is_file() else {}
+            res = load_run(r.run_dir) if RunDir(Path(r.run_dir)).finished else {}
             acc = c.val_accuracy * 100
             best = acc.max()
             first = int(c.step[acc >= best - self.tolerance].iloc[0])

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..io import FileLock, read_json, write_text_atomic
+from ..training import RunDir
 from .paper import TASK_TITLES
 
 
@@ -17,7 +18,7 @@ class MixedResults(ValueError):
 
 
 def load_run(run_dir: Path) -> dict:
-    path = Path(run_dir) / "result.json"
+    path = RunDir(Path(run_dir)).result_file
     try:
         return read_json(path)
     except ValueError as e:
@@ -81,7 +82,7 @@ def provenance_issues(runs: pd.DataFrame) -> tuple[list[str], dict[str, list[str
 
 
 def load_curve(run_dir: Path) -> pd.DataFrame:
-    lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
+    lines = RunDir(Path(run_dir)).metrics_file.read_text().splitlines()
     return pd.DataFrame([json.loads(line) for line in lines if line.strip()])
 
 

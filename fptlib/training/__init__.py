@@ -5,10 +5,10 @@ from .errors import NonFiniteLoss, RunError
 from .faults import FAULT_POINTS
 from .loop import Session, bit_source, build_for_run, evaluate_and_checkpoint, finish, run_steps, start, step, train
 from .result import NUMERICS_VERSION, deviations, versions
-from .rundir import result_without_timing, run_dir_for
+from .rundir import RunDir, result_without_timing, run_dir_for
 from .steps import FeatureCache, accelerator, evaluate, head_step, train_step
 
 __all__ = ["bit_source_config", "build", "NonFiniteLoss", "RunError", "FAULT_POINTS", "Session", "bit_source",
            "build_for_run", "evaluate_and_checkpoint", "finish", "run_steps", "start", "step", "train",
            "NUMERICS_VERSION", "deviations", "versions", "result_without_timing",
-           "run_dir_for", "FeatureCache", "accelerator", "evaluate", "head_step", "train_step"]
+           "RunDir", "run_dir_for", "FeatureCache", "accelerator", "evaluate", "head_step", "train_step"]

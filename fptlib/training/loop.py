@@ -30,7 +30,7 @@ from .build import bit_source_config, build
 from .checkpoint import checkpoint_keys, clean_leftovers, discard, find_checkpoint, save_checkpoint
 from .errors import NonFiniteLoss, RunError
 from .faults import fault
-from .rundir import NO_SPACE, check_run_dir, check_writable, read_result, run_dir_for, write_metrics
+from .rundir import NO_SPACE, RunDir, check_run_dir, check_writable, read_result, write_metrics
 from .steps import (
     FeatureCache,
     accelerator,
@@ -87,12 +87,12 @@ def fresh_state(cfg: RunConfig, model: FPT) -> dict:
 def bit_source(cfg: RunConfig, progress: bool = False) -> tuple[Path, dict]:
     """The Bit Memory run behind init 'bit' (trained now if results/ does not hold it) and its summary."""
     src = bit_source_config(cfg)
-    d = run_dir_for(src)
-    res = train(src, d, resume=True, progress=progress, wait_for_lock=True)
-    path = d / "backbone.safetensors"
+    d = RunDir.of(src)
+    res = train(src, d.path, resume=True, progress=progress, wait_for_lock=True)
+    path = d.backbone_file
     saved = res.get("backbone_weights", {})
     if not path.is_file() or sha256_file(path) != saved.get("sha256"):
-        raise RunError(f"{path} is missing or does not match the sha256 its run recorded; delete {d} "
+        raise RunError(f"{path} is missing or does not match the sha256 its run recorded; delete {d.path} "
                        "to train the Bit Memory source again")
     return path, {"run_id": src.run_id(), "task": "bit-memory", "test_accuracy": res["test_accuracy"],
                   "test_masked_accuracy": res.get("test_masked_accuracy"), "steps": res["steps"],
@@ -152,7 +152,7 @@ def start(cfg: RunConfig, run_dir: Path | None = None, resume: bool = False, val
             state["num_processes"] = acc.num_processes
     s = Session(cfg, run_dir, model, task, acc, opt, params, state, report, validate=validate, t_start=t_start)
     if run_dir is not None and acc.is_main_process:
-        write_json_atomic(run_dir / "config.json", cfg.to_dict() | {"config_hash": cfg.hash()})
+        write_json_atomic(RunDir(run_dir).config_file, cfg.to_dict() | {"config_hash": cfg.hash()})
     if cfg.cache_features:
         s.cache = FeatureCache(acc.unwrap_model(model), task, cfg.eval_batch_size, s.device,
                                ("train", "val", "test", *task.extra_splits))
@@ -183,7 +183,7 @@ def _restore(acc, cfg: RunConfig, run_dir: Path, trainable: set[str]) -> dict | 
         if acc.is_main_process:
             warnings.warn(f"skipping damaged checkpoint ({'; '.join(problems)}); resuming from {ckpt}",
                           RuntimeWarning, stacklevel=3)
-            discard(run_dir / "checkpoint")
+            discard(RunDir(run_dir).checkpoint)
     state = read_json(ckpt / "trainer_state.json")
     state.pop("files", None)
     if state["config_hash"] != cfg.hash():
@@ -314,7 +314,7 @@ def finish(s: Session) -> dict:
         result["backbone_weights"] = _save_backbone(s)
     fault("final-eval")
     if main:
-        write_json_atomic(s.run_dir / "result.json", result)
+        write_json_atomic(RunDir(s.run_dir).result_file, result)
         clean_leftovers(s.run_dir, checkpoints=True)
     s.acc.free_memory()
     return result
@@ -322,7 +322,8 @@ def finish(s: Session) -> dict:
 
 def _save_backbone(s: Session) -> dict:
     from safetensors.torch import save_file
-    path, tmp = s.run_dir / "backbone.safetensors", s.run_dir / ".backbone.safetensors.tmp"
+    path = RunDir(s.run_dir).backbone_file
+    tmp = path.with_name(f".{path.name}.tmp")
     state = s.acc.unwrap_model(s.model).backbone.state_dict()
     save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp))
     os.replace(tmp, path)
@@ -332,7 +333,7 @@ def _save_backbone(s: Session) -> dict:
 def _prepare(cfg: RunConfig, run_dir: Path, resume: bool) -> dict | None:
     """Check the locked run directory and clear what a killed run left; a finished run's result, else None."""
     check_run_dir(run_dir, cfg, resume)
-    if resume and (run_dir / "result.json").exists():
+    if resume and RunDir(run_dir).result_file.exists():
         result = read_result(run_dir, cfg.hash())
         clean_leftovers(run_dir, checkpoints=True)  # a kill after the result, before the cleanup
         return result
@@ -366,7 +367,7 @@ def train(cfg: RunConfig, out_dir: Path | str, resume: bool = False, progress: b
     try:
         if procs is not None:
             return _train_spread(cfg, run_dir, resume, progress, wait_for_lock, procs)
-        with FileLock(run_dir / ".lock", wait=wait_for_lock):
+        with FileLock(RunDir(run_dir).lock_file, wait=wait_for_lock):
             return _train_locked(cfg, run_dir, resume, progress)
     except (Locked, OSError) as e:
         err = _refusal(e, run_dir)
@@ -396,7 +397,7 @@ def _train_spread(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool, w
         if procs.is_main_process:
             try:
                 check_writable(run_dir)
-                held.enter_context(FileLock(run_dir / ".lock", wait=wait_for_lock))
+                held.enter_context(FileLock(RunDir(run_dir).lock_file, wait=wait_for_lock))
                 verdict = ("go", _prepare(cfg, run_dir, resume))
             except (Locked, OSError, RunError) as e:
                 verdict = ("refused", str(_refusal(e, run_dir)))

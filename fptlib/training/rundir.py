@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import RunConfig
@@ -19,13 +20,69 @@ from ..paths import results_dir
 from .errors import RunError
 
 
+@dataclass(frozen=True)
+class RunDir:
+    """One run's directory and the files in it: the only place their names are spelled."""
+
+    path: Path
+
+    @classmethod
+    def of(cls, cfg: RunConfig) -> "RunDir":
+        """Where the study machinery keeps a run: results/<scale>/runs/<run id>."""
+        return cls(results_dir(cfg.scale) / "runs" / cfg.run_id())
+
+    @property
+    def config_file(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def result_file(self) -> Path:
+        return self.path / "result.json"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / "checkpoint"
+
+    @property
+    def old_checkpoint(self) -> Path:
+        """Where the previous checkpoint waits during a swap (checkpoint.save_checkpoint)."""
+        return self.path / ".checkpoint-old"
+
+    @property
+    def backbone_file(self) -> Path:
+        """A Bit Memory source run's whole backbone (init "bit" loads it)."""
+        return self.path / "backbone.safetensors"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.path / ".lock"
+
+    @property
+    def finished(self) -> bool:
+        """The run has its result (written last, atomically)."""
+        return self.result_file.is_file()
+
+    @property
+    def has_checkpoint(self) -> bool:
+        return self.checkpoint.is_dir()
+
+    def read_result(self, chash: str | None = None) -> dict:
+        """The result, refused if damaged or (with `chash`) if it belongs to another config."""
+        return read_result(self.path, chash)
+
+
 def run_dir_for(cfg: RunConfig) -> Path:
-    """Where the study machinery keeps a run: results/<scale>/runs/<run id>."""
-    return results_dir(cfg.scale) / "runs" / cfg.run_id()
+    """RunDir.of(cfg).path."""
+    return RunDir.of(cfg).path
 
 
 def write_metrics(run_dir: Path, history: list[dict]) -> None:
-    write_text_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in history))
+    write_text_atomic(RunDir(run_dir).metrics_file,
+                      "".join(json.dumps(r, sort_keys=True) + "\n" for r in history))
 
 
 def check_writable(run_dir: Path) -> None:
@@ -40,7 +97,7 @@ def check_writable(run_dir: Path) -> None:
 
 def check_run_dir(run_dir: Path, cfg: RunConfig, resume: bool) -> None:
     """Refuse a directory that belongs to another config, or an unfinished run without --resume."""
-    cfg_file = run_dir / "config.json"
+    cfg_file = RunDir(run_dir).config_file
     if cfg_file.exists():
         try:
             old = read_json(cfg_file).get("config_hash")
@@ -55,15 +112,16 @@ def check_run_dir(run_dir: Path, cfg: RunConfig, resume: bool) -> None:
                            "or use another --out")
 
 
-def read_result(run_dir: Path, chash: str) -> dict:
-    """A finished run's result, refused if damaged or if it belongs to another config."""
-    path = run_dir / "result.json"
+def read_result(run_dir: Path, chash: str | None) -> dict:
+    """A finished run's result, refused if damaged or if it belongs to another config (chash None:
+    any config's)."""
+    path = RunDir(run_dir).result_file
     try:
         result = read_json(path)
     except (OSError, ValueError) as e:
         raise RunError(f"{path} is unreadable ({e}); fpt writes it atomically, so it was damaged "
                        "afterwards: delete it to compute the run again (with --resume)") from e
-    if not isinstance(result, dict) or result.get("config_hash") != chash:
+    if not isinstance(result, dict) or chash is not None and result.get("config_hash") != chash:
         got = result.get("config_hash") if isinstance(result, dict) else None
         raise RunError(f"{path} belongs to config {got}, not {chash}; refusing to report it for this "
                        "run: delete it, or use another --out")

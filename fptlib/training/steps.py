@@ -7,7 +7,7 @@ import os
 import time
 
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as nnf
 
 from ..config import RunConfig
 from ..data import Task
@@ -84,7 +84,7 @@ def to_device(batch: dict, device) -> dict:
 
 
 def loss_fn(logits: torch.Tensor, batch: dict, n_classes: int) -> torch.Tensor:
-    return F.cross_entropy(logits.float().reshape(-1, n_classes), batch["y"].reshape(-1))
+    return nnf.cross_entropy(logits.float().reshape(-1, n_classes), batch["y"].reshape(-1))
 
 
 def train_step(acc, model, opt, params, micro_batches, n_micro: int, n_classes: int, clip_norm: float,
@@ -130,7 +130,7 @@ def evaluate(model: FPT, task: Task, split: str, batch_size: int, device, limit:
         hit = logits.argmax(-1) == y
         correct += int(hit.sum())
         total += hit.numel()
-        loss_sum += float(F.cross_entropy(logits.reshape(-1, task.n_classes), y.reshape(-1), reduction="sum"))
+        loss_sum += float(nnf.cross_entropy(logits.reshape(-1, task.n_classes), y.reshape(-1), reduction="sum"))
         if "query_mask" in batch:
             m = batch["query_mask"].reshape(hit.shape)
             m_correct += int(hit[m].sum())

@@ -90,15 +90,15 @@ def measure(name: str, work: Path) -> dict:
 def _side_by_side() -> dict:
     """Two cpu-shaped runs trained at once in two spawned workers, one thread each."""
     from fptlib.config import RunConfig, resolve
-    from fptlib.study import executor as ex
+    from fptlib.runs import PlannedRun, execute, local
     from fptlib.training import run_dir_for
-    runs = [ex.Run("FPT", resolve(RunConfig(task="bit-xor", scale="cpu", seed=s, steps=20, eval_every=10)))
+    runs = [PlannedRun("FPT", resolve(RunConfig(task="bit-xor", scale="cpu", seed=s, steps=20, eval_every=10)))
             for s in (0, 1)]
-    ex.usable_cores, cores = (lambda: 2), ex.usable_cores  # one thread per worker on any machine
+    local.usable_cores, cores = (lambda: 2), local.usable_cores  # one thread per worker on any machine
     try:
-        ex.execute(runs, progress=False, workers=2)
+        execute(runs, progress=False, workers=2)
     finally:
-        ex.usable_cores = cores
+        local.usable_cores = cores
     out = {}
     for r in runs:
         d = run_dir_for(r.config)

@@ -1,28 +1,20 @@
-"""Executing a study's runs: every run without a result is trained (resuming unfinished ones),
-side by side in worker processes on a machine without a GPU, and each run's result is read back."""
+"""The local backend: every run without a result is trained on this machine (resuming unfinished ones),
+side by side in spawned worker processes (one per core without a GPU; GPU slots with one), and each
+run's result is read back."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from ..config import RunConfig
-from ..training import RunError, run_dir_for, train
+from ..training import RunDir, RunError, train
+from . import RUN_COLUMNS, PlannedRun, sizing
 
-
-@dataclass
-class Run:
-    row: str          # the table row this run belongs to (e.g. "FPT")
-    config: RunConfig  # resolved
-
-
-
-
+OPTIONS = ("workers",)  # of execute, beyond the runs and progress
 WORKERS_ENV = "FPT_WORKERS"
 RUNS_PER_GPU_ENV = "FPT_RUNS_PER_GPU"
-EXECUTORS = ("local", "slurm")
 
 
 def usable_cores() -> int:
@@ -34,7 +26,7 @@ def threads_per_worker(workers: int) -> int:
     return max(1, usable_cores() // workers)
 
 
-def default_workers(todo: list[Run]) -> int:
+def default_workers(todo: list[PlannedRun]) -> int:
     """How many runs to train side by side: $FPT_WORKERS if set; else one per core (at most 4) on a
     machine without a GPU. The models here are too small for torch to use two cores well, so two
     one-thread runs side by side beat two two-thread runs in a row (README: Performance).
@@ -50,15 +42,14 @@ def default_workers(todo: list[Run]) -> int:
     return max(1, min(usable_cores(), 4))
 
 
-def runs_per_gpu(todo: list[Run] | None = None, say: bool = False) -> int:
+def runs_per_gpu(todo: list[PlannedRun] | None = None, say: bool = False) -> int:
     """$FPT_RUNS_PER_GPU (`fpt reproduce --runs-per-gpu`): runs sharing one GPU. Unset, on a GPU in the
     catalogue (fptlib.models.cost.GPUS): as many as its memory holds of the largest run of `todo`, by
-    the memory estimate (pricing.default_runs_per_gpu); 1 on any other GPU, or with nothing to size."""
-    from .pricing import default_runs_per_gpu, detected_gpu
-    device = detected_gpu()
+    the memory estimate (sizing.default_runs_per_gpu); 1 on any other GPU, or with nothing to size."""
+    device = sizing.detected_gpu()
     if os.environ.get(RUNS_PER_GPU_ENV, "").strip() or not todo or device is None:
         return _count_from_env(RUNS_PER_GPU_ENV, "runs per GPU", default="1")
-    n, why = default_runs_per_gpu([r.config for r in todo], device)
+    n, why = sizing.default_runs_per_gpu([r.config for r in todo], device)
     if say:
         print(f"[fpt] {why} ({RUNS_PER_GPU_ENV} sets it)", flush=True)
     return n
@@ -129,7 +120,7 @@ def _train_in_worker(job: tuple[RunConfig, str, int]) -> str:
     return run_dir
 
 
-def _train_side_by_side(todo: list[Run], workers: int, threads: int, bar) -> None:
+def _train_side_by_side(todo: list[PlannedRun], workers: int, threads: int, bar) -> None:
     """Train runs in `workers` processes. Runs are independent and locked by directory (two that need
     the same Bit Memory source wait for each other). A failed run stops the others; an interrupt
     stops the workers, whose runs resume from their last checkpoint next time."""
@@ -138,7 +129,7 @@ def _train_side_by_side(todo: list[Run], workers: int, threads: int, bar) -> Non
     from concurrent.futures.process import BrokenProcessPool
 
     import torch
-    configs = {str(run_dir_for(r.config)): r.config for r in todo}  # one job per run directory
+    configs = {str(RunDir.of(r.config).path): r.config for r in todo}  # one job per run directory
     others = set(multiprocessing.active_children())  # children that are not the pool's stay alone
     n = min(workers, len(configs))
     slots = gpu_slots(torch.cuda.device_count(), runs_per_gpu(todo)) if torch.cuda.is_available() else None
@@ -165,37 +156,13 @@ def _train_side_by_side(todo: list[Run], workers: int, threads: int, bar) -> Non
     pool.shutdown()
 
 
-def execute(runs: list[Run], progress: bool = True, workers: int | None = None, executor: str = "local",
-            slurm: dict | None = None, wait: bool = True) -> pd.DataFrame:
-    """Train every run that has no result yet (resuming unfinished ones); one line per run.
-    workers: runs trained side by side (None: default_workers). On a CPU a run's numbers depend on
-    its thread count, cores // workers (README: A run), not on the order runs finish in.
-    executor "slurm": one SLURM job per missing run (study.slurm; `slurm` holds its resources); with
-    wait False it returns at once with the runs finished so far."""
-    if executor not in EXECUTORS:
-        raise ValueError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
-    if executor == "slurm":
-        from . import slurm as S
-        configs = list({r.config.run_id(): r.config for r in runs}.values())
-        scale = configs[0].scale if configs else "cpu"
-        S.execute(configs, scale, S.Resources.from_dict(slurm), wait, progress)
-        done = [r for r in runs if (run_dir_for(r.config) / "result.json").exists()]
-        if len(done) < len(runs):  # only without wait: a failure after waiting has raised already
-            raise RunsPending(f"{len(runs) - len(done)} of {len(runs)} runs are queued or running on SLURM "
-                              f"(logs in {S.logs_dir(scale)}; `fpt status --scale {scale}` lists them); execute "
-                              "this again once they are done: finished runs are read, nothing is submitted twice")
-        workers = 1  # nothing left to train here
-    return _execute_local(runs, progress, workers)
-
-
-class RunsPending(RuntimeError):
-    """Runs submitted without waiting are not finished yet; executing again picks them up."""
-
-
-def _execute_local(runs: list[Run], progress: bool, workers: int | None) -> pd.DataFrame:
+def execute(runs: list[PlannedRun], progress: bool = True, workers: int | None = None) -> pd.DataFrame:
+    """Train every run without a result here (resuming unfinished ones); one line per run (RUN_COLUMNS).
+    workers: runs trained side by side (None: default_workers). On a CPU a run's numbers depend on its
+    thread count, cores // workers (README: A run), not on the order runs finish in."""
     from tqdm.auto import tqdm
     rows = []
-    todo = [r for r in runs if not (run_dir_for(r.config) / "result.json").exists()]
+    todo = [r for r in runs if not RunDir.of(r.config).finished]
     workers = default_workers(todo) if workers is None else workers
     # With workers > 1 even a lone run goes to a worker: a run's thread count (cores // workers) must
     # not depend on how many runs happen to be missing, since the numbers depend on it.
@@ -209,21 +176,16 @@ def _execute_local(runs: list[Run], progress: bool, workers: int | None) -> pd.D
                   f"{threads} torch thread(s) each ({WORKERS_ENV} sets how many)")
         _train_side_by_side(todo, workers, threads, bar)
     for r in runs:
-        d = run_dir_for(r.config)
-        cached = (d / "result.json").exists()
+        d = RunDir.of(r.config)
+        cached = d.finished
         # Another process may be computing the same run: wait for it and reuse its result.
-        res = _train_named(r.config, str(d), progress)
+        res = _train_named(r.config, str(d.path), progress)
         if not cached:
             bar.update(1)
         cfg = res.get("config") or {}
-        rows.append({"row": r.row, "run_dir": str(d), **{k: res.get(k) for k in RUN_COLUMNS[2:-2]},
+        rows.append({"row": r.row, "run_dir": str(d.path), **{k: res.get(k) for k in RUN_COLUMNS[2:-2]},
                      # what the table's provenance check compares (tables.provenance_issues)
                      "task_options": cfg.get("task_options"), "precision": cfg.get("precision") or "fp32"})
     bar.close()
     return pd.DataFrame(rows, columns=RUN_COLUMNS)  # the columns even when nothing runs here
 
-
-# One line per run, as `execute` returns it
-RUN_COLUMNS = ("row", "run_dir", "task", "backbone", "init", "seed", "scale", "steps", "test_accuracy",
-               "test_masked_accuracy", "train_accuracy", "val_accuracy", "trainable_params", "total_params",
-               "frozen_unchanged", "wall_seconds", "config_hash", "data_hash", "versions", "task_options", "precision")

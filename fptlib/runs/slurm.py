@@ -1,4 +1,4 @@
-"""Runs as SLURM jobs, through submitit: one job per missing run, submitted together as one job array.
+"""The SLURM backend, through submitit: one job per missing run, submitted together as one job array.
 
 A job trains its run with `train(resume=True)`, so a job that is preempted or hits its time limit is
 requeued by submitit (the callable is `Checkpointable`) and continues from the run's last sealed
@@ -26,8 +26,10 @@ import pandas as pd
 from ..config import RunConfig
 from ..io import FileLock, read_json, write_json_atomic
 from ..paths import results_dir
-from ..training import RunError, run_dir_for, train
+from ..training import RunDir, RunError, train
+from . import PlannedRun, RunsPending
 
+OPTIONS = ("slurm", "wait")  # of execute, beyond the runs and progress
 LEDGER = "jobs.json"
 POLL_SECONDS = 2.0
 
@@ -127,7 +129,7 @@ def submit(configs: list[RunConfig], scale: str, resources: Resources) -> dict[s
     params |= {k: v for k, v in (("slurm_partition", resources.partition), ("mem_gb", resources.mem_gb),
                                  ("gpus_per_node", resources.gpus_per_node or None)) if v is not None}
     ex.update_parameters(**params)
-    dirs = [str(run_dir_for(c)) for c in configs]
+    dirs = [str(RunDir.of(c).path) for c in configs]
     jobs = ex.map_array(TrainJob(), configs, dirs)
     entries = {c.run_id(): {"job_id": j.job_id, "run_dir": d, "stdout": str(j.paths.stdout),
                             "stderr": str(j.paths.stderr), "submitted": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -140,13 +142,13 @@ def submit(configs: list[RunConfig], scale: str, resources: Resources) -> dict[s
 
 def run_state(cfg: RunConfig, entry: dict | None, queue: dict[str, str]) -> tuple[str, str]:
     """(state, detail) of one run: done | queued | running | failed | stopped | unfinished | missing."""
-    d = run_dir_for(cfg)
-    if (d / "result.json").is_file():
-        return "done", str(d)
+    d = RunDir.of(cfg)
+    if d.finished:
+        return "done", str(d.path)
     if entry and entry["job_id"] in queue:
         s = queue[entry["job_id"]]
         return ("queued" if s in ("PENDING", "CONFIGURING", "REQUEUED") else "running"), f"job {entry['job_id']} ({s})"
-    has_ckpt = (d / "checkpoint").is_dir()
+    has_ckpt = d.has_checkpoint
     if entry:
         error = _error_in(entry["stderr"])
         if error:
@@ -155,7 +157,7 @@ def run_state(cfg: RunConfig, entry: dict | None, queue: dict[str, str]) -> tupl
                                                         f"(cancelled, preempted or killed); log: {entry['stderr']}"
                                                         + ("; submitting it again resumes from its checkpoint"
                                                            if has_ckpt else ""))
-    return ("unfinished", f"checkpoint in {d}") if has_ckpt else ("missing", "")
+    return ("unfinished", f"checkpoint in {d.path}") if has_ckpt else ("missing", "")
 
 
 def _error_in(stderr: str) -> str:
@@ -180,8 +182,8 @@ def states(configs: list[RunConfig], scale: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def execute(configs: list[RunConfig], scale: str, resources: Resources, wait: bool = True,
-            progress: bool = True) -> None:
+def submit_and_follow(configs: list[RunConfig], scale: str, resources: Resources, wait: bool = True,
+                      progress: bool = True) -> None:
     """Submit every run without a result that is not queued or running already; with wait, follow them
     until none is left in the queue (a progress bar), then raise RunError naming each run that failed,
     with its log, once all the others have finished."""
@@ -211,3 +213,20 @@ def execute(configs: list[RunConfig], scale: str, resources: Resources, wait: bo
     if len(bad):
         raise RunError(f"{len(bad)} of {len(waiting)} SLURM run(s) did not finish:\n"
                        + "\n".join(f"  run {r.run_id}: {r.state}: {r.detail}" for r in bad.itertuples()))
+
+
+def execute(runs: list[PlannedRun], progress: bool = True, slurm: dict | None = None,
+            wait: bool = True) -> pd.DataFrame:
+    """The backend: one SLURM job per missing run (`slurm` holds its resources, Resources' fields), then
+    one line per run read back by the local backend (nothing is left to train there). With wait False
+    it raises RunsPending while any run is queued or running."""
+    from . import local
+    configs = list({r.config.run_id(): r.config for r in runs}.values())
+    scale = configs[0].scale if configs else "cpu"
+    submit_and_follow(configs, scale, Resources.from_dict(slurm), wait, progress)
+    left = sum(not RunDir.of(r.config).finished for r in runs)
+    if left:  # only without wait: a failure after waiting has raised already
+        raise RunsPending(f"{left} of {len(runs)} runs are queued or running on SLURM "
+                          f"(logs in {logs_dir(scale)}; `fpt status --scale {scale}` lists them); execute "
+                          "this again once they are done: finished runs are read, nothing is submitted twice")
+    return local.execute(runs, progress=progress, workers=1)
