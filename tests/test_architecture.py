@@ -32,10 +32,21 @@ def _resolve(module: str, is_package: bool, node: ast.ImportFrom) -> str:
     return ".".join(base + ([node.module] if node.module else []))
 
 
+def _runtime_nodes(tree: ast.AST):
+    """Every node of the tree except those under `if TYPE_CHECKING:` (imports for annotations only, which
+    never run, so they make no cycle and climb no layer)."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", getattr(node.test, "attr", None)) == "TYPE_CHECKING":
+            yield from (n for child in node.orelse for n in [child, *_runtime_nodes(child)])
+            continue
+        yield node
+        yield from _runtime_nodes(node)
+
+
 def imports(name: str, path: Path, known: set[str]) -> list[tuple[str, list[str]]]:
-    """(imported fptlib module, names taken from it) for every import anywhere in the file."""
+    """(imported fptlib module, names taken from it) for every import anywhere in the file that runs."""
     out = []
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in _runtime_nodes(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
             target = _resolve(name, path.name == "__init__.py", node)
             if not target.startswith("fptlib"):
@@ -89,6 +100,39 @@ def test_imports_only_go_down_the_layers():
     bad = [(m, t) for m, ts in graph().items() for t in ts
            if t != "fptlib" and layer(t) > layer(m) and m != "fptlib"]
     assert not bad, f"imports that climb the layers {[' '.join(map(str, s)) for s in LAYERS]}: {bad}"
+
+
+# Inside study/, the same rule: the paper's numbers, then results read back and judged, then rendering, then
+# the studies, their catalogue and costs (and attention, one vertical feature), then the report and
+# papermill execution. study/__init__ re-exports from all of them.
+STUDY_LAYERS = [{"paper"}, {"results"}, {"render"},
+                {"base", "studies", "converged", "catalogue", "plan", "pricing", "compute_time", "attention"},
+                {"report", "notebooks"}]
+
+
+def study_layer(module: str) -> int:
+    parts = module.split(".")
+    if parts[:2] != ["fptlib", "study"] or len(parts) == 2:
+        return len(STUDY_LAYERS)
+    return next(i for i, names in enumerate(STUDY_LAYERS) if parts[2] in names)
+
+
+def test_every_study_module_has_a_study_layer():
+    assert all(isinstance(study_layer(m), int) for m in modules() if m.startswith("fptlib.study."))
+
+
+def test_imports_inside_study_only_go_down_its_layers():
+    bad = [(m, t) for m, ts in graph().items() if m.startswith("fptlib.study.") for t in ts
+           if t.startswith("fptlib.study.") and study_layer(t) > study_layer(m)]
+    assert not bad, f"imports that climb study's layers {[' '.join(sorted(s)) for s in STUDY_LAYERS]}: {bad}"
+
+
+def test_a_type_only_import_is_no_edge():
+    src = ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from fptlib.study import report\n"
+           "from fptlib import io\n")
+    tree = ast.parse(src)
+    found = [n.module for n in _runtime_nodes(tree) if isinstance(n, ast.ImportFrom)]
+    assert found == ["typing", "fptlib"]
 
 
 def test_no_private_name_is_imported_from_another_module():

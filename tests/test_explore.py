@@ -8,8 +8,8 @@ import pytest
 
 from fptlib.config import RunConfig, resolve
 from fptlib.study import attention
-from fptlib.study.browse import RunBrowser
-from fptlib.study.explore import AttentionExplorer
+from fptlib.study.attention import AttentionExplorer
+from fptlib.study.report import RunBrowser
 from fptlib.training import RunError, run_dir_for, train
 
 N_EXAMPLES = 16

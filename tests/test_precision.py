@@ -78,7 +78,7 @@ def test_a_table_of_bf16_and_fp32_runs_says_so_and_can_be_refused():
     import pandas as pd
     import pytest
 
-    from fptlib.study.tables import MixedResults, summarise
+    from fptlib.study.results.tables import MixedResults, summarise
     runs = pd.DataFrame({"row": ["FPT"] * 4, "task": ["mnist"] * 4, "seed": [0, 1, 0, 1], "backbone": ["minilm"] * 4,
                          "steps": [600] * 4, "scale": ["cpu"] * 4, "test_accuracy": [0.8, 0.82, 0.81, 0.83],
                          "precision": ["fp32", "fp32", "bf16", "bf16"]})

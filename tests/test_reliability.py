@@ -32,7 +32,8 @@ from fptlib import RunConfig, train
 from fptlib.config import resolve
 from fptlib.runs import PlannedRun, execute
 from fptlib.study.base import Tables1And2, load_runs
-from fptlib.study.tables import MixedResults, markdown_table, summarise
+from fptlib.study.render.markdown import markdown_table
+from fptlib.study.results.tables import MixedResults, summarise
 from fptlib.training import NUMERICS_VERSION, NonFiniteLoss, RunError, run_dir_for
 
 # The modules that call faults.fault (each binds the name at import): a test that watches or
@@ -606,7 +607,7 @@ TABLE_WORKER = r"""
 import sys, time
 from pathlib import Path
 import pandas as pd
-import fptlib.study.tables as r
+import fptlib.study.render.markdown as r
 out, tag, hold = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 if hold != "-":  # pause between the CSV and the Markdown file, as a slow disk would
     real = r.write_text_atomic

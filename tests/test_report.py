@@ -141,7 +141,7 @@ def test_glance_says_where_our_order_of_rows_differs_from_the_papers():
         # three seeds: the seed spread of Bit XOR (2: band 5.7 at one seed each) and MNIST (0.1: band 0.28)
         ("t4", "S", "bit-xor", 60.0, None, "", 2.0, 3), ("t4", "S", "mnist", 60.0, None, "", 0.1, 3)])
     tables = [report.TableFiles("t1", "Table one"), report.TableFiles("t2", "Table two")]
-    t1, t2, t3, _ = report.glance(summary, tables)
+    t1, t2, t3, _ = report.glance(summary, report.table_titles(tables))
     assert (t1.title, t1.rows, t1.paper, t1.ours) == (
         "Table one", ["A", "B"], ["Bit XOR: 80 / 85", "MNIST: 60 / 60"], ["Bit XOR: 90 / 70", "MNIST: 50 / 50.4"])
     assert (t1.verdict, t1.pairs_in_order, t1.pairs, t1.pairs_against, t1.pairs_noise) == ("mostly", 1, 2, 1, 0)
@@ -179,7 +179,7 @@ def test_seed_spread_pools_every_multi_seed_line_once():
 
 
 def test_a_one_seed_difference_within_the_seed_spread_is_within_noise_not_against_the_paper():
-    claims = {c.table: c for c in report.glance(_noise_summary(), [])}
+    claims = {c.table: c for c in report.glance(_noise_summary(), {})}
     t1, t2 = claims["t1"], claims["t2"]
     assert (t1.verdict, t1.pairs, t1.pairs_in_order, t1.pairs_against, t1.pairs_noise) == ("yes", 3, 2, 0, 1)
     assert t1.words.startswith("2 of 3 pairs of rows decided, both in the paper's order; 1 within noise (Bit XOR, "
@@ -197,7 +197,7 @@ def test_a_one_seed_difference_within_the_seed_spread_is_within_noise_not_agains
 
 
 def test_a_difference_well_outside_the_band_is_decided_and_a_task_without_seeds_is_not_measured():
-    claims = {c.table: c for c in report.glance(_noise_summary(), [])}
+    claims = {c.table: c for c in report.glance(_noise_summary(), {})}
     t3, t5 = claims["t3"], claims["t5"]
     assert (t3.verdict, t3.pairs, t3.pairs_against, t3.pairs_noise, t3.pairs_unmeasured) == ("no", 2, 1, 0, 1)
     assert t3.words.startswith("1 of 2 pairs of rows decided, against the paper's order (Bit XOR: paper A 80 < "
@@ -215,12 +215,12 @@ _SAYS_DECIDED = re.compile(r"decided|within noise|noise not measured|nothing to 
 @pytest.mark.parametrize("source", ["synthetic", "committed cpu results"])
 def test_every_glance_line_states_its_seeds_and_whether_it_is_decided(source, monkeypatch):
     if source == "synthetic":
-        claims = report.glance(_noise_summary(), [])
+        claims = report.glance(_noise_summary(), {})
     else:
         monkeypatch.delenv("FPT_RESULTS_DIR")
         monkeypatch.delenv("FPT_FIGURES_DIR")
         tables = report.find_tables("cpu")
-        claims = report.glance(report.summary_table("cpu", tables), tables)
+        claims = report.glance(report.summary_table("cpu", tables), report.table_titles(tables))
     assert len(claims) >= 5
     for c in claims:
         assert re.search(r"\b\d+ seeds?\b|no seeds run", c.meta), c

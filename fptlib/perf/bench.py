@@ -434,7 +434,7 @@ def write_tables(record: dict, out_root: Path) -> None:
     import pandas as pd
 
     from ..io import write_text_atomic
-    from ..study.tables import frame_markdown
+    from ..study.render.markdown import frame_markdown
     df = pd.DataFrame(table_rows(record))
     name = "bench" if record.get("kind", "paper") == "paper" else record["kind"]
     write_text_atomic(out_root / f"{name}.csv", df.to_csv(index=False))
@@ -506,21 +506,26 @@ def side_by_side(out_root: Path, tasks=SIDE_BY_SIDE_TASKS, steps: int = 100, see
 
 
 def side_by_side_markdown(record: dict) -> str:
+    import pandas as pd
+
+    from ..study.render.markdown import frame_markdown
     m = record["machine"]
     threads = record["worker_threads"]
     lines = [f"Measured {record['started']} on {m['cpu']} ({m['logical_cpus']} logical CPUs, torch "
              f"{m['torch']}): {len(record['seeds'])} runs per task of the `{record['scale']}` scale's config "
              f"cut to {record['steps']} steps (each run also builds its model and data and scores the full "
              f"test split), trained one after another in one process with {m['torch_threads']} torch "
-             f"threads, then side by side in {record['workers']} worker processes of {threads} thread(s).", "",
-             "| task | one after another (s) | side by side (s) | speed-up | test accuracy, one after another "
-             "| test accuracy, side by side |", "|---|---|---|---|---|---|"]
+             f"threads, then side by side in {record['workers']} worker processes of {threads} thread(s).", ""]
+    cells = []
     for task, r in record["tasks"].items():
         acc = [", ".join(f"{100 * a:.2f}" for a in r[k]["test_accuracy"])
                for k in ("one_after_another", "side_by_side")]
-        lines.append(f"| {task} | {r['one_after_another']['seconds']:.1f} | {r['side_by_side']['seconds']:.1f} "
-                     f"| {r['speedup']:.2f} | {acc[0]} | {acc[1]} |")
-    lines += ["", "Short runs: starting a worker, building the model and data and scoring the test split are a "
+        cells.append([task, f"{r['one_after_another']['seconds']:.1f}", f"{r['side_by_side']['seconds']:.1f}",
+                      f"{r['speedup']:.2f}", acc[0], acc[1]])
+    columns = ["task", "one after another (s)", "side by side (s)", "speed-up", "test accuracy, one after another",
+               "test accuracy, side by side"]
+    lines += [frame_markdown(pd.DataFrame(cells, columns=columns)), "",
+              "Short runs: starting a worker, building the model and data and scoring the test split are a "
               "larger share of each run here than in a full-length one. The accuracies can differ because "
               "the thread counts do (a CPU float reduction split over another number of threads rounds "
               "differently, and training amplifies it); with equal threads the two ways give identical runs "

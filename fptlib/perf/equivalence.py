@@ -26,7 +26,7 @@ def planned(tasks=TASKS, seeds=SEEDS, scale: str = "cpu") -> list:
 def verdicts(df, spread: dict) -> list[dict]:
     """Per task: each precision's test accuracies (%), their means and stds, and whether bf16 and fp32 differ
     beyond the noise rule of the glance: 2 × the task's pooled seed spread × √(1/n₁ + 1/n₂)."""
-    from ..study.report import NOISE_BAND
+    from ..study.results.compare import NOISE_BAND
     out = []
     for task, g in df.groupby("task", sort=False):
         acc = {p: [100 * float(a) for a in g[g.row == p].sort_values("seed").test_accuracy] for p in PRECISIONS}
@@ -46,25 +46,30 @@ def verdicts(df, spread: dict) -> list[dict]:
 
 
 def markdown(record: dict) -> str:
+    import pandas as pd
+
+    from ..study.render.markdown import frame_markdown
     lines = [f"bf16 autocast against fp32, {record['scale']} scale, FPT (MiniLM), seeds "
              f"{', '.join(map(str, record['seeds']))}; test accuracy (%) on the full test split. Two precisions are "
              "level when their means differ by at most 2 × the task's pooled seed spread × √(1/3 + 1/3) (the "
-             "glance's rule; the spread is pooled over every committed line of 2+ seeds of that task).", "",
-             "| task | fp32 (each seed) | bf16 (each seed) | fp32 mean ± std | bf16 mean ± std | bf16 − fp32 | "
-             "noise band | verdict |", "|---|---|---|---|---|---|---|---|"]
+             "glance's rule; the spread is pooled over every committed line of 2+ seeds of that task).", ""]
+    cells = []
     for v in record["tasks"]:
         each = {p: ", ".join(f"{a:.1f}" for a in v["accuracy"][p]) for p in PRECISIONS}
         ms = {p: f"{v['mean'][p]:.1f} ± {v['std'][p]:.1f}" for p in PRECISIONS}
         band = f"±{v['band']:.1f}" if "band" in v else "—"
-        lines.append(f"| {v['task']} | {each['fp32']} | {each['bf16']} | {ms['fp32']} | {ms['bf16']} | "
-                     f"{v['difference']:+.1f} | {band} | {v['verdict']} |")
-    return "\n".join(lines) + "\n"
+        cells.append([v["task"], each["fp32"], each["bf16"], ms["fp32"], ms["bf16"], f"{v['difference']:+.1f}", band,
+                      v["verdict"]])
+    columns = ["task", "fp32 (each seed)", "bf16 (each seed)", "fp32 mean ± std", "bf16 mean ± std", "bf16 − fp32",
+               "noise band", "verdict"]
+    return "\n".join(lines + [frame_markdown(pd.DataFrame(cells, columns=columns))]) + "\n"
 
 
 def run(out_root: Path, tasks=TASKS, seeds=SEEDS, scale: str = "cpu", progress: bool = True) -> dict:
     from ..io import write_json_atomic, write_text_atomic
     from ..runs import execute
-    from ..study.report import seed_spread, summary_table
+    from ..study.report.gallery import summary_table
+    from ..study.results.compare import seed_spread
     df = execute(planned(tasks, seeds, scale), progress=progress)
     record = {"written": datetime.now(timezone.utc).isoformat(timespec="seconds"), "scale": scale,
               "seeds": list(seeds), "runs": {Path(r.run_dir).name: r.row for r in df.itertuples()},

@@ -28,7 +28,7 @@ from ..io import read_json, write_text_atomic
 from ..models import weights_source
 from ..study.catalogue import NOTEBOOKS, notebook_runs
 from ..study.notebooks import reproduce
-from ..study.tables import frame_markdown
+from ..study.render.markdown import frame_markdown
 from ..training import RunDir
 from . import fixtures, mirror, standins
 

@@ -1,8 +1,11 @@
-"""The study: one Study per paper result (base, studies), executing their runs (execute), tables
-beside the paper's numbers (tables, paper), figures (plots), attention maps (attention), the notebook
-catalogue (catalogue), the report (report, compute_time) and papermill execution (notebooks)."""
+"""The study: one Study per paper result (base, studies, converged) and the notebook catalogue
+(catalogue), their cost before and after (plan, pricing, compute_time), papermill execution (notebooks);
+below them, results read back and judged (results/), rendering (render/: Markdown, plots, widgets) and the
+paper's numbers (paper); beside them attention maps (attention/), above them the report (report/).
+Order, checked by tests/test_architecture.py: paper < results < render < the studies < report."""
 from .base import Study, Tables1And2, load_runs
 from .converged import Converged
+from .render import plots
 from .studies import (
                       Ablation,
                       Backbones,
@@ -20,6 +23,6 @@ from .studies import (
                       StatsInit,
 )
 
-__all__ = ["Study", "Tables1And2", "load_runs", "Ablation", "Backbones", "BitInit",
+__all__ = ["plots", "Study", "Tables1And2", "load_runs", "Ablation", "Backbones", "BitInit",
            "Converged", "Convergence", "Depth", "FrozenLN", "LRSweep", "LSTMBaseline", "LSTMVariants", "ModelSize",
            "MoreParams", "OfflineTasks", "OutputOnly", "StatsInit"]

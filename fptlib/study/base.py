@@ -17,7 +17,8 @@ from ..paths import figures_dir, results_dir
 from ..runs import PlannedRun, check_executor, execute, options_for
 from ..training import deviations
 from . import paper
-from .tables import load_run, markdown_table, save_table, summarise
+from .render.markdown import markdown_table, save_table
+from .results.tables import load_run, summarise
 
 _TYPES = {"str": str, "int": int, "list": list, "bool": bool, "float": (int, float), "dict": dict}
 

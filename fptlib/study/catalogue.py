@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from ..runs import PlannedRun
 from ..training import bit_source_config
 from . import studies as study_defs
-from .attention import FIGURE_KEYS, FIGURE_PREFIX
+from .attention.measure import FIGURE_KEYS, FIGURE_PREFIX
 from .base import Study, Tables1And2
 from .converged import Converged
 

@@ -9,7 +9,7 @@ from ..io import read_json
 from ..paths import results_dir
 from ..training import RunDir
 from .catalogue import notebook_runs
-from .tables import load_run
+from .results.tables import load_run
 
 
 def schedule_seconds(durations: list[float], workers: int) -> float:

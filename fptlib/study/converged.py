@@ -15,8 +15,8 @@ from ..config import converge_fields
 from ..training import RunDir
 from . import paper
 from .base import Tables1And2
+from .results.tables import load_run
 from .studies import StepsToConverge
-from .tables import load_run
 
 STOP_COLUMNS = ("row", "task", "seed", "stopped", "steps", "cap", "best_val_step")
 
@@ -103,6 +103,6 @@ class Converged(ToConvergence, StepsToConverge, Tables1And2):
         return pd.DataFrame(out)
 
     def save_table6(self, conv: pd.DataFrame) -> dict:
-        from .tables import save_table
+        from .render.markdown import save_table
         md = self.convergence_markdown(conv) + "\nStopping: " + self.stopping_note() + ".\n"
         return save_table(self.steps_summary(conv), md, self.tables_dir, self.TABLE6)

@@ -20,7 +20,7 @@ from ..models import cost
 from ..paths import results_dir
 from ..training import RunDir
 from .catalogue import notebook_runs
-from .tables import frame_markdown
+from .render.markdown import frame_markdown
 
 SHAPE_KEYS = ("task", "backbone", "n_layers", "tokens", "d_in", "batch_size", "grad_accum", "trained",
               "cache_features", "precision")

@@ -18,7 +18,8 @@ from ..models import family_of, hf_config
 from ..training import RunDir
 from . import paper
 from .base import Study, Tables1And2
-from .tables import fmt_cell, load_curve, load_run
+from .render.markdown import fmt_cell, frame_markdown
+from .results.tables import load_curve, load_run
 
 FPT_ROW = {"init": "pretrained"}
 RANDOM_ROW = {"init": "random"}
@@ -415,8 +416,7 @@ class LRSweep(Study):
             if task in self.missing_data():
                 lines += [f"data not available offline: {self.missing_data()[task]}", ""]
                 continue
-            lines += ["| setting | " + " | ".join(f"lr {lr:g}" for lr in self.lrs) + " | best | Rothermel et al. |",
-                      "|---" * (len(self.lrs) + 3) + "|"]
+            table = []
             for setting in self.SETTINGS:
                 cells, best = [], None
                 for lr in self.lrs:
@@ -428,9 +428,9 @@ class LRSweep(Study):
                     cells.append(fmt_cell(m, sd))
                     best = m if best is None or m > best else best
                 ref = paper.ROTHERMEL.get(setting, {}).get(task)
-                lines.append(f"| {setting} | " + " | ".join(cells) + f" | {fmt_cell(best, None)} | "
-                             + (f"{ref:g}" if ref is not None else "none") + " |")
-            lines.append("")
+                table.append([setting, *cells, fmt_cell(best, None), f"{ref:g}" if ref is not None else "none"])
+            columns = ["setting", *(f"lr {lr:g}" for lr in self.lrs), "best", "Rothermel et al."]
+            lines += [frame_markdown(pd.DataFrame(table, columns=columns)), ""]
         return "\n".join(lines) + "\n" + self.scale_note() + "\n"
 
 
@@ -497,10 +497,8 @@ class StepsToConverge:
 
     def convergence_markdown(self, conv: pd.DataFrame) -> str:
         lines = [f"Table 6 at scale `{self.scale}`: gradient steps to convergence (mean over seeds; "
-                 f"{self.criterion()}). In brackets the paper's (GPT-2 base, its own unstated criterion).", "",
-                 "| | " + " | ".join(paper.TASK_TITLES.get(t, t) for t in self.tasks_with_data) + " |",
-                 "|---" * (len(self.tasks_with_data) + 1) + "|"]
-        means = {}
+                 f"{self.criterion()}). In brackets the paper's (GPT-2 base, its own unstated criterion).", ""]
+        means, table = {}, []
         for row in ("FPT", "Random"):
             cells = []
             for t in self.tasks_with_data:
@@ -516,7 +514,7 @@ class StepsToConverge:
                              + (f" (paper {paper_steps})" if paper_steps else ""))
                 if not g.converged.all():
                     means[(row, t, "open")] = True
-            lines.append(f"| {row} | " + " | ".join(cells) + " |")
+            table.append([row, *cells])
         sp = []
         for t in self.tasks_with_data:
             a, b = means.get(("FPT", t)), means.get(("Random", t))
@@ -527,8 +525,9 @@ class StepsToConverge:
             else:
                 cell = (">" if means.get(("Random", t, "open")) else "") + f"{b / a:.1f}×"
             sp.append(cell + (f" (paper {ref:.0f}×)" if ref else ""))
-        lines.append("| Speed-up | " + " | ".join(sp) + " |")
-        return "\n".join(lines) + "\n"
+        table.append(["Speed-up", *sp])
+        columns = ["", *(paper.TASK_TITLES.get(t, t) for t in self.tasks_with_data)]
+        return "\n".join(lines + [frame_markdown(pd.DataFrame(table, columns=columns))]) + "\n"
 
 
 @dataclass

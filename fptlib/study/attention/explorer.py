@@ -2,7 +2,7 @@
 
 `AttentionExplorer` holds a choice — run (task), model (trained / untrained), layer, one head or the
 mean over heads, one test example or a mean over examples — and computes what it shows from
-`fptlib.study.attention` alone: the (T, T) matrix, the token labels and red boxes of the static
+`fptlib.study.attention` alone (`measure`, `figures`): the (T, T) matrix, the token labels and red boxes of the static
 figures, and the alignment rows (`xor_alignment` / `memory_alignment`) of the current choice beside the
 module's per-layer table. Nothing of that needs a browser; `.widget` builds the ipywidgets view on first
 use (ipywidgets is imported only then), and under papermill it is an output nobody looks at.
@@ -12,17 +12,21 @@ among the analysed test examples).
 """
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
-from . import attention
+from ..render.widgets import LazyWidget, png_bytes
+from . import figures, measure
 
 MODELS = ("trained", "untrained")
+
+
 CONTROLS = ("task", "run", "model", "layer", "head", "examples")  # the widget's controls
+
+
 _KEEP = object()  # select(): leave this part of the choice as it is
 
 
@@ -41,56 +45,27 @@ class _Pending:
     """A run whose Analysis is computed when it is first chosen (kept models from the cache)."""
 
     task: str
-    load: Callable[[], attention.Analysis]
-
-
-def png_bytes(fig, dpi: int = 100) -> bytes:
-    """A matplotlib figure as PNG bytes (what an ipywidgets.Image shows)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    return buf.getvalue()
-
-
-class LazyWidget:
-    """An ipywidgets view built on first use. A subclass gives `_build` (its widgets by name, the view under
-    "box"), `_refresh` (draws the current state into them) and CONTROL_NAMES (what `controls` returns)."""
-
-    CONTROL_NAMES: tuple = ()
-    _widgets: dict | None = None
-
-    @property
-    def widget(self):
-        """The ipywidgets view (built on first use)."""
-        if self._widgets is None:
-            self._widgets = self._build()
-            self._refresh()
-        return self._widgets["box"]
-
-    @property
-    def controls(self) -> dict:
-        """The widget's controls by name (CONTROL_NAMES); builds the widget."""
-        _ = self.widget
-        return {k: self._widgets[k] for k in self.CONTROL_NAMES}
+    load: Callable[[], measure.Analysis]
 
 
 class AttentionExplorer(LazyWidget):
     """Attention maps of one or more analysed runs, one choice at a time.
 
-    analyses: task (or any label) -> `attention.Analysis`, e.g. {"bit-xor": xor, "bit-memory": mem}, or
+    analyses: task (or any label) -> `measure.Analysis`, e.g. {"bit-xor": xor, "bit-memory": mem}, or
     a sequence of Analyses (labelled by run id). `from_cache(scale)` offers every model the attention
     study kept in results/<scale>/attention/, analysed when first chosen.
     """
 
     CONTROL_NAMES = CONTROLS
 
-    def __init__(self, analyses: Mapping[str, attention.Analysis] | Iterable[attention.Analysis],
+    def __init__(self, analyses: Mapping[str, measure.Analysis] | Iterable[measure.Analysis],
                  run: str | None = None):
         if not isinstance(analyses, Mapping):
             analyses = {an.cfg.run_id(): an for an in analyses}
         if not analyses:
-            raise ValueError("nothing to explore: no analysed run (run attention.analyse, or the attention "
+            raise ValueError("nothing to explore: no analysed run (run measure.analyse, or the attention "
                              "study at this scale, first)")
-        self._runs: dict[str, attention.Analysis | _Pending] = dict(analyses)
+        self._runs: dict[str, measure.Analysis | _Pending] = dict(analyses)
         self._widgets = None
         self._syncing = False
         self.choice = self._default_choice(run or next(iter(self._runs)))
@@ -99,12 +74,12 @@ class AttentionExplorer(LazyWidget):
     def from_cache(cls, scale: str, n_examples: int = 256) -> AttentionExplorer:
         """Every trained model kept in results/<scale>/attention/, analysed (loaded, never retrained) on
         `n_examples` test examples when first chosen."""
-        entries = attention.cached_runs(scale)
+        entries = measure.cached_runs(scale)
         if not entries:
             raise ValueError(f"no trained model kept in the attention cache of scale {scale!r} (run notebook 04, "
                              f"`fpt reproduce --scale {scale} --only 04`, first)")
         return cls({e["run_id"]: _Pending(e["config"]["task"],
-                                          lambda e=e: attention.analyse_cached(e, n_examples=n_examples))
+                                          lambda e=e: measure.analyse_cached(e, n_examples=n_examples))
                     for e in entries})
 
     # ---- what there is to choose from ----------------------------------------------------------------
@@ -119,7 +94,7 @@ class AttentionExplorer(LazyWidget):
         v = self._runs[run]
         return v.task if isinstance(v, _Pending) else v.task_name
 
-    def analysis(self, run: str | None = None) -> attention.Analysis:
+    def analysis(self, run: str | None = None) -> measure.Analysis:
         """The Analysis of `run` (the current one by default), computed now if it was pending."""
         run = run or self.choice.run
         if isinstance(self._runs[run], _Pending):
@@ -127,7 +102,7 @@ class AttentionExplorer(LazyWidget):
         return self._runs[run]
 
     @property
-    def an(self) -> attention.Analysis:
+    def an(self) -> measure.Analysis:
         return self.analysis()
 
     def _default_choice(self, run: str) -> Choice:
@@ -139,9 +114,9 @@ class AttentionExplorer(LazyWidget):
         return Choice(run=run, pattern=pattern)
 
     @staticmethod
-    def patterns(an: attention.Analysis) -> np.ndarray:
+    def patterns(an: measure.Analysis) -> np.ndarray:
         """Bit Memory: which stored pattern each analysed example's query repeats."""
-        return attention.query_patterns(an.x.numpy(), an.n_patterns)
+        return measure.query_patterns(an.x.numpy(), an.n_patterns)
 
     # ---- choosing ----------------------------------------------------------------------------------
     def select(self, task: str | None = None, run: str | None = None, model: str | None = None,
@@ -217,23 +192,23 @@ class AttentionExplorer(LazyWidget):
         return int(self.patterns(self.an)[c.example]) if c.example is not None else c.pattern
 
     def token_labels(self) -> list[str]:
-        return attention.token_labels(self.an)[0]
+        return figures.token_labels(self.an)[0]
 
     def marked_cells(self) -> list[tuple[int, int]]:
         """(row, column) of the red boxes: where each output / query token should look."""
-        return attention.marked_cells(self.an, self.current_pattern())
+        return figures.marked_cells(self.an, self.current_pattern())
 
     def scores(self) -> pd.DataFrame:
         """The alignment rows of the current choice, one per output (Bit XOR) or query (Bit Memory) token:
-        `attention.xor_alignment` / `memory_alignment` of the map shown, over its examples and heads
+        `measure.xor_alignment` / `memory_alignment` of the map shown, over its examples and heads
         (`best_head` 1-based, as in the tables; left out when one head is chosen)."""
         c, an = self.choice, self.an
         a = self._selected()
-        causal = attention.is_causal(an.maps[c.model][c.layer - 1])  # as the per-layer table decides it
+        causal = measure.is_causal(an.maps[c.model][c.layer - 1])  # as the per-layer table decides it
         if an.task_name == "bit-xor":
-            t = attention.xor_alignment(a, a.shape[-1] // 2, causal=causal)
+            t = measure.xor_alignment(a, a.shape[-1] // 2, causal=causal)
         else:
-            t = attention.memory_alignment(a, an.x.numpy()[self.examples()], an.n_patterns, causal=causal)
+            t = measure.memory_alignment(a, an.x.numpy()[self.examples()], an.n_patterns, causal=causal)
         best = [col for col in t.columns if col.startswith("best_head")]
         if c.head is not None:
             return t.drop(columns=best).assign(head=c.head)
@@ -261,7 +236,7 @@ class AttentionExplorer(LazyWidget):
         from matplotlib.figure import Figure
         fig = Figure(figsize=(5.8, 5.2))
         ax = fig.add_subplot()
-        im = attention.draw_map(ax, self.current_map(), self.an, self.title().replace(", mean", ",\nmean"),
+        im = figures.draw_map(ax, self.current_map(), self.an, self.title().replace(", mean", ",\nmean"),
                         pattern=self.current_pattern())
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
         fig.tight_layout()

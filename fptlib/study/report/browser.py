@@ -15,13 +15,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..groups import parse_groups
-from ..io import write_text_atomic
-from ..paths import results_dir
-from ..training import RunDir
-from .explore import LazyWidget, png_bytes
-from .paper import TASK_TITLES
-from .tables import fmt_cell, load_curve, load_run
+from ...groups import parse_groups
+from ...io import write_text_atomic
+from ...paths import results_dir
+from ...training import RunDir
+from ..paper import TASK_TITLES
+from ..render.markdown import fmt_cell
+from ..render.widgets import LazyWidget, png_bytes
+from ..results.tables import load_curve, load_run
 
 FILTERS = ("task", "backbone", "init", "groups", "seed")
 GROUP_BY = ("task", "backbone", "init", "groups")

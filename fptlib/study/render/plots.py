@@ -8,8 +8,8 @@ import matplotlib.pyplot as plt  # headless runs fall back to Agg by themselves
 import numpy as np
 import pandas as pd
 
-from .paper import TASK_TITLES
-from .tables import load_curve
+from ..paper import TASK_TITLES
+from ..results.tables import load_curve
 
 PALETTE = {"FPT": "#1f77b4", "Random": "#ff7f0e", "LSTM": "#2ca02c"}
 
@@ -97,7 +97,7 @@ def stopping_curves(runs: pd.DataFrame, rows: list[str], tasks: list[str], title
                     metric: str = "val_accuracy"):
     """Runs trained to convergence: one line per run (each seed its own, as runs stop at different steps),
     a dot where patience stopped it and a cross where it reached its step cap instead; log-scaled steps."""
-    from .tables import load_run
+    from ..results.tables import load_run
     if not tasks:
         return nothing_ran(title)
     fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3.2), squeeze=False)
