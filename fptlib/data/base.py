@@ -6,7 +6,7 @@ on the run seed, so every run of a table is scored on the same examples (fptlib.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Iterator, NamedTuple
 
 import torch
@@ -36,7 +36,8 @@ class DataError(ValueError):
 
 @dataclass
 class Task:
-    """Common interface. Subclasses fill the shape fields and the batch makers."""
+    """Common interface. Subclasses state their shape once, in planned_shape (their __post_init__ takes the
+    shape fields from it: take_planned_shape), and fill the batch makers."""
 
     seed: int = 0
     name: str = field(init=False, default="")
@@ -57,6 +58,16 @@ class Task:
     def option(cls, options: dict, name: str):
         """An option's value: as given, else the dataclass default."""
         return options.get(name, cls.__dataclass_fields__[name].default)
+
+    def options(self) -> dict:
+        """This task's options (every init field but the seed), as planned_shape takes them."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.init and f.name != "seed"}
+
+    def take_planned_shape(self) -> None:
+        """Set the shape fields from planned_shape of this task's own options, so a task states its shape once
+        (a task whose data decides its length sets seq_len again once the data is read)."""
+        (self.seq_len, self.d_in, self.input_kind, self.n_out_tokens, self.out_dim,
+         self.n_classes) = self.planned_shape(self.options())
 
     def train_batch(self, step: int, batch_size: int) -> dict:
         raise NotImplementedError

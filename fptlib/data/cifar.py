@@ -235,10 +235,8 @@ class CIFAR10(EpochOrder, Task):
         for opt in ("max_train", "max_test"):
             if getattr(self, opt) is not None and getattr(self, opt) < 1:
                 raise ValueError(f"{opt} must be at least 1 (or None for all), got {getattr(self, opt)}")
-        channels = 1 if self.grayscale else 3
-        self.name, self.d_in = self.task_name, self.patch_size ** 2 * channels
-        self.seq_len = (IMAGE_SIZE // self.patch_size) ** 2
-        self.n_out_tokens, self.out_dim, self.n_classes = 1, N_CLASSES, N_CLASSES
+        self.name = self.task_name
+        self.take_planned_shape()
 
         splits = load_cifar10()
         Xtr, ytr = splits["train"]

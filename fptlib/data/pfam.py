@@ -104,9 +104,8 @@ class PfamFamilies(Task):
         if not isinstance(self.window, int) or not 8 <= self.window <= 63:
             raise DataError(f"pfam window must be an integer from 8 to 63 (the shortest real RRM_1 sequence), "
                             f"not {self.window!r}")
-        self.name, self.input_kind, self.d_in = "pfam", "tokens", len(VOCAB)
-        self.seq_len, self.n_out_tokens = self.window, 1
-        self.out_dim = self.n_classes = len(FAMILIES)
+        self.name = "pfam"
+        self.take_planned_shape()
         root = pfam_dir()
         if (why := unprepared(root)) or not all((root / f"{f}.sto").exists() for f in FAMILIES):
             raise DataError(f"the Pfam families are not in {root} ({why or 'seed alignments missing'}): run "
