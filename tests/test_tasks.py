@@ -160,3 +160,25 @@ def test_a_task_states_its_shape_once():
                             and e.attr in SHAPE_FIELDS:
                         assigned.add((path.name, e.attr))
     assert assigned == {("listops.py", "seq_len")}
+
+
+def test_the_task_lists_are_derived_from_each_tasks_spec():
+    """A task is declared once, in its SPEC (column place, title, in the paper or not); every list of tasks is
+    read from there."""
+    from dataclasses import replace
+
+    from fptlib.data import registry
+    from fptlib.study import paper
+    specs = sorted(registry.REGISTRY.values(), key=lambda d: d.column)
+    assert registry.TASKS == tuple(d.name for d in specs)
+    assert paper.TASK_COLUMNS == registry.PAPER_TASKS == tuple(d.name for d in specs if d.in_paper)
+    assert paper.EXTRA_COLUMNS == registry.BEYOND_PAPER == tuple(d.name for d in specs if not d.in_paper)
+    assert paper.TASK_TITLES == {d.name: d.column_title + ("" if d.in_paper else "*") for d in specs}
+    # the paper's numbers (paper._row) are written in its column order: the SPECs must keep it
+    assert paper.TASK_COLUMNS == ("bit-memory", "bit-xor", "listops", "mnist", "cifar10", "cifar10-lra", "homology")
+    assert paper.TABLE1["FPT"]["listops"] == 38.4 and paper.TABLE1["Full LSTM"]["bit-memory"] == 60.9
+    xor, memory, pfam = (registry.REGISTRY[t] for t in ("bit-xor", "bit-memory", "pfam"))
+    with pytest.raises(ValueError, match="place of its own"):
+        registry.column_order({"a": xor, "b": replace(memory, column=xor.column)})
+    with pytest.raises(ValueError, match="come before"):
+        registry.column_order({"a": xor, "b": replace(pfam, column=1)})

@@ -99,5 +99,6 @@ class BitMemory(FixedEvalSets, Task):
 
 
 _GENERATED = "generated on the fly; nothing to download"
-XOR_SPEC = Dataset("bit-xor", task=BitXOR, kind="generated", note=_GENERATED)
-MEMORY_SPEC = Dataset("bit-memory", task=BitMemory, kind="generated", note=_GENERATED)
+XOR_SPEC = Dataset("bit-xor", task=BitXOR, column=2, column_title="Bit XOR", kind="generated", note=_GENERATED)
+MEMORY_SPEC = Dataset("bit-memory", task=BitMemory, column=1, column_title="Bit Memory", kind="generated",
+                      note=_GENERATED)

@@ -332,7 +332,7 @@ def _check_cifar_batches(top: Path) -> str:
 
 
 SPEC = Dataset(
-    "cifar10", task=CIFAR10, title="CIFAR-10", subdir="cifar10", remotes=(
+    "cifar10", task=CIFAR10, column=5, column_title="CIFAR-10", title="CIFAR-10", subdir="cifar10", remotes=(
         Remote(name="cifar-10-python.tar.gz", urls=(CIFAR10_URL,),
                known_hash="md5:c58f30108f718f92721af3b95e74349a", check=_check_cifar_batches,
                extract=BATCHES_DIR,
@@ -346,6 +346,7 @@ SPEC = Dataset(
     checksum="published md5 of the archive and of each batch (torchvision's CIFAR10 lists) + "
              "pickle structure check",
     present=lambda o: cifar10_available())
-LRA_SPEC = Dataset("cifar10-lra", task=CIFAR10LRA, title="CIFAR-10", kind="alias", alias_of="cifar10",
+LRA_SPEC = Dataset("cifar10-lra", task=CIFAR10LRA, column=6, column_title="CIFAR-10 LRA", title="CIFAR-10",
+                   kind="alias", alias_of="cifar10",
                    note="Long Range Arena's grayscale pixel-sequence variant, built from them",
                    present=lambda o: cifar10_available())

@@ -376,7 +376,8 @@ def _check_homology_lmdbs(top: Path) -> str:
 
 
 SPEC = Dataset(
-    "homology", task=RemoteHomology, title="TAPE remote homology", subdir="homology", remotes=(
+    "homology", task=RemoteHomology, column=7, column_title="Homology", title="TAPE remote homology",
+    subdir="homology", remotes=(
         Remote(name="remote_homology.tar.gz",
                urls=("http://s3.amazonaws.com/songlabdata/proteindata/data_pytorch/remote_homology.tar.gz",
                      "http://s3.amazonaws.com/proteindata/data_pytorch/remote_homology.tar.gz"),

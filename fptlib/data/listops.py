@@ -684,7 +684,8 @@ def _check_listops_tsv(path: Path) -> str:
 
 _LRA = "https://storage.googleapis.com/long-range-arena/lra_release/listops-1000"
 SPEC = Dataset(
-    "listops", task=ListOps, title="LRA ListOps files", subdir="listops", remotes=tuple(
+    "listops", task=ListOps, column=3, column_title="ListOps", title="LRA ListOps files", subdir="listops",
+    remotes=tuple(
         Remote(name=f"basic_{split}.tsv", urls=(f"{_LRA}/basic_{split}.tsv",), known_hash=None,
                check=_check_listops_tsv) for split in ("train", "val", "test")),
     checksum="no published checksum: format check (header, two tab-separated fields, digit target); "

@@ -176,7 +176,7 @@ def _mnist_remote(stem: str, md5: str) -> Remote:
 
 
 SPEC = Dataset(
-    "mnist", task=MNIST, title="full MNIST", subdir="mnist", remotes=(
+    "mnist", task=MNIST, column=4, column_title="MNIST", title="full MNIST", subdir="mnist", remotes=(
         _mnist_remote("train-images-idx3-ubyte", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
         _mnist_remote("train-labels-idx1-ubyte", "d53e105ee54ea40749a09fcbcd1e9432"),
         _mnist_remote("t10k-images-idx3-ubyte", "9fb629c4189551a2d022fa330f9573f3"),

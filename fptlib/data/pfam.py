@@ -271,7 +271,8 @@ _HASHES = {
 }
 
 SPEC = Dataset(
-    "pfam", task=PfamFamilies, title="the Pfam families", subdir=SUBDIR,
+    "pfam", task=PfamFamilies, column=9, column_title="Pfam families", in_paper=False, title="the Pfam families",
+    subdir=SUBDIR,
     remotes=tuple(_remote(f, ext, h) for f, hs in _HASHES.items() for ext, h in zip(("hmm", "sto"), hs)),
     checksum="sha256 of each HMMER 3.3.2 file (as Debian's hmmer-examples ships it, unpacked) + format check; "
              "the sampled pools' sha256 recorded in the manifest",
