@@ -127,7 +127,8 @@ class FixedEvalSets:
 class EpochOrder:
     """Training order of a dataset-backed task: every epoch a fresh permutation of the train split,
     drawn from (seed, epoch), so the batch at a step is a pure function of (seed, step) and a resumed
-    run sees exactly the batches an uninterrupted one would."""
+    run sees exactly the batches an uninterrupted one would. A task with it has a fixed training set
+    (fixed_training_set)."""
 
     def train_indices(self, step: int, batch_size: int) -> torch.Tensor:
         n = self.split_size("train")
@@ -148,3 +149,10 @@ class EpochOrder:
                 epoch: torch.randperm(self.split_size("train"),
                                       generator=generator(self.seed, Stream.EPOCH_ORDER, epoch))}
         return self._perm_cache[epoch]
+
+
+def fixed_training_set(task) -> bool:
+    """Whether a task (or task class) trains on a fixed training set, in epochs (EpochOrder), rather than on
+    examples drawn fresh every step: what lets an output-only run compute its frozen features once
+    (cache_features; the task is cacheable), and what gives a run epochs."""
+    return hasattr(task, "train_indices")

@@ -31,6 +31,8 @@ PAPER_TASKS = tuple(t for t in TASKS if REGISTRY[t].in_paper)
 BEYOND_PAPER = tuple(t for t in TASKS if not REGISTRY[t].in_paper)
 # Column titles; a task beyond the paper is marked * (explained under every table that has one)
 TITLES = {t: REGISTRY[t].column_title + ("" if REGISTRY[t].in_paper else "*") for t in TASKS}
+# The tasks with a fixed training set, whose output-only runs may cache their frozen features (cache_features)
+CACHEABLE = tuple(t for t in TASKS if REGISTRY[t].cacheable)
 
 
 def spec(name: str) -> Dataset:

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from .base import fixed_training_set
+
 
 @dataclass(frozen=True)
 class Remote:
@@ -63,6 +65,12 @@ class Dataset:
     unprepared: Callable | None = None
     # Fetched by `fpt reproduce` before the cpu notebooks when missing (small, with a local source)
     auto_fetch: bool = False
+
+    @property
+    def cacheable(self) -> bool:
+        """Whether output-only runs of the task may cache its frozen features: its task class has a fixed
+        training set (fptlib.data.base.fixed_training_set), which the class itself declares."""
+        return self.task is not None and fixed_training_set(self.task)
 
     @property
     def fetch_name(self) -> str:
