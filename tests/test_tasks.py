@@ -182,3 +182,26 @@ def test_the_task_lists_are_derived_from_each_tasks_spec():
         registry.column_order({"a": xor, "b": replace(memory, column=xor.column)})
     with pytest.raises(ValueError, match="come before"):
         registry.column_order({"a": xor, "b": replace(pfam, column=1)})
+
+
+def test_each_tasks_budgets_are_declared_once_and_the_scales_presets_derived_from_them():
+    """config.TASK_BUDGETS holds each task's budgets at every scale (task first); PRESETS, which resolve reads
+    scale first, is derived from it and SCALE_DEFAULTS. The root layer cannot import data, so the two declarations
+    of a task (its SPEC, its budgets) are checked to name the same tasks here."""
+    from fptlib import config
+    from fptlib.data import TASKS
+    assert set(config.TASK_BUDGETS) == set(TASKS)
+    for scale, preset in config.PRESETS.items():
+        settings = config.SCALE_DEFAULTS[scale]
+        assert {k: v for k, v in preset.items() if k not in ("tasks", "converge")} == {
+            k: v for k, v in settings.items() if k != "converge"}
+        budgets = {t: b[scale] for t, b in config.TASK_BUDGETS.items() if scale in b}
+        assert preset["tasks"] == {t: {k: v for k, v in b.items() if k != "converge"} for t, b in budgets.items()}
+        if "converge" in settings:
+            assert preset["converge"] == {**settings["converge"],
+                                          "tasks": {t: b["converge"] for t, b in budgets.items() if "converge" in b}}
+        else:
+            assert "converge" not in preset and not any("converge" in b for b in budgets.values())
+    for task in TASKS:
+        assert config.converge_fields("cpu", task) == {"precision": "bf16", "patience": 20,
+                                                       **config.TASK_BUDGETS[task]["cpu"]["converge"]}
