@@ -174,6 +174,8 @@ def test_the_task_lists_are_derived_from_each_tasks_spec():
     assert paper.TASK_COLUMNS == registry.PAPER_TASKS == tuple(d.name for d in specs if d.in_paper)
     assert paper.EXTRA_COLUMNS == registry.BEYOND_PAPER == tuple(d.name for d in specs if not d.in_paper)
     assert paper.TASK_TITLES == {d.name: d.column_title + ("" if d.in_paper else "*") for d in specs}
+    # the note under a table with a task beyond the paper (prose, written by hand) describes each of them
+    assert all(d.column_title in paper.EXTRA_NOTE for d in specs if not d.in_paper)
     # the paper's numbers (paper._row) are written in its column order: the SPECs must keep it
     assert paper.TASK_COLUMNS == ("bit-memory", "bit-xor", "listops", "mnist", "cifar10", "cifar10-lra", "homology")
     assert paper.TABLE1["FPT"]["listops"] == 38.4 and paper.TABLE1["Full LSTM"]["bit-memory"] == 60.9
