@@ -10,7 +10,7 @@ import types
 import typing
 
 from .config import SCALES, RunConfig
-from .data import TASKS
+from .data import BEYOND_PAPER, TASKS
 from .runs import EXECUTORS
 
 
@@ -197,8 +197,9 @@ def _data_parser(sub) -> None:
     dsub = d.add_subparsers(dest="data_cmd", required=True)
     df = dsub.add_parser("fetch", help="download one dataset from its canonical source, verify it and put it "
                          "where the task reads it")
-    df.add_argument("task", help=f"one of: {', '.join(TASKS)}, or all (the paper's datasets; fashion-mnist and "
-                    "pfam, offline data beyond the paper, come by name or with `fpt reproduce --scale cpu`)")
+    df.add_argument("task", help=f"one of: {', '.join(TASKS)}, or all (the paper's datasets; "
+                    f"{' and '.join(BEYOND_PAPER)}, offline data beyond the paper, come by name or with "
+                    "`fpt reproduce --scale cpu`)")
     df.add_argument("--data-dir", default=None, help="data directory (default: FPT_DATA_DIR, else <repo>/data)")
     df.add_argument("--mirror", default=None, help="base URL of a mirror serving each file under its own name "
                     "(default: FPT_DATA_MIRROR, else the canonical URLs)")

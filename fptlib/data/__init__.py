@@ -1,7 +1,20 @@
 """Data: the task interface (base), one module per dataset, each ending in its SPEC (spec), the
 registry that collects them, and downloads (download: `fpt data fetch`, `fpt data status`)."""
-from .base import SPLITS, DataError, EpochOrder, Task, TaskShape
-from .registry import REGISTRY, TASKS, data_missing, make_task, spec, task_class, task_defaults
+from .base import SPLITS, DataError, EpochOrder, Task, TaskShape, fixed_training_set
+from .registry import (
+    BEYOND_PAPER,
+    CACHEABLE,
+    PAPER_TASKS,
+    REGISTRY,
+    TASKS,
+    TITLES,
+    data_missing,
+    make_task,
+    spec,
+    task_class,
+    task_defaults,
+)
 
-__all__ = ["SPLITS", "DataError", "EpochOrder", "Task", "TaskShape", "REGISTRY", "TASKS", "data_missing", "make_task",
-           "spec", "task_class", "task_defaults"]
+__all__ = ["SPLITS", "DataError", "EpochOrder", "Task", "TaskShape", "fixed_training_set", "REGISTRY", "TASKS",
+           "PAPER_TASKS", "BEYOND_PAPER", "TITLES", "CACHEABLE", "data_missing", "make_task", "spec", "task_class",
+           "task_defaults"]

@@ -6,7 +6,7 @@ on the run seed, so every run of a table is scored on the same examples (fptlib.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Iterator, NamedTuple
 
 import torch
@@ -36,7 +36,8 @@ class DataError(ValueError):
 
 @dataclass
 class Task:
-    """Common interface. Subclasses fill the shape fields and the batch makers."""
+    """Common interface. Subclasses state their shape once, in planned_shape (their __post_init__ takes the
+    shape fields from it: take_planned_shape), and fill the batch makers."""
 
     seed: int = 0
     name: str = field(init=False, default="")
@@ -57,6 +58,16 @@ class Task:
     def option(cls, options: dict, name: str):
         """An option's value: as given, else the dataclass default."""
         return options.get(name, cls.__dataclass_fields__[name].default)
+
+    def options(self) -> dict:
+        """This task's options (every init field but the seed), as planned_shape takes them."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.init and f.name != "seed"}
+
+    def take_planned_shape(self) -> None:
+        """Set the shape fields from planned_shape of this task's own options, so a task states its shape once
+        (a task whose data decides its length sets seq_len again once the data is read)."""
+        (self.seq_len, self.d_in, self.input_kind, self.n_out_tokens, self.out_dim,
+         self.n_classes) = self.planned_shape(self.options())
 
     def train_batch(self, step: int, batch_size: int) -> dict:
         raise NotImplementedError
@@ -116,7 +127,8 @@ class FixedEvalSets:
 class EpochOrder:
     """Training order of a dataset-backed task: every epoch a fresh permutation of the train split,
     drawn from (seed, epoch), so the batch at a step is a pure function of (seed, step) and a resumed
-    run sees exactly the batches an uninterrupted one would."""
+    run sees exactly the batches an uninterrupted one would. A task with it has a fixed training set
+    (fixed_training_set)."""
 
     def train_indices(self, step: int, batch_size: int) -> torch.Tensor:
         n = self.split_size("train")
@@ -137,3 +149,10 @@ class EpochOrder:
                 epoch: torch.randperm(self.split_size("train"),
                                       generator=generator(self.seed, Stream.EPOCH_ORDER, epoch))}
         return self._perm_cache[epoch]
+
+
+def fixed_training_set(task) -> bool:
+    """Whether a task (or task class) trains on a fixed training set, in epochs (EpochOrder), rather than on
+    examples drawn fresh every step: what lets an output-only run compute its frozen features once
+    (cache_features; the task is cacheable), and what gives a run epochs."""
+    return hasattr(task, "train_indices")

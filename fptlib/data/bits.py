@@ -24,8 +24,8 @@ class BitXOR(FixedEvalSets, Task):
     n_train_eval: int = 1024
 
     def __post_init__(self):
-        self.name, self.d_in, self.seq_len = "bit-xor", 1, 2 * self.n_bits
-        self.n_out_tokens, self.out_dim, self.n_classes = self.n_bits, 2, 2
+        self.name = "bit-xor"
+        self.take_planned_shape()
         self._cache = {}
 
     @classmethod
@@ -75,9 +75,8 @@ class BitMemory(FixedEvalSets, Task):
         if self.n_bits % self.patch_size:
             raise DataError(f"bit-memory patch_size={self.patch_size} does not divide n_bits={self.n_bits}; "
                             "choose a divisor")
-        self.name, self.d_in = "bit-memory", self.patch_size
-        self.seq_len = (self.n_patterns + 1) * self.n_bits // self.patch_size
-        self.n_out_tokens, self.out_dim, self.n_classes = self.n_bits // self.patch_size, 2 * self.patch_size, 2
+        self.name = "bit-memory"
+        self.take_planned_shape()
         self._cache = {}
 
     @classmethod
@@ -100,5 +99,6 @@ class BitMemory(FixedEvalSets, Task):
 
 
 _GENERATED = "generated on the fly; nothing to download"
-XOR_SPEC = Dataset("bit-xor", task=BitXOR, kind="generated", note=_GENERATED)
-MEMORY_SPEC = Dataset("bit-memory", task=BitMemory, kind="generated", note=_GENERATED)
+XOR_SPEC = Dataset("bit-xor", task=BitXOR, column=2, column_title="Bit XOR", kind="generated", note=_GENERATED)
+MEMORY_SPEC = Dataset("bit-memory", task=BitMemory, column=1, column_title="Bit Memory", kind="generated",
+                      note=_GENERATED)

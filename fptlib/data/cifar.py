@@ -235,10 +235,8 @@ class CIFAR10(EpochOrder, Task):
         for opt in ("max_train", "max_test"):
             if getattr(self, opt) is not None and getattr(self, opt) < 1:
                 raise ValueError(f"{opt} must be at least 1 (or None for all), got {getattr(self, opt)}")
-        channels = 1 if self.grayscale else 3
-        self.name, self.d_in = self.task_name, self.patch_size ** 2 * channels
-        self.seq_len = (IMAGE_SIZE // self.patch_size) ** 2
-        self.n_out_tokens, self.out_dim, self.n_classes = 1, N_CLASSES, N_CLASSES
+        self.name = self.task_name
+        self.take_planned_shape()
 
         splits = load_cifar10()
         Xtr, ytr = splits["train"]
@@ -334,7 +332,7 @@ def _check_cifar_batches(top: Path) -> str:
 
 
 SPEC = Dataset(
-    "cifar10", task=CIFAR10, title="CIFAR-10", subdir="cifar10", remotes=(
+    "cifar10", task=CIFAR10, column=5, column_title="CIFAR-10", title="CIFAR-10", subdir="cifar10", remotes=(
         Remote(name="cifar-10-python.tar.gz", urls=(CIFAR10_URL,),
                known_hash="md5:c58f30108f718f92721af3b95e74349a", check=_check_cifar_batches,
                extract=BATCHES_DIR,
@@ -348,6 +346,7 @@ SPEC = Dataset(
     checksum="published md5 of the archive and of each batch (torchvision's CIFAR10 lists) + "
              "pickle structure check",
     present=lambda o: cifar10_available())
-LRA_SPEC = Dataset("cifar10-lra", task=CIFAR10LRA, title="CIFAR-10", kind="alias", alias_of="cifar10",
+LRA_SPEC = Dataset("cifar10-lra", task=CIFAR10LRA, column=6, column_title="CIFAR-10 LRA", title="CIFAR-10",
+                   kind="alias", alias_of="cifar10",
                    note="Long Range Arena's grayscale pixel-sequence variant, built from them",
                    present=lambda o: cifar10_available())

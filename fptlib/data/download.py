@@ -497,9 +497,9 @@ def fetch(name: str, data_dir=None, mirror: str | None = None, progress: bool = 
     mirror = mirror if mirror is not None else (os.environ.get(MIRROR_ENV) or None)
     log = log or (lambda msg: print(f"[fpt data] {msg}", file=sys.stderr, flush=True))
     if name == "all":
-        # the paper's datasets; the offline ones beyond it (auto_fetch) come by name, or with `fpt reproduce`
+        # the paper's datasets; the offline ones beyond it come by name, or with `fpt reproduce` (auto_fetch)
         rows = [fetch(n, data_dir, mirror, progress, registry, log) for n, d in registry.items()
-                if d.kind == "download" and not d.auto_fetch]
+                if d.kind == "download" and d.in_paper]
         return {"name": "all", "state": "present", "action": ", ".join(f"{r['name']}: {r['action']}"
                                                                        for r in rows), "rows": rows}
     ds = _lookup(name, registry)

@@ -67,7 +67,8 @@ def _remote(stem: str, md5: str, content_sha256: str) -> Remote:
 
 
 SPEC = Dataset(
-    "fashion-mnist", task=FashionMNIST, title="Fashion-MNIST", subdir=SUBDIR, remotes=(
+    "fashion-mnist", task=FashionMNIST, column=8, column_title="Fashion-MNIST", in_paper=False,
+    title="Fashion-MNIST", subdir=SUBDIR, remotes=(
         _remote("train-images-idx3-ubyte", "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
                 "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"),
         _remote("train-labels-idx1-ubyte", "25c81989df183df01b3e8a0aad5dffbe",

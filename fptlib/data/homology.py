@@ -271,9 +271,8 @@ class RemoteHomology(EpochOrder, Task):
             v = getattr(self, k)
             if v is not None and (not isinstance(v, int) or v < 1):
                 raise DataError(f"homology {k} must be a positive integer or None, not {v!r}")
-        self.name, self.input_kind, self.d_in = "homology", "tokens", len(VOCAB)
-        self.seq_len, self.n_out_tokens = self.max_len, 1
-        self.out_dim = self.n_classes = N_FOLDS
+        self.name = "homology"
+        self.take_planned_shape()
         self._data: dict[str, dict] = {}
         self._info: dict[str, dict] = {}
         caps = {"train": self.max_train, "val": self.max_val}
@@ -377,7 +376,8 @@ def _check_homology_lmdbs(top: Path) -> str:
 
 
 SPEC = Dataset(
-    "homology", task=RemoteHomology, title="TAPE remote homology", subdir="homology", remotes=(
+    "homology", task=RemoteHomology, column=7, column_title="Homology", title="TAPE remote homology",
+    subdir="homology", remotes=(
         Remote(name="remote_homology.tar.gz",
                urls=("http://s3.amazonaws.com/songlabdata/proteindata/data_pytorch/remote_homology.tar.gz",
                      "http://s3.amazonaws.com/proteindata/data_pytorch/remote_homology.tar.gz"),

@@ -514,20 +514,20 @@ class ListOps(EpochOrder, Task):
                 raise DataError(f"ListOps {opt} must be >= 0, got {getattr(self, opt)}")
         if self.n_val < 1 or self.n_test < 1:
             raise DataError("ListOps needs n_val >= 1 and n_test >= 1")
-        self.name, self.input_kind = "listops", "tokens"
-        self.d_in = len(ORIGINAL_VOCAB) if self.original_tokenizer else len(VOCAB)
-        self.n_out_tokens, self.out_dim, self.n_classes = 1, N_CLASSES, N_CLASSES
+        self.name = "listops"
         self._policy = policy
         self._requested_seq_len = self.seq_len
+        # seq_len as requested, else the bound planned_shape takes (generated: the length bound, so it does not
+        # depend on the sizes; the original tokenizer: its 512)
+        self.take_planned_shape()
 
         raw, self.source_description = self._load()
         if self.original_tokenizer:
             raw = {s: d.without_end() for s, d in raw.items()}
         self._lengths = {s: _length_stats(d.full_lens) for s, d in raw.items()}
-        if self.seq_len is None:  # generated: the length bound, so it does not depend on the sizes
-            longest = max(int(d.full_lens.max(initial=0)) for d in raw.values())
-            self.seq_len = (ORIGINAL_MAX_LEN if self.original_tokenizer else
-                            longest if self._source == "tsv" else self.max_len - 1)
+        if self._requested_seq_len is None and self._source == "tsv" and not self.original_tokenizer:
+            # read from files: their longest example, which planned_shape can only bound
+            self.seq_len = max(int(d.full_lens.max(initial=0)) for d in raw.values())
         if self.seq_len < 1:
             raise DataError(f"ListOps seq_len must be >= 1, got {self.seq_len}")
 
@@ -558,7 +558,8 @@ class ListOps(EpochOrder, Task):
     def planned_shape(cls, options):
         original = cls.option(options, "original_tokenizer")
         bound = ORIGINAL_MAX_LEN if original else cls.option(options, "max_len") - 1
-        seq_len = cls.option(options, "seq_len") or bound
+        seq_len = cls.option(options, "seq_len")
+        seq_len = bound if seq_len is None else seq_len
         return TaskShape(seq_len, len(ORIGINAL_VOCAB) if original else len(VOCAB), "tokens", 1, N_CLASSES, N_CLASSES)
 
     # ---- data ----------------------------------------------------------------------------------
@@ -683,7 +684,8 @@ def _check_listops_tsv(path: Path) -> str:
 
 _LRA = "https://storage.googleapis.com/long-range-arena/lra_release/listops-1000"
 SPEC = Dataset(
-    "listops", task=ListOps, title="LRA ListOps files", subdir="listops", remotes=tuple(
+    "listops", task=ListOps, column=3, column_title="ListOps", title="LRA ListOps files", subdir="listops",
+    remotes=tuple(
         Remote(name=f"basic_{split}.tsv", urls=(f"{_LRA}/basic_{split}.tsv",), known_hash=None,
                check=_check_listops_tsv) for split in ("train", "val", "test")),
     checksum="no published checksum: format check (header, two tab-separated fields, digit target); "

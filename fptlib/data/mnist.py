@@ -111,9 +111,8 @@ class MNIST(EpochOrder, Task):
         if 28 % self.patch_size:
             raise DataError(f"{self.TASK} patch_size={self.patch_size} does not divide the 28x28 image; "
                             "choose 1, 2, 4, 7, 14 or 28")
-        self.name, self.d_in = self.TASK, self.patch_size ** 2
-        self.seq_len = (28 // self.patch_size) ** 2
-        self.n_out_tokens, self.out_dim, self.n_classes = 1, 10, 10
+        self.name = self.TASK
+        self.take_planned_shape()
         splits, self.source_description = self._load()
         from sklearn.model_selection import train_test_split
         Xtr, ytr = splits["train"]
@@ -177,7 +176,7 @@ def _mnist_remote(stem: str, md5: str) -> Remote:
 
 
 SPEC = Dataset(
-    "mnist", task=MNIST, title="full MNIST", subdir="mnist", remotes=(
+    "mnist", task=MNIST, column=4, column_title="MNIST", title="full MNIST", subdir="mnist", remotes=(
         _mnist_remote("train-images-idx3-ubyte", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
         _mnist_remote("train-labels-idx1-ubyte", "d53e105ee54ea40749a09fcbcd1e9432"),
         _mnist_remote("t10k-images-idx3-ubyte", "9fb629c4189551a2d022fa330f9573f3"),

@@ -104,9 +104,8 @@ class PfamFamilies(Task):
         if not isinstance(self.window, int) or not 8 <= self.window <= 63:
             raise DataError(f"pfam window must be an integer from 8 to 63 (the shortest real RRM_1 sequence), "
                             f"not {self.window!r}")
-        self.name, self.input_kind, self.d_in = "pfam", "tokens", len(VOCAB)
-        self.seq_len, self.n_out_tokens = self.window, 1
-        self.out_dim = self.n_classes = len(FAMILIES)
+        self.name = "pfam"
+        self.take_planned_shape()
         root = pfam_dir()
         if (why := unprepared(root)) or not all((root / f"{f}.sto").exists() for f in FAMILIES):
             raise DataError(f"the Pfam families are not in {root} ({why or 'seed alignments missing'}): run "
@@ -272,7 +271,8 @@ _HASHES = {
 }
 
 SPEC = Dataset(
-    "pfam", task=PfamFamilies, title="the Pfam families", subdir=SUBDIR,
+    "pfam", task=PfamFamilies, column=9, column_title="Pfam families", in_paper=False, title="the Pfam families",
+    subdir=SUBDIR,
     remotes=tuple(_remote(f, ext, h) for f, hs in _HASHES.items() for ext, h in zip(("hmm", "sto"), hs)),
     checksum="sha256 of each HMMER 3.3.2 file (as Debian's hmmer-examples ships it, unpacked) + format check; "
              "the sampled pools' sha256 recorded in the manifest",

@@ -1,5 +1,6 @@
-"""The task registry: every dataset's SPEC (fptlib.data.spec), and the functions that find a task
-class, say whether its data is here and construct it."""
+"""The task registry: every dataset's SPEC (fptlib.data.spec), the task lists derived from them (a task is
+declared once, in its SPEC), and the functions that find a task class, say whether its data is here and
+construct it."""
 from __future__ import annotations
 
 from . import bits, cifar, fashion, homology, listops, mnist, pfam
@@ -9,9 +10,29 @@ from .spec import Dataset
 REGISTRY: dict[str, Dataset] = {d.name: d for d in (
     mnist.SPEC, cifar.SPEC, cifar.LRA_SPEC, listops.SPEC, homology.SPEC, bits.XOR_SPEC, bits.MEMORY_SPEC,
     fashion.SPEC, pfam.SPEC)}
-# Task names in the order of the paper's tables, then the offline tasks beyond the paper
-TASKS = ("bit-xor", "bit-memory", "mnist", "listops", "cifar10", "cifar10-lra", "homology", "fashion-mnist", "pfam")
-assert set(TASKS) == set(REGISTRY), "every task needs a dataset SPEC"
+
+
+def column_order(registry: dict[str, Dataset]) -> tuple[str, ...]:
+    """The task names in the order of their columns (each SPEC's `column`), checked: one place per task, and the
+    paper's tasks before those beyond it."""
+    order = tuple(sorted(registry, key=lambda name: registry[name].column))
+    places = [registry[name].column for name in order]
+    if min(places) < 1 or len(set(places)) != len(places):
+        raise ValueError(f"every task needs a column place of its own (1, 2, ...): {dict(zip(order, places))}")
+    in_paper = [registry[name].in_paper for name in order]
+    if in_paper != sorted(in_paper, reverse=True):
+        raise ValueError(f"the paper's tasks come before those beyond it: {dict(zip(order, in_paper))}")
+    return order
+
+
+# Every task in the order of the tables' columns: the paper's column order, then the offline tasks beyond the paper
+TASKS = column_order(REGISTRY)
+PAPER_TASKS = tuple(t for t in TASKS if REGISTRY[t].in_paper)
+BEYOND_PAPER = tuple(t for t in TASKS if not REGISTRY[t].in_paper)
+# Column titles; a task beyond the paper is marked * (explained under every table that has one)
+TITLES = {t: REGISTRY[t].column_title + ("" if REGISTRY[t].in_paper else "*") for t in TASKS}
+# The tasks with a fixed training set, whose output-only runs may cache their frozen features (cache_features)
+CACHEABLE = tuple(t for t in TASKS if REGISTRY[t].cacheable)
 
 
 def spec(name: str) -> Dataset:

@@ -1,12 +1,15 @@
-"""The one description of a dataset: how to tell it is present, where it comes from (with its
-checksums), what to tell a user when it is missing, and which task class reads it. Each dataset
-module ends with its SPEC; `registry` collects them, and `fpt data status`, `fpt data fetch`, the
-missing-data cells of the tables and task construction all read them there."""
+"""The one description of a dataset and of the task that reads it: where its column stands in the tables (and
+whether the paper has it), how to tell it is present, where it comes from (with its checksums), what to tell a
+user when it is missing, and which task class reads it. Each dataset module ends with its SPEC; `registry`
+collects them and derives the task lists from them, and `fpt data status`, `fpt data fetch`, the tables'
+columns and missing-data cells and task construction all read them there."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+
+from .base import fixed_training_set
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,12 @@ def always_present(options: dict) -> bool:
 class Dataset:
     name: str                             # the task name (and `fpt data fetch NAME`)
     task: type | None = None              # the Task class that reads it
+    # The task's column in every table: its place (1 first; the paper's column order, then the tasks beyond the
+    # paper), its title there, and whether the paper has it (a task beyond it has no paper number; its title is
+    # marked *). registry.TASKS, TASK_COLUMNS and the titles are derived from these.
+    column: int = 0
+    column_title: str = ""
+    in_paper: bool = True
     title: str = ""                       # what is missing, in the sentence of a missing-data cell
     subdir: str = ""
     kind: str = "download"                # download | alias | generated
@@ -56,6 +65,12 @@ class Dataset:
     unprepared: Callable | None = None
     # Fetched by `fpt reproduce` before the cpu notebooks when missing (small, with a local source)
     auto_fetch: bool = False
+
+    @property
+    def cacheable(self) -> bool:
+        """Whether output-only runs of the task may cache its frozen features: its task class has a fixed
+        training set (fptlib.data.base.fixed_training_set), which the class itself declares."""
+        return self.task is not None and fixed_training_set(self.task)
 
     @property
     def fetch_name(self) -> str:

@@ -5,16 +5,17 @@ A missing entry means the paper gives no number for that cell: it is shown as ab
 """
 from __future__ import annotations
 
-TASK_COLUMNS = ("bit-memory", "bit-xor", "listops", "mnist", "cifar10", "cifar10-lra", "homology")
+from ..data import registry
+
+# The paper's columns in its order, and their titles: declared by each task's SPEC (fptlib.data), derived here
+TASK_COLUMNS = registry.PAPER_TASKS
 # Offline real-data tasks beyond the paper (fpt data fetch gets them from Debian packages): marked * in tables
-EXTRA_COLUMNS = ("fashion-mnist", "pfam")
+EXTRA_COLUMNS = registry.BEYOND_PAPER
 EXTRA_NOTE = ("* beyond the paper, offline real data (no paper number): Fashion-MNIST, 60,000 + 10,000 photos of "
               "clothing in ten classes, read as MNIST; Pfam families, 48-residue windows of eight protein families, "
               "trained on sequences HMMER's hmmemit samples from their profile HMMs, tested on their real seed "
               "sequences")
-TASK_TITLES = {"bit-memory": "Bit Memory", "bit-xor": "Bit XOR", "listops": "ListOps", "mnist": "MNIST",
-               "cifar10": "CIFAR-10", "cifar10-lra": "CIFAR-10 LRA", "homology": "Homology",
-               "fashion-mnist": "Fashion-MNIST*", "pfam": "Pfam families*"}
+TASK_TITLES = registry.TITLES
 
 
 def _row(*values):

@@ -15,7 +15,7 @@ from dataclasses import replace
 import torch
 
 from ..config import PRESETS, RunConfig, resolve
-from ..data import task_defaults
+from ..data import fixed_training_set, task_defaults
 from ..paths import portable
 from ..version import __version__
 from .steps import evaluate
@@ -109,7 +109,7 @@ def assemble(s, scores: dict) -> dict:
 def _timing(s) -> dict:
     """This process's pure training-step time (evaluation excluded), in total and per epoch."""
     out = {"train_step_seconds": round(sum(s.step_seconds), 4)}
-    n_train = s.task.split_size("train") if hasattr(s.task, "train_indices") else None
+    n_train = s.task.split_size("train") if fixed_training_set(s.task) else None
     if s.step_seconds and n_train:
         per_epoch = -(-n_train // (s.cfg.batch_size * s.cfg.grad_accum))
         chunks = [s.step_seconds[i:i + per_epoch] for i in range(0, len(s.step_seconds), per_epoch)]

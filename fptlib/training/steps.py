@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as nnf
 
 from ..config import RunConfig
-from ..data import Task
+from ..data import CACHEABLE, Task, fixed_training_set
 from ..models import FPT
 from .errors import RunError
 
@@ -209,9 +209,9 @@ def check_cacheable(cfg: RunConfig, task: Task) -> None:
     if set(cfg.train) != {"output"}:
         raise RunError(f"cache_features needs a run that trains only the output layer (train=output); this "
                        f"one trains {', '.join(cfg.train)}, so its features change every step")
-    if not hasattr(task, "train_indices"):
+    if not fixed_training_set(task):
         raise RunError(f"cache_features needs a fixed training set, but {cfg.task} draws fresh examples every "
-                       "step; use mnist, listops, cifar10, cifar10-lra or homology")
+                       f"step; use {', '.join(CACHEABLE[:-1])} or {CACHEABLE[-1]}")
     if getattr(task, "augment", False):
         raise RunError(f"cache_features cannot cache augmented training images; pass the task option "
                        f"augment=false (--option augment=false) to train {cfg.task} on fixed images")
