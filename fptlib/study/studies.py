@@ -6,7 +6,7 @@ Random, ...) is computed once and shared.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -18,7 +18,7 @@ from ..groups import FPT_GROUPS
 from ..models import family_of, hf_config
 from ..training import RunDir
 from . import paper
-from .base import Study, Tables1And2
+from .base import Study, Tables1And2, parameter
 from .render.markdown import fmt_cell, frame_markdown
 from .results.tables import load_curve, load_run
 
@@ -135,30 +135,19 @@ class Ablation(Study):
     """Tables 15 (pretrained) and 21 (random): add trained groups one at a time, from the output layer
     alone to the full FPT set."""
 
-    init: str = "pretrained"  # pretrained (Table 15) | random (Table 21)
+    init: str = parameter("pretrained", doc="pretrained (Table 15) | random (Table 21)")
     GRID: ClassVar[dict] = ONE_SEED_ALL_TASKS
     CPU_GRID: ClassVar[dict] = {"tasks": CPU_ABLATION_TASKS}
     rows: ClassVar[list] = ["Output only", "+ Layernorm", "+ Input", "+ Positions"]
     steps_groups: ClassVar[dict] = {"Output only": ("output",), "+ Layernorm": ("output", "layernorm"),
                                     "+ Input": ("output", "layernorm", "input"), "+ Positions": FPT_GROUPS}
 
-    def __post_init__(self):
-        super().__post_init__()
-        if self.init not in ("pretrained", "random"):
-            raise ValueError(f"init must be 'pretrained' or 'random', got {self.init!r}")
-
-    @property
-    def name(self):  # type: ignore[override]
-        return "table15_ablation_pretrained" if self.init == "pretrained" else "table21_ablation_random"
-
-    @property
-    def title(self):  # type: ignore[override]
-        return (f"Table {15 if self.init == 'pretrained' else 21}: successive parameter ablation, "
-                f"{self.init} frozen transformer")
-
-    @property
-    def paper_table(self):  # type: ignore[override]
-        return "table15" if self.init == "pretrained" else "table21"
+    VARIANT_OF: ClassVar[str] = "init"
+    VARIANTS: ClassVar[dict] = {
+        init: {"name": name, "paper_table": table,
+               "title": f"Table {table[5:]}: successive parameter ablation, {init} frozen transformer"}
+        for init, name, table in (("pretrained", "table15_ablation_pretrained", "table15"),
+                                  ("random", "table21_ablation_random", "table21"))}
 
     def arms(self, task):
         return [(r, {"init": self.init, "train": g}) for r, g in self.steps_groups.items()]
@@ -215,24 +204,16 @@ class Depth(Study):
     Table 11 trains output + layer norm, Table 12 only the output layer."""
 
     GRID: ClassVar[dict] = {"seeds": [0], "tasks": ["listops"]}
-    depths: list = field(default_factory=lambda: [1, 2, 3, 6])
-    output_only: bool = False  # False: Table 11, True: Table 12
+    depths: list = parameter(factory=lambda: [1, 2, 3, 6], doc="blocks kept from the bottom of the backbone")
+    output_only: bool = parameter(False, doc="False: Table 11 (output + layer norm), True: Table 12 (output only)")
+    VARIANT_OF: ClassVar[str] = "output_only"
+    VARIANTS: ClassVar[dict] = {
+        False: {"name": "table11_depth", "title": "Table 11: depth, output layer and layer norm trained",
+                "paper_table": "table11"},
+        True: {"name": "table12_depth_output_only", "title": "Table 12: depth, output layer only",
+               "paper_table": "table12"}}
 
-    @property
-    def name(self):  # type: ignore[override]
-        return "table12_depth_output_only" if self.output_only else "table11_depth"
-
-    @property
-    def title(self):  # type: ignore[override]
-        return ("Table 12: depth, output layer only" if self.output_only
-                else "Table 11: depth, output layer and layer norm trained")
-
-    @property
-    def paper_table(self):  # type: ignore[override]
-        return "table12" if self.output_only else "table11"
-
-    @property
-    def rows(self):  # type: ignore[override]
+    def rows_for(self):
         return [f"{n} layers, {init}" for n in self.depths for init in ("pretrained", "random")]
 
     def by_depth(self, summary: pd.DataFrame) -> pd.DataFrame:
@@ -263,7 +244,7 @@ class Backbones(Study):
     """Table 17: other language-pretrained transformers as the frozen backbone."""
 
     GRID: ClassVar[dict] = {"seeds": [0], "tasks": ["cifar10", "listops"]}
-    backbones: list = field(default_factory=list)  # empty: every pretrained backbone this scale can load
+    backbones: list = parameter(factory=list, doc="empty: every pretrained backbone this scale can load")
 
     OFFLINE: ClassVar[list] = ["minilm"]
     PAPER_SCALE: ClassVar[list] = ["gpt2", "bert-base-uncased", "t5-base", "allenai/longformer-base-4096"]
@@ -277,8 +258,7 @@ class Backbones(Study):
     def chosen(self) -> list:
         return self.backbones or (self.PAPER_SCALE if self.scale == "paper" else self.OFFLINE)
 
-    @property
-    def rows(self):  # type: ignore[override]
+    def rows_for(self):
         return [self.LABELS.get(b, b) for b in self.chosen]
 
     def paper_ref(self, row):
@@ -330,8 +310,7 @@ class ModelSize(Study):
         # 12 min for MNIST's 600 steps: more than the six MiniLM rows together
         return [(f"minilm {n} blocks", "minilm", n, ("pretrained", "random")) for n in (2, 4, 6)]
 
-    @property
-    def rows(self):  # type: ignore[override]
+    def rows_for(self):
         return [f"{label} {'FPT' if i == 'pretrained' else 'Random'}" for label, _, _, inits in self.sizes()
                 for i in inits]
 
@@ -379,7 +358,7 @@ class LRSweep(Study):
     ordering FPT > random survives every learning rate, and what full finetuning gives when its
     learning rate is tuned."""
 
-    lrs: list = field(default_factory=list)  # empty: the scale's grid
+    lrs: list = parameter(factory=list, doc="learning rates of the sweep")
     GRID: ClassVar[dict] = {"seeds": [0], "tasks": ["listops", "mnist"], "lrs": [1e-4, 3e-4, 1e-3, 3e-3]}
     # cpu: ListOps at 1e-4 (where full finetuning is usually run) and the paper's 1e-3; six unfrozen runs
     # on four rates would take the notebook past the hour on two cores
@@ -390,8 +369,7 @@ class LRSweep(Study):
                                 "Unfrozen pretrained": {"init": "pretrained", "train": ("full",)},
                                 "Unfrozen random": {"init": "random", "train": ("full",)}}
 
-    @property
-    def rows(self):  # type: ignore[override]
+    def rows_for(self):
         return [f"{s}, lr {lr:g}" for s in self.SETTINGS for lr in self.lrs]
 
     def paper_ref(self, row):
@@ -471,7 +449,8 @@ class StepsToConverge:
     still rising at its last evaluation (the last gain above the tolerance). A run that has not converged
     gives a lower bound."""
 
-    tolerance: float = 1.0
+    tolerance: float = parameter(1.0, doc="convergence: within this many points of the run's best validation "
+                                          "accuracy")
 
     def convergence(self, runs: pd.DataFrame) -> pd.DataFrame:
         out, with_patience = [], False
