@@ -254,14 +254,12 @@ class Study:
 
 
 @dataclass
-class Tables1And2(Study):
-    """Notebook 01: paper Tables 1-2, FPT (pretrained, frozen) vs the same backbone random and frozen,
-    over seeds. Table 1's fully trained LSTM is notebook 01b (study.studies.LSTMBaseline): one notebook of
-    the three rows takes longer than the hour a `cpu` notebook may."""
+class HeadlineArms(Study):
+    """The paper's three headline arms, whichever table they make: FPT (pretrained, frozen), the same
+    backbone random and frozen, and the fully trained LSTM, each row named after its arm. Tables 1-2
+    (notebook 01), Table 1's LSTM (01b), the offline tasks (01c), Tables 6-7 (03) and Tables 1, 2 and 6 at
+    convergence (01a) are this with their own rows."""
 
-    name: ClassVar[str] = "table01_02"
-    title: ClassVar[str] = "Tables 1-2: frozen pretrained vs frozen random transformer"
-    rows: ClassVar[list] = ["FPT", "Random"]
     ARMS: ClassVar[dict] = {"FPT": {"init": "pretrained"}, "Random": {"init": "random"},
                             "LSTM": {"backbone": "lstm", "init": "random", "train": ("full",)}}
     paper_rows: ClassVar[dict] = {"FPT": ("table2", "FPT"), "Random": ("table2", "Random"),
@@ -283,6 +281,17 @@ class Tables1And2(Study):
         return (f"Test accuracy (%), mean ± std over seeds {self.seeds}, full held-out test split; "
                 f"{self.paper_clause()}. Ours: scale `{self.scale}`, "
                 f"backbone {self.backbone or PRESETS[self.scale]['backbone']}{lstm}.")
+
+
+@dataclass
+class Tables1And2(HeadlineArms):
+    """Notebook 01: paper Tables 1-2, FPT (pretrained, frozen) vs the same backbone random and frozen,
+    over seeds. Table 1's fully trained LSTM is notebook 01b (study.studies.LSTMBaseline): one notebook of
+    the three rows takes longer than the hour a `cpu` notebook may."""
+
+    name: ClassVar[str] = "table01_02"
+    title: ClassVar[str] = "Tables 1-2: frozen pretrained vs frozen random transformer"
+    rows: ClassVar[list] = ["FPT", "Random"]
 
 
 def load_runs(run_dirs: list[str], rows: list[str]) -> pd.DataFrame:

@@ -1,5 +1,6 @@
-"""One Study per paper result (beyond Tables 1-2's FPT and Random, in study.base.Tables1And2): each names its
-rows and the config of every row; study.base.Study turns that into runs, tables and captions.
+"""One Study per paper result beyond Tables 1-2 (study.base.Tables1And2, whose arms study.base.HeadlineArms
+holds): each names its rows and the config of every row; study.base.Study turns that into runs, tables and
+captions.
 
 Runs are cached by config, so a row that is the same computation as another notebook's (FPT,
 Random, ...) is computed once and shared.
@@ -18,7 +19,7 @@ from ..groups import FPT_GROUPS
 from ..models import family_of, hf_config
 from ..training import RunDir
 from . import paper
-from .base import Study, Tables1And2, parameter
+from .base import HeadlineArms, Study, parameter
 from .render.markdown import fmt_cell, frame_markdown
 from .results.tables import load_curve, load_run
 
@@ -38,8 +39,8 @@ def cached_output_only(task: str) -> dict:
 # slowest step per example here) are left out so each notebook stays within the hour on two cores;
 # ListOps is still studied in 09, 13 and 14. Tasks without offline data cost nothing and say so.
 CPU_ABLATION_TASKS = ["bit-xor", "mnist", "fashion-mnist", "cifar10", "cifar10-lra", "homology"]
-# Tables 13-14's cpu grid leaves Fashion-MNIST out: its five runs that train feed-forward or attention weights take
-# 5-10 min each, more than the notebook's hour allows beside the rest
+# Tables 13-14's cpu grid leaves Fashion-MNIST out: its five runs that train feed-forward or attention weights are
+# the grid's slowest, more than the notebook's hour allows beside the rest (results/cpu/tables/compute_time.md)
 MORE_PARAMS_CPU_TASKS = [t for t in CPU_ABLATION_TASKS if t != "fashion-mnist"]
 # The one-seed studies that run every task: at cpu, Fashion-MNIST beside MNIST (offline real images beyond the paper)
 CPU_ALL_TASKS = list(paper.TASK_COLUMNS) + ["fashion-mnist"]
@@ -73,7 +74,7 @@ class BitInit(Study):
     rows: ClassVar[list] = ["FPT", "Random", "Bit", "ViT"]
     paper_table: ClassVar[str] = "table2"
     # Fashion-MNIST left out at cpu: a new Bit row needs the Bit Memory source's weights, which are not committed
-    # (backbone.safetensors, 90 MB), so it would retrain the source (6 min) first
+    # (backbone.safetensors, 90 MB), so it would retrain the source first
     CPU_GRID: ClassVar[dict] = {"seeds": [0]}
     metric_titles: ClassVar[dict] = {"test_accuracy": "", "test_masked_accuracy": " (masked bits only)"}
 
@@ -306,8 +307,8 @@ class ModelSize(Study):
         if self.scale == "smoke":
             return [("minilm 1 block", "minilm", 1, ("pretrained", "random")),
                     ("minilm 2 blocks", "minilm", 2, ("pretrained", "random"))]
-        # cpu: MiniLM's own depths; a random gpt2-small shape (12 x 768) steps at 1.2 s (fpt bench, 2 threads),
-        # 12 min for MNIST's 600 steps: more than the six MiniLM rows together
+        # cpu: MiniLM's own depths; a random gpt2-small shape (12 x 768) would cost more than the six MiniLM rows
+        # together (its step time: `fpt bench`, docs/performance.md)
         return [(f"minilm {n} blocks", "minilm", n, ("pretrained", "random")) for n in (2, 4, 6)]
 
     def rows_for(self):
@@ -415,7 +416,7 @@ class LRSweep(Study):
 
 
 @dataclass
-class LSTMBaseline(Tables1And2):
+class LSTMBaseline(HeadlineArms):
     """Notebook 01b: paper Table 1's fully trained LSTM (width of the transformer, 3 layers, every
     parameter trained) beside FPT, over seeds; FPT's runs are notebook 01's."""
 
@@ -425,7 +426,7 @@ class LSTMBaseline(Tables1And2):
 
 
 @dataclass
-class OfflineTasks(Tables1And2):
+class OfflineTasks(HeadlineArms):
     """Notebook 01c: Tables 1-2's three rows (FPT, Random, the fully trained LSTM) on the offline real-data
     tasks beyond the paper, Fashion-MNIST and the Pfam families, over seeds. A notebook of its own, because
     notebook 01 alone takes 45 of the hour a `cpu` notebook may."""
@@ -512,7 +513,7 @@ class StepsToConverge:
 
 
 @dataclass
-class Convergence(StepsToConverge, Tables1And2):
+class Convergence(StepsToConverge, HeadlineArms):
     """Tables 6-7 from the runs of Tables 1-2 (nothing new is trained): gradient steps to convergence,
     FPT vs Random (StepsToConverge), and train vs test accuracy for every row."""
 
