@@ -167,7 +167,7 @@ def _bench_parser(sub) -> None:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     b.add_argument("--offline", action="store_true", help="the offline (cpu) scale's MiniLM shapes instead of "
                    "the paper's: our fp32 step against bf16 autocast (and the original's), each against this "
-                   "machine's matmul ceiling in its own precision; writes offline.{md,csv} (~10 min)")
+                   "machine's matmul ceiling in its own precision; writes offline.{md,csv} (minutes)")
     b.add_argument("--backbones", nargs="+", default=None,
                    help="gpt2 (gpt2-small shape, random init: no download), minilm, or any fptlib backbone name "
                    "(default: gpt2 minilm; with --offline minilm)")

@@ -140,9 +140,9 @@ SCALE_DEFAULTS: dict[str, dict] = {
         "train_eval_examples": 1000,
         # Trained to convergence (notebook 01a): the tasks, data, backbone and batch sizes of the scale, each run
         # stopped once validation accuracy has not improved for `patience` evaluations (the paper scale's
-        # rule), under a step cap meant never to be reached. bf16 autocast: 1.5-1.7x faster per step on a
-        # CPU with native bf16 and level with fp32 in accuracy (docs/performance.md); part of each run's
-        # identity, so these runs are never mixed with fp32 ones.
+        # rule), under a step cap meant never to be reached. bf16 autocast: faster per step on a CPU with
+        # native bf16 and level with fp32 in accuracy (both measured in docs/performance.md); part of each
+        # run's identity, so these runs are never mixed with fp32 ones.
         "converge": {"precision": "bf16", "patience": 20},
     },
     "paper": {

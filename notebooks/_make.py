@@ -13,38 +13,25 @@ import nbformat as nbf
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-COMMENTS = {
-    "scale": "smoke | cpu | paper",
-    "seeds": "one run per seed and row",
-    "tasks": "columns of the table",
-    "backbone": "empty: the scale's default (smoke/cpu: minilm, paper: gpt2)",
-    "steps": "gradient steps per run; 0: the scale's per-task default",
-    "progress": "progress bars",
-    "executor": "local (this machine) | slurm (one SLURM job per missing run, through submitit)",
-    "slurm": "SLURM resources, e.g. {'partition': 'gpu', 'gpus_per_node': 1, 'timeout_min': 600}",
-    "wait": "slurm: wait for the jobs (progress bar); False: return now, finished runs are read next time",
-    "init": "pretrained (Table 15) | random (Table 21)",
-    "depths": "blocks kept from the bottom of the backbone",
-    "output_only": "False: Table 11 (output + layer norm), True: Table 12 (output only)",
-    "backbones": "empty: every pretrained backbone this scale can load",
-    "lrs": "learning rates of the sweep",
-    "tolerance": "convergence: within this many points of the run's best validation accuracy",
-}
-
-
 def _literal(v):
     return repr(v)
 
 
-def _grid_comment(cls, key: str) -> str:
-    """What an empty seeds/tasks parameter runs, per scale (the study's GRID and CPU_GRID)."""
+def _doc(f: dataclasses.Field) -> str:
+    """What the parameters cell says beside a study field: its `doc` (fptlib.study.base.parameter)."""
+    return f.metadata.get("doc", "")
+
+
+def _grid_comment(cls, f: dataclasses.Field) -> str:
+    """A field's doc, and what it runs when empty, per scale (the study's GRID and CPU_GRID)."""
+    key = f.name
     paper, cpu = cls.GRID[key], {**cls.GRID, **cls.CPU_GRID}[key]
     what = "all seven" if key == "tasks" and len(paper) == 7 else repr(paper)
     if key not in cls.CPU_GRID and key not in ("seeds", "tasks"):
-        return f"{COMMENTS[key]}; empty: {what}"
+        return f"{_doc(f)}; empty: {what}"
     if cpu == paper:
-        return f"{COMMENTS[key]}; empty: {what}"
-    return f"{COMMENTS[key]}; empty: the scale's grid (cpu: {cpu!r}; smoke and paper: {what})"
+        return f"{_doc(f)}; empty: {what}"
+    return f"{_doc(f)}; empty: the scale's grid (cpu: {cpu!r}; smoke and paper: {what})"
 
 
 def params_cell(cls, overrides: dict | None = None) -> nbf.NotebookNode:
@@ -54,7 +41,7 @@ def params_cell(cls, overrides: dict | None = None) -> nbf.NotebookNode:
         v = (overrides or {}).get(f.name, f.default_factory() if f.default_factory is not dataclasses.MISSING
                                   else f.default)
         typ = f.type if isinstance(f.type, str) else f.type.__name__
-        comment = _grid_comment(cls, f.name) if f.name in cls.GRID else COMMENTS.get(f.name, "")
+        comment = _grid_comment(cls, f) if f.name in cls.GRID else _doc(f)
         lines.append(f"{f.name}: {typ} = {_literal(v)}  # {comment}".rstrip(" #"))
     cell = nbf.v4.new_code_cell("\n".join(lines))
     cell.metadata["tags"] = ["parameters"]
@@ -254,7 +241,9 @@ fig = plots.by_depth(study.by_depth(summary), title=f"{study.title} - scale '{sc
 plots.save(fig, study.figure_path("by_depth"))"""),
         md("## Table 12 (output layer only)\nThe same depths with only the output layer trained."),
         code("""
-study12 = Depth(**{**study.__dict__, "output_only": True})
+from dataclasses import replace
+
+study12 = replace(study, output_only=True)
 runs12 = study12.execute()
 summary12 = study12.summary(runs12)
 study12.save(summary12)
@@ -283,7 +272,9 @@ pretrained backbone (Table 15) and, below, the random one (Table 21).
 {HOW.format(num="11", cls="Ablation")}""", extra=[
         md("## Table 21: the same ablation on a random frozen transformer"),
         code("""
-study21 = Ablation(**{**study.__dict__, "init": "random"})
+from dataclasses import replace
+
+study21 = replace(study, init="random")
 runs21 = study21.execute()
 summary21 = study21.summary(runs21)
 study21.save(summary21)

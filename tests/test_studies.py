@@ -1,5 +1,6 @@
 """The studies behind notebooks 02-14: the configs of their rows, the paper numbers beside them, and
 the analyses that need no training (convergence criterion, summary merging)."""
+import dataclasses
 import json
 
 import pandas as pd
@@ -61,7 +62,7 @@ def test_ablation_and_more_params_train_the_papers_groups(reliability):
     assert set(abl["+ Input"].train) == {"output", "layernorm", "input"}
     assert set(abl["+ Positions"].train) == set(FPT_GROUPS)
     assert studies.Ablation(init="random").name == "table21_ablation_random"
-    with pytest.raises(ValueError, match="pretrained' or 'random"):
+    with pytest.raises(ValueError, match="init must be one of 'pretrained', 'random', got 'stats'"):
         studies.Ablation(init="stats")
     reliability.bad_input("Ablation(init='stats')", kind="parameter")
     more = {r.row: r.config for r in studies.MoreParams(tasks=["mnist"]).runs()}
@@ -178,3 +179,30 @@ def test_a_partial_reproduce_keeps_the_record_of_the_others(tmp_path):
                            "failed": []})
     assert [e["notebook"] for e in m["notebooks"]] == ["01_a.ipynb", "02_b.ipynb"]
     assert m["failed"] == [] and m["this_invocation"] == ["02_b.ipynb"]
+
+
+def test_every_study_parameter_has_its_doc_in_the_field():
+    """notebooks/_make.py writes each parameter's comment from the field's metadata: none may lack one."""
+    import dataclasses
+
+    from fptlib.study import Converged
+    missing = [(cls.__name__, f.name) for cls in [*ALL, Converged] for f in dataclasses.fields(cls)
+               if not f.metadata.get("doc")]
+    assert not missing, missing
+
+
+@pytest.mark.parametrize("cls, param, value, name, table", [
+    (studies.Ablation, "init", "pretrained", "table15_ablation_pretrained", "table15"),
+    (studies.Ablation, "init", "random", "table21_ablation_random", "table21"),
+    (studies.Depth, "output_only", False, "table11_depth", "table11"),
+    (studies.Depth, "output_only", True, "table12_depth_output_only", "table12"),
+])
+def test_a_declared_variant_names_its_table(cls, param, value, name, table):
+    st = cls(scale="cpu", **{param: value})
+    assert (st.name, st.paper_table) == (name, table) and table[5:] in st.title
+    assert dataclasses.replace(st, **{param: value}).name == name  # what the notebooks do for the second table
+
+
+def test_rows_that_follow_from_the_parameters():
+    assert studies.Depth(scale="cpu", depths=[2]).rows == ["2 layers, pretrained", "2 layers, random"]
+    assert studies.LRSweep(scale="cpu", lrs=[1e-3]).rows == [f"{s}, lr 0.001" for s in studies.LRSweep.SETTINGS]

@@ -3,7 +3,7 @@
 below them, results read back and judged (results/), rendering (render/: Markdown, plots, widgets) and the
 paper's numbers (paper); beside them attention maps (attention/), above them the report (report/).
 Order, checked by tests/test_architecture.py: paper < results < render < the studies < report."""
-from .base import Study, Tables1And2, load_runs
+from .base import HeadlineArms, Study, Tables1And2, load_runs
 from .converged import Converged
 from .render import plots
 from .studies import (
@@ -23,6 +23,6 @@ from .studies import (
                       StatsInit,
 )
 
-__all__ = ["plots", "Study", "Tables1And2", "load_runs", "Ablation", "Backbones", "BitInit",
+__all__ = ["plots", "Study", "HeadlineArms", "Tables1And2", "load_runs", "Ablation", "Backbones", "BitInit",
            "Converged", "Convergence", "Depth", "FrozenLN", "LRSweep", "LSTMBaseline", "LSTMVariants", "ModelSize",
            "MoreParams", "OfflineTasks", "OutputOnly", "StatsInit"]

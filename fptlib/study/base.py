@@ -4,7 +4,7 @@ Each study is a dataclass whose fields are exactly the papermill `parameters` of
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
@@ -40,21 +40,30 @@ def check_parameter_types(study) -> None:
     check_executor(getattr(study, "executor", "local"))
 
 
+def parameter(default=MISSING, *, doc: str, factory=MISSING):
+    """A study field, that is a papermill parameter of its notebook, with `doc`: what the notebook's
+    parameters cell says beside it (notebooks/_make.py reads it from the field's metadata)."""
+    return field(default=default, default_factory=factory, metadata={"doc": doc})
+
+
 @dataclass
 class Study:
     """The grid of runs behind one paper table and the table built from them. A subclass names its
     rows and, per task, the config of each row (`arms`); its dataclass fields are its notebook's
-    papermill parameters."""
+    papermill parameters, each with its `doc`."""
 
-    scale: str = "cpu"                 # smoke | cpu | paper
-    seeds: list = field(default_factory=list)  # empty: the scale's grid (GRID, CPU_GRID)
-    tasks: list = field(default_factory=list)  # empty: the scale's grid
-    backbone: str = ""                 # empty: the scale's default (cpu: minilm, paper: gpt2)
-    steps: int = 0                     # 0: the scale's per-task default
-    progress: bool = True
-    executor: str = "local"            # local: this machine's processes; slurm: one SLURM job per run
-    slurm: dict = field(default_factory=dict)  # SLURM resources (runs.slurm.Resources); {}: defaults
-    wait: bool = True                  # slurm: wait for the jobs; False: return, pick up results next time
+    scale: str = parameter("cpu", doc="smoke | cpu | paper")
+    seeds: list = parameter(factory=list, doc="one run per seed and row")
+    tasks: list = parameter(factory=list, doc="columns of the table")
+    backbone: str = parameter("", doc="empty: the scale's default (smoke/cpu: minilm, paper: gpt2)")
+    steps: int = parameter(0, doc="gradient steps per run; 0: the scale's per-task default")
+    progress: bool = parameter(True, doc="progress bars")
+    executor: str = parameter("local", doc="local (this machine) | slurm (one SLURM job per missing run, "
+                                           "through submitit)")
+    slurm: dict = parameter(factory=dict, doc="SLURM resources, e.g. {'partition': 'gpu', 'gpus_per_node': 1, "
+                                              "'timeout_min': 600}")
+    wait: bool = parameter(True, doc="slurm: wait for the jobs (progress bar); False: return now, finished runs "
+                                     "are read next time")
 
     # The seeds and tasks a run of this study covers when left empty: the paper's grid, except that
     # the `cpu` scale may cut it (CPU_GRID) so the notebook finishes on two cores. A cut is written
@@ -67,6 +76,7 @@ class Study:
         for key, value in self.default_grid().items():
             if not getattr(self, key):
                 setattr(self, key, list(value))
+        self._declare_table()
 
     def default_grid(self, scale: str | None = None) -> dict:
         """The seeds and tasks this study runs at `scale` when its parameters leave them empty."""
@@ -76,6 +86,29 @@ class Study:
     title: ClassVar[str] = ""          # the paper result this reproduces, for captions and the report
     rows: ClassVar[list] = []
     paper_table: ClassVar[str | None] = None  # paper.TABLES key; our row names are the paper's
+    # A study whose table depends on one of its parameters declares its variants: that parameter's name
+    # and, per value, the table's name, title and paper table (Ablation by init, Depth by output_only).
+    VARIANT_OF: ClassVar[str] = ""
+    VARIANTS: ClassVar[dict] = {}
+
+    def _declare_table(self) -> None:
+        """This instance's table: its variant's name, title and paper table, and the rows its parameters
+        give (`rows_for`); the class's own where it declares none."""
+        if self.VARIANT_OF:
+            value = getattr(self, self.VARIANT_OF)
+            if value not in self.VARIANTS:
+                raise ValueError(f"{self.VARIANT_OF} must be one of {', '.join(map(repr, self.VARIANTS))}, "
+                                 f"got {value!r}")
+            for attr, v in self.VARIANTS[value].items():
+                setattr(self, attr, v)
+        rows = self.rows_for()
+        if rows is not None:
+            self.rows = rows
+
+    def rows_for(self) -> list | None:
+        """The table's rows where they follow from the parameters (depths, backbones, learning rates);
+        None: the class's `rows`."""
+        return None
     paper_rows: ClassVar[dict] = {}    # exceptions: our row -> (paper table, paper row)
     metric_titles: ClassVar[dict] = {"test_accuracy": ""}
 
@@ -221,14 +254,12 @@ class Study:
 
 
 @dataclass
-class Tables1And2(Study):
-    """Notebook 01: paper Tables 1-2, FPT (pretrained, frozen) vs the same backbone random and frozen,
-    over seeds. Table 1's fully trained LSTM is notebook 01b (study.studies.LSTMBaseline): one notebook of
-    the three rows takes longer than the hour a `cpu` notebook may."""
+class HeadlineArms(Study):
+    """The paper's three headline arms, whichever table they make: FPT (pretrained, frozen), the same
+    backbone random and frozen, and the fully trained LSTM, each row named after its arm. Tables 1-2
+    (notebook 01), Table 1's LSTM (01b), the offline tasks (01c), Tables 6-7 (03) and Tables 1, 2 and 6 at
+    convergence (01a) are this with their own rows."""
 
-    name: ClassVar[str] = "table01_02"
-    title: ClassVar[str] = "Tables 1-2: frozen pretrained vs frozen random transformer"
-    rows: ClassVar[list] = ["FPT", "Random"]
     ARMS: ClassVar[dict] = {"FPT": {"init": "pretrained"}, "Random": {"init": "random"},
                             "LSTM": {"backbone": "lstm", "init": "random", "train": ("full",)}}
     paper_rows: ClassVar[dict] = {"FPT": ("table2", "FPT"), "Random": ("table2", "Random"),
@@ -250,6 +281,17 @@ class Tables1And2(Study):
         return (f"Test accuracy (%), mean ± std over seeds {self.seeds}, full held-out test split; "
                 f"{self.paper_clause()}. Ours: scale `{self.scale}`, "
                 f"backbone {self.backbone or PRESETS[self.scale]['backbone']}{lstm}.")
+
+
+@dataclass
+class Tables1And2(HeadlineArms):
+    """Notebook 01: paper Tables 1-2, FPT (pretrained, frozen) vs the same backbone random and frozen,
+    over seeds. Table 1's fully trained LSTM is notebook 01b (study.studies.LSTMBaseline): one notebook of
+    the three rows takes longer than the hour a `cpu` notebook may."""
+
+    name: ClassVar[str] = "table01_02"
+    title: ClassVar[str] = "Tables 1-2: frozen pretrained vs frozen random transformer"
+    rows: ClassVar[list] = ["FPT", "Random"]
 
 
 def load_runs(run_dirs: list[str], rows: list[str]) -> pd.DataFrame:

@@ -14,7 +14,7 @@ import pandas as pd
 from ..config import converge_fields
 from ..training import RunDir
 from . import paper
-from .base import Tables1And2
+from .base import HeadlineArms
 from .results.tables import load_run
 from .studies import StepsToConverge
 
@@ -66,7 +66,7 @@ class ToConvergence:
 
 
 @dataclass
-class Converged(ToConvergence, StepsToConverge, Tables1And2):
+class Converged(ToConvergence, StepsToConverge, HeadlineArms):
     """Tables 1-2's three rows (FPT, Random, the fully trained LSTM) trained to convergence, and Table 6 from
     the same runs: steps to convergence, FPT against Random."""
 

@@ -1,12 +1,13 @@
-"""One Study per paper result (beyond Tables 1-2's FPT and Random, in study.base.Tables1And2): each names its
-rows and the config of every row; study.base.Study turns that into runs, tables and captions.
+"""One Study per paper result beyond Tables 1-2 (study.base.Tables1And2, whose arms study.base.HeadlineArms
+holds): each names its rows and the config of every row; study.base.Study turns that into runs, tables and
+captions.
 
 Runs are cached by config, so a row that is the same computation as another notebook's (FPT,
 Random, ...) is computed once and shared.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -18,7 +19,7 @@ from ..groups import FPT_GROUPS
 from ..models import family_of, hf_config
 from ..training import RunDir
 from . import paper
-from .base import Study, Tables1And2
+from .base import HeadlineArms, Study, parameter
 from .render.markdown import fmt_cell, frame_markdown
 from .results.tables import load_curve, load_run
 
@@ -38,8 +39,8 @@ def cached_output_only(task: str) -> dict:
 # slowest step per example here) are left out so each notebook stays within the hour on two cores;
 # ListOps is still studied in 09, 13 and 14. Tasks without offline data cost nothing and say so.
 CPU_ABLATION_TASKS = ["bit-xor", "mnist", "fashion-mnist", "cifar10", "cifar10-lra", "homology"]
-# Tables 13-14's cpu grid leaves Fashion-MNIST out: its five runs that train feed-forward or attention weights take
-# 5-10 min each, more than the notebook's hour allows beside the rest
+# Tables 13-14's cpu grid leaves Fashion-MNIST out: its five runs that train feed-forward or attention weights are
+# the grid's slowest, more than the notebook's hour allows beside the rest (results/cpu/tables/compute_time.md)
 MORE_PARAMS_CPU_TASKS = [t for t in CPU_ABLATION_TASKS if t != "fashion-mnist"]
 # The one-seed studies that run every task: at cpu, Fashion-MNIST beside MNIST (offline real images beyond the paper)
 CPU_ALL_TASKS = list(paper.TASK_COLUMNS) + ["fashion-mnist"]
@@ -73,7 +74,7 @@ class BitInit(Study):
     rows: ClassVar[list] = ["FPT", "Random", "Bit", "ViT"]
     paper_table: ClassVar[str] = "table2"
     # Fashion-MNIST left out at cpu: a new Bit row needs the Bit Memory source's weights, which are not committed
-    # (backbone.safetensors, 90 MB), so it would retrain the source (6 min) first
+    # (backbone.safetensors, 90 MB), so it would retrain the source first
     CPU_GRID: ClassVar[dict] = {"seeds": [0]}
     metric_titles: ClassVar[dict] = {"test_accuracy": "", "test_masked_accuracy": " (masked bits only)"}
 
@@ -135,30 +136,19 @@ class Ablation(Study):
     """Tables 15 (pretrained) and 21 (random): add trained groups one at a time, from the output layer
     alone to the full FPT set."""
 
-    init: str = "pretrained"  # pretrained (Table 15) | random (Table 21)
+    init: str = parameter("pretrained", doc="pretrained (Table 15) | random (Table 21)")
     GRID: ClassVar[dict] = ONE_SEED_ALL_TASKS
     CPU_GRID: ClassVar[dict] = {"tasks": CPU_ABLATION_TASKS}
     rows: ClassVar[list] = ["Output only", "+ Layernorm", "+ Input", "+ Positions"]
     steps_groups: ClassVar[dict] = {"Output only": ("output",), "+ Layernorm": ("output", "layernorm"),
                                     "+ Input": ("output", "layernorm", "input"), "+ Positions": FPT_GROUPS}
 
-    def __post_init__(self):
-        super().__post_init__()
-        if self.init not in ("pretrained", "random"):
-            raise ValueError(f"init must be 'pretrained' or 'random', got {self.init!r}")
-
-    @property
-    def name(self):  # type: ignore[override]
-        return "table15_ablation_pretrained" if self.init == "pretrained" else "table21_ablation_random"
-
-    @property
-    def title(self):  # type: ignore[override]
-        return (f"Table {15 if self.init == 'pretrained' else 21}: successive parameter ablation, "
-                f"{self.init} frozen transformer")
-
-    @property
-    def paper_table(self):  # type: ignore[override]
-        return "table15" if self.init == "pretrained" else "table21"
+    VARIANT_OF: ClassVar[str] = "init"
+    VARIANTS: ClassVar[dict] = {
+        init: {"name": name, "paper_table": table,
+               "title": f"Table {table[5:]}: successive parameter ablation, {init} frozen transformer"}
+        for init, name, table in (("pretrained", "table15_ablation_pretrained", "table15"),
+                                  ("random", "table21_ablation_random", "table21"))}
 
     def arms(self, task):
         return [(r, {"init": self.init, "train": g}) for r, g in self.steps_groups.items()]
@@ -215,24 +205,16 @@ class Depth(Study):
     Table 11 trains output + layer norm, Table 12 only the output layer."""
 
     GRID: ClassVar[dict] = {"seeds": [0], "tasks": ["listops"]}
-    depths: list = field(default_factory=lambda: [1, 2, 3, 6])
-    output_only: bool = False  # False: Table 11, True: Table 12
+    depths: list = parameter(factory=lambda: [1, 2, 3, 6], doc="blocks kept from the bottom of the backbone")
+    output_only: bool = parameter(False, doc="False: Table 11 (output + layer norm), True: Table 12 (output only)")
+    VARIANT_OF: ClassVar[str] = "output_only"
+    VARIANTS: ClassVar[dict] = {
+        False: {"name": "table11_depth", "title": "Table 11: depth, output layer and layer norm trained",
+                "paper_table": "table11"},
+        True: {"name": "table12_depth_output_only", "title": "Table 12: depth, output layer only",
+               "paper_table": "table12"}}
 
-    @property
-    def name(self):  # type: ignore[override]
-        return "table12_depth_output_only" if self.output_only else "table11_depth"
-
-    @property
-    def title(self):  # type: ignore[override]
-        return ("Table 12: depth, output layer only" if self.output_only
-                else "Table 11: depth, output layer and layer norm trained")
-
-    @property
-    def paper_table(self):  # type: ignore[override]
-        return "table12" if self.output_only else "table11"
-
-    @property
-    def rows(self):  # type: ignore[override]
+    def rows_for(self):
         return [f"{n} layers, {init}" for n in self.depths for init in ("pretrained", "random")]
 
     def by_depth(self, summary: pd.DataFrame) -> pd.DataFrame:
@@ -263,7 +245,7 @@ class Backbones(Study):
     """Table 17: other language-pretrained transformers as the frozen backbone."""
 
     GRID: ClassVar[dict] = {"seeds": [0], "tasks": ["cifar10", "listops"]}
-    backbones: list = field(default_factory=list)  # empty: every pretrained backbone this scale can load
+    backbones: list = parameter(factory=list, doc="empty: every pretrained backbone this scale can load")
 
     OFFLINE: ClassVar[list] = ["minilm"]
     PAPER_SCALE: ClassVar[list] = ["gpt2", "bert-base-uncased", "t5-base", "allenai/longformer-base-4096"]
@@ -277,8 +259,7 @@ class Backbones(Study):
     def chosen(self) -> list:
         return self.backbones or (self.PAPER_SCALE if self.scale == "paper" else self.OFFLINE)
 
-    @property
-    def rows(self):  # type: ignore[override]
+    def rows_for(self):
         return [self.LABELS.get(b, b) for b in self.chosen]
 
     def paper_ref(self, row):
@@ -326,12 +307,11 @@ class ModelSize(Study):
         if self.scale == "smoke":
             return [("minilm 1 block", "minilm", 1, ("pretrained", "random")),
                     ("minilm 2 blocks", "minilm", 2, ("pretrained", "random"))]
-        # cpu: MiniLM's own depths; a random gpt2-small shape (12 x 768) steps at 1.2 s (fpt bench, 2 threads),
-        # 12 min for MNIST's 600 steps: more than the six MiniLM rows together
+        # cpu: MiniLM's own depths; a random gpt2-small shape (12 x 768) would cost more than the six MiniLM rows
+        # together (its step time: `fpt bench`, docs/performance.md)
         return [(f"minilm {n} blocks", "minilm", n, ("pretrained", "random")) for n in (2, 4, 6)]
 
-    @property
-    def rows(self):  # type: ignore[override]
+    def rows_for(self):
         return [f"{label} {'FPT' if i == 'pretrained' else 'Random'}" for label, _, _, inits in self.sizes()
                 for i in inits]
 
@@ -379,7 +359,7 @@ class LRSweep(Study):
     ordering FPT > random survives every learning rate, and what full finetuning gives when its
     learning rate is tuned."""
 
-    lrs: list = field(default_factory=list)  # empty: the scale's grid
+    lrs: list = parameter(factory=list, doc="learning rates of the sweep")
     GRID: ClassVar[dict] = {"seeds": [0], "tasks": ["listops", "mnist"], "lrs": [1e-4, 3e-4, 1e-3, 3e-3]}
     # cpu: ListOps at 1e-4 (where full finetuning is usually run) and the paper's 1e-3; six unfrozen runs
     # on four rates would take the notebook past the hour on two cores
@@ -390,8 +370,7 @@ class LRSweep(Study):
                                 "Unfrozen pretrained": {"init": "pretrained", "train": ("full",)},
                                 "Unfrozen random": {"init": "random", "train": ("full",)}}
 
-    @property
-    def rows(self):  # type: ignore[override]
+    def rows_for(self):
         return [f"{s}, lr {lr:g}" for s in self.SETTINGS for lr in self.lrs]
 
     def paper_ref(self, row):
@@ -437,7 +416,7 @@ class LRSweep(Study):
 
 
 @dataclass
-class LSTMBaseline(Tables1And2):
+class LSTMBaseline(HeadlineArms):
     """Notebook 01b: paper Table 1's fully trained LSTM (width of the transformer, 3 layers, every
     parameter trained) beside FPT, over seeds; FPT's runs are notebook 01's."""
 
@@ -447,7 +426,7 @@ class LSTMBaseline(Tables1And2):
 
 
 @dataclass
-class OfflineTasks(Tables1And2):
+class OfflineTasks(HeadlineArms):
     """Notebook 01c: Tables 1-2's three rows (FPT, Random, the fully trained LSTM) on the offline real-data
     tasks beyond the paper, Fashion-MNIST and the Pfam families, over seeds. A notebook of its own, because
     notebook 01 alone takes 45 of the hour a `cpu` notebook may."""
@@ -471,7 +450,8 @@ class StepsToConverge:
     still rising at its last evaluation (the last gain above the tolerance). A run that has not converged
     gives a lower bound."""
 
-    tolerance: float = 1.0
+    tolerance: float = parameter(1.0, doc="convergence: within this many points of the run's best validation "
+                                          "accuracy")
 
     def convergence(self, runs: pd.DataFrame) -> pd.DataFrame:
         out, with_patience = [], False
@@ -533,7 +513,7 @@ class StepsToConverge:
 
 
 @dataclass
-class Convergence(StepsToConverge, Tables1And2):
+class Convergence(StepsToConverge, HeadlineArms):
     """Tables 6-7 from the runs of Tables 1-2 (nothing new is trained): gradient steps to convergence,
     FPT vs Random (StepsToConverge), and train vs test accuracy for every row."""
 

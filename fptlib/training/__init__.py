@@ -1,14 +1,17 @@
-"""Training: one loop in named steps (loop), what a step and an evaluation compute (steps), sealed
-checkpoints (checkpoint), the run directory (rundir) and what a finished run records (result)."""
+"""Training: one loop in named steps (loop: `loop.start`, `loop.step`, `loop.run_steps`,
+`loop.evaluate_and_checkpoint`, `loop.finish`, run one after the other by `train`), what a step and an
+evaluation compute (steps), sealed checkpoints (checkpoint), the run directory (rundir) and what a
+finished run records (result)."""
+from . import loop
 from .build import bit_source_config, build
 from .errors import NonFiniteLoss, RunError
 from .faults import FAULT_POINTS
-from .loop import Session, bit_source, build_for_run, evaluate_and_checkpoint, finish, run_steps, start, step, train
+from .loop import Session, bit_source, build_for_run, train
 from .result import NUMERICS_VERSION, deviations, versions
 from .rundir import RunDir, result_without_timing, run_dir_for
 from .steps import FeatureCache, accelerator, evaluate, head_step, train_step
 
-__all__ = ["bit_source_config", "build", "NonFiniteLoss", "RunError", "FAULT_POINTS", "Session", "bit_source",
-           "build_for_run", "evaluate_and_checkpoint", "finish", "run_steps", "start", "step", "train",
+__all__ = ["bit_source_config", "build", "NonFiniteLoss", "RunError", "FAULT_POINTS", "loop", "Session", "bit_source",
+           "build_for_run", "train",
            "NUMERICS_VERSION", "deviations", "versions", "result_without_timing",
            "RunDir", "run_dir_for", "FeatureCache", "accelerator", "evaluate", "head_step", "train_step"]

@@ -34,7 +34,7 @@ import torch
 from ...config import RunConfig, resolve
 from ...io import FileLock, read_json, sha256_file, write_bytes_atomic, write_json_atomic
 from ...paths import figures_dir, results_dir
-from ...training import RunError, build, evaluate, run_steps, start
+from ...training import RunError, build, evaluate, loop
 from ..render.markdown import frame_markdown, save_table
 from ..render.plots import save
 from .figures import all_layers_figure, heads_figure, layer_figure, layers_figure, query_patterns
@@ -80,9 +80,9 @@ def train_in_process(cfg: RunConfig, progress: bool) -> tuple:
     if cfg.cache_features:
         raise RunError("the attention study trains the whole FPT path; cache_features does not apply")
     t0 = time.time()
-    s = start(cfg, run_dir=None, validate=False)
+    s = loop.start(cfg, run_dir=None, validate=False)
     digest_before = frozen_digest(s.acc.unwrap_model(s.model))
-    run_steps(s, progress)
+    loop.run_steps(s, progress)
     model = s.acc.unwrap_model(s.model)
     test = evaluate(model, s.task, "test", cfg.eval_batch_size, s.device)
     curve = torch.tensor(s.step_losses)  # float32, as the loss tensors were
