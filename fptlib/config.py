@@ -9,13 +9,13 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from .groups import FPT_GROUPS, parse_groups
+from .groups import FPT_GROUPS, parse_backbone_groups, parse_groups
 from .hardware import auto_precision
 
 SCALES = ("smoke", "cpu", "paper")
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")  # auto: bf16 where this device computes it natively, else fp32
 # bit: the weights of the same architecture fully trained on Bit Memory, then frozen (paper Table 2)
-INITS = ("pretrained", "random", "stats", "bit")
+INITS = ("pretrained", "random", "stats", "bit", "shuffled")
 
 
 def _opt(default, help: str, **metadata):
@@ -36,7 +36,12 @@ class RunConfig:
                                 "minilm, paper gpt2)")
     init: str = _opt("pretrained", "pretrained weights; random: the architecture's own init; stats: random "
                      "with each pretrained tensor's mean/std (Table 9); bit: fully trained on Bit Memory "
-                     "first (Table 2)", choices=INITS)
+                     "first (Table 2); shuffled: the pretrained weights with each tensor's entries permuted "
+                     "(its values kept, their structure destroyed)", choices=INITS)
+    keep: tuple[str, ...] | None = _opt(None, "with init pretrained: the backbone's parameter groups whose "
+                                        "pretrained tensors are kept (e.g. attention,layernorm,positions); every "
+                                        "other backbone tensor takes the architecture's random init, as init "
+                                        "random draws it with the same seed (default: keep all)")
     train: tuple[str, ...] = _opt(FPT_GROUPS, "comma-separated parameter groups to train (input, output, "
                                   "layernorm, positions, attention, feedforward, recurrent, token_type, "
                                   "attention_last) or full")
@@ -84,6 +89,8 @@ class RunConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["train"] = list(self.train)
+        if self.keep is not None and not isinstance(self.keep, str):  # a str is parsed by resolve
+            d["keep"] = list(self.keep)
         return d
 
     @classmethod
@@ -95,6 +102,8 @@ class RunConfig:
         d = dict(d)
         if "train" in d:
             d["train"] = tuple(d["train"])
+        if d.get("keep") is not None:
+            d["keep"] = tuple(d["keep"])
         return cls(**d)
 
     def hash(self) -> str:
@@ -113,12 +122,13 @@ class RunConfig:
         groups = "full" if set(self.train) >= set(parse_groups("full")) else "+".join(self.train)
         # a precision other than the paper's fp32 shows in the name (fp32 names are as they always were)
         tag = f"__{self.precision}" if self.precision not in (None, "fp32") else ""
-        return f"{self.task}__{bb}__{self.init}__{groups}__s{self.seed}{tag}__{self.hash()}"
+        init = self.init if self.keep is None else f"{self.init}-keep-{'+'.join(self.keep)}"
+        return f"{self.task}__{bb}__{init}__{groups}__s{self.seed}{tag}__{self.hash()}"
 
 
 # Fields added after the first published runs, with the default that leaves a run unchanged.
 _LATER_FIELDS = {"attention_dropout": None, "cache_features": False, "save_backbone": False, "tf32": False,
-                 "bit_source_steps": None}
+                 "bit_source_steps": None, "keep": None}
 
 # What each scale sets for every task; each task's own budgets are TASK_BUDGETS below, and PRESETS joins the two.
 # "backbone_defaults" apply only when the backbone itself is the scale's default; "converge" holds the stopping
@@ -334,6 +344,10 @@ def resolve(cfg: RunConfig) -> RunConfig:
                          f"scales with it: {[s for s in SCALES if cfg.task in PRESETS[s]['tasks']]}")
     task_preset = preset["tasks"][cfg.task]
     changes: dict = {"train": parse_groups(cfg.train)}
+    if cfg.keep is not None:
+        if cfg.init != "pretrained":
+            raise ValueError(f"keep names pretrained groups to keep: it needs init pretrained, not {cfg.init!r}")
+        changes["keep"] = parse_backbone_groups(cfg.keep)
     if cfg.backbone is None:
         changes["backbone"] = preset["backbone"]
         for k, v in preset["backbone_defaults"].items():

@@ -12,6 +12,18 @@ GROUP_CHOICES = TRAINABLE_GROUPS + ("attention_last", "full")
 FPT_GROUPS = ("input", "output", "layernorm", "positions")
 
 
+def parse_backbone_groups(groups) -> tuple[str, ...]:
+    """'attention,layernorm' or a sequence of a backbone's group names -> validated tuple in canonical
+    order (what `keep` names: groups of the backbone itself, never the new input and output layers)."""
+    if isinstance(groups, str):
+        groups = [g.strip() for g in groups.split(",") if g.strip()]
+    unknown = [g for g in groups if g not in BACKBONE_GROUPS or g == "unused"]
+    if unknown or not groups:
+        raise ValueError(f"backbone group(s) {list(unknown or groups)}: name one or more of "
+                         f"{', '.join(g for g in BACKBONE_GROUPS if g != 'unused')}")
+    return tuple(g for g in BACKBONE_GROUPS if g in groups)
+
+
 def parse_groups(groups) -> tuple[str, ...]:
     """'input,output' or a sequence of names -> validated tuple in canonical order."""
     if isinstance(groups, str):

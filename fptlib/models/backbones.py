@@ -493,6 +493,7 @@ class BackboneSpec:
     lstm_positions: int = 0
     dropout: float = 0.1  # LSTM only; HF backbones keep their own config's dropout (0.1 for GPT-2)
     weights: str | None = None  # init "bit": a safetensors file of this backbone's state dict
+    keep: tuple[str, ...] | None = None  # init "pretrained": the groups kept pretrained, the rest random
 
 
 def build_backbone(spec: BackboneSpec, seed: int) -> Backbone:
@@ -507,21 +508,53 @@ def build_backbone(spec: BackboneSpec, seed: int) -> Backbone:
         bb: Backbone = LSTMBackbone(spec.lstm_width, spec.n_layers or spec.lstm_layers, spec.dropout,
                                     spec.lstm_residual, spec.lstm_positions)
     else:
-        model = _load_hf(spec.name, family, "random" if spec.init in ("random", "bit") else "pretrained",
-                         spec.attn_implementation)
-        if family == "t5":
-            _drop_t5_token_alias(model)
-        bb = ViTBackbone(model) if family == "vit" else HFBackbone(model, family)
+        random_first = spec.init in ("random", "bit") or spec.keep is not None
+        bb = _hf_backbone(spec, family, "random" if random_first else "pretrained")
+        if spec.keep is not None:  # the random backbone of this seed, its kept groups pretrained
+            transplant(bb, _hf_backbone(spec, family, "pretrained"), spec.keep)
         if spec.n_layers is not None:
             bb.truncate(spec.n_layers)
         if spec.init == "bit":
             load_weights(bb, spec.weights)
         if spec.init == "stats":
             redraw_with_stats(bb, torch.Generator().manual_seed(seed))
+        if spec.init == "shuffled":
+            shuffle_entries(bb, torch.Generator().manual_seed(seed))
         fuse_activation(bb)
         if spec.attention_dropout is not None:
             set_attention_dropout(bb, spec.attention_dropout)
     return bb
+
+
+def _hf_backbone(spec: BackboneSpec, family: str, init: str) -> "HFBackbone | ViTBackbone":
+    model = _load_hf(spec.name, family, init, spec.attn_implementation)
+    if family == "t5":
+        _drop_t5_token_alias(model)
+    return ViTBackbone(model) if family == "vit" else HFBackbone(model, family)
+
+
+@torch.no_grad()
+def transplant(into: Backbone, source: Backbone, keep: tuple[str, ...]) -> None:
+    """Copy the tensors of groups `keep` from `source` (the same architecture, pretrained) into `into`;
+    the others stay as they are. A group the backbone does not have is an error, not a silent no-op."""
+    groups = into.groups()
+    missing = sorted(set(keep) - set(groups.values()))
+    if missing:
+        raise BackboneError(f"keep names group(s) {missing} this backbone does not have; its groups: "
+                            f"{', '.join(sorted(set(groups.values())))}")
+    src = dict(source.named_parameters())
+    for name, p in into.named_parameters():
+        if groups[name] in keep:
+            p.copy_(src[name])
+
+
+@torch.no_grad()
+def shuffle_entries(module: nn.Module, generator: torch.Generator) -> None:
+    """Each tensor's entries randomly permuted: the same values (so the same statistics, a sharper Table 9
+    than redrawing from them), their arrangement gone."""
+    for p in module.parameters():
+        perm = torch.randperm(p.numel(), generator=generator)
+        p.copy_(p.detach().reshape(-1)[perm].reshape(p.shape))
 
 
 def _drop_t5_token_alias(model: nn.Module) -> None:

@@ -33,7 +33,7 @@ def build(cfg: RunConfig, bit_weights: tuple[Path, dict] | None = None) -> tuple
                         attn_implementation=cfg.attn_implementation, lstm_width=cfg.lstm_width,
                         lstm_layers=cfg.lstm_layers, lstm_residual=cfg.lstm_residual,
                         lstm_positions=cfg.lstm_positions, attention_dropout=cfg.attention_dropout,
-                        weights=str(weights) if weights else None)
+                        weights=str(weights) if weights else None, keep=cfg.keep)
     backbone = build_backbone(spec, cfg.seed)
     if task.seq_len > backbone.max_positions:
         raise RunError(f"task {cfg.task} has sequences of {task.seq_len} tokens but backbone {cfg.backbone} "
