@@ -31,7 +31,7 @@ def save_checkpoint(acc, run_dir: Path, state: dict) -> None:
     With several processes every one calls this: each saves its random state into the new checkpoint,
     and the main process (alone) writes the model and optimizer, seals and swaps it in.
     """
-    final, old = RunDir(run_dir).checkpoint, RunDir(run_dir).old_checkpoint
+    final, old = RunDir(run_dir).checkpoints
     tmp = run_dir / f".checkpoint-{state['step']}.tmp"
     main = acc.is_main_process
     if main:
@@ -117,7 +117,7 @@ def find_checkpoint(run_dir: Path) -> tuple[Path | None, list[str]]:
     A kill between the two renames of a swap leaves only .checkpoint-old: still a complete checkpoint.
     """
     problems = []
-    for cand in (RunDir(run_dir).checkpoint, RunDir(run_dir).old_checkpoint):
+    for cand in RunDir(run_dir).checkpoints:
         if not cand.exists():
             continue
         why = _checkpoint_problem(cand)
@@ -130,7 +130,7 @@ def find_checkpoint(run_dir: Path) -> tuple[Path | None, list[str]]:
 def clean_leftovers(run_dir: Path, checkpoints: bool = False) -> None:
     """Remove what killed processes left behind: unswapped checkpoints, trash, temporary files.
     Only called with the run directory's lock held, so nothing here is being written."""
-    sealed = {RunDir(run_dir).checkpoint.name, RunDir(run_dir).old_checkpoint.name}
+    sealed = {p.name for p in RunDir(run_dir).checkpoints}
     for p in run_dir.iterdir():
         n = p.name
         if p.is_dir() and ((n.startswith(".checkpoint-") and n.endswith(".tmp")) or n.startswith(".trash-")

@@ -53,6 +53,11 @@ class RunDir:
         return self.path / ".checkpoint-old"
 
     @property
+    def checkpoints(self) -> tuple[Path, Path]:
+        """Where a sealed checkpoint may be, newest first: checkpoint/, then the one a swap leaves."""
+        return self.checkpoint, self.old_checkpoint
+
+    @property
     def backbone_file(self) -> Path:
         """A Bit Memory source run's whole backbone (init "bit" loads it)."""
         return self.path / "backbone.safetensors"
