@@ -14,8 +14,14 @@ from .hardware import auto_precision
 
 SCALES = ("smoke", "cpu", "paper")
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")  # auto: bf16 where this device computes it natively, else fp32
-# bit: the weights of the same architecture fully trained on Bit Memory, then frozen (paper Table 2)
-INITS = ("pretrained", "random", "stats", "bit", "shuffled")
+# bit: the weights of the same architecture fully trained on Bit Memory, then frozen (paper Table 2);
+# self-pretrained: the same, trained on the run's own task's training inputs with tokens masked (Amos et al. 2024)
+INITS = ("pretrained", "random", "stats", "bit", "shuffled", "self-pretrained")
+# Inits that read the backbone's pretrained weights (a row with one of them needs them on disk)
+PRETRAINED_INITS = ("pretrained", "stats", "shuffled")
+# Inits whose weights come from a source run of the same architecture, trained (or found in results/) first
+SOURCE_INITS = ("bit", "self-pretrained")
+OBJECTIVES = ("masked",)
 
 
 def _opt(default, help: str, **metadata):
@@ -31,13 +37,15 @@ class RunConfig:
 
     task: str = field(metadata={"help": "the task to train on (see `fpt data status`)"})
     backbone: str | None = _opt(None, "gpt2[-medium|-large|-xl], minilm, bert-base-uncased, t5-base, "
-                                "allenai/longformer-base-4096, lstm, tiny-gpt2/-bert/-t5/-longformer, or a "
+                                "allenai/longformer-base-4096, lstm, pool (no transformer: tokens averaged), "
+                                "tiny-gpt2/-bert/-t5/-longformer, or a "
                                 "directory saved with save_pretrained (default: the scale's: smoke/cpu "
                                 "minilm, paper gpt2)")
     init: str = _opt("pretrained", "pretrained weights; random: the architecture's own init; stats: random "
                      "with each pretrained tensor's mean/std (Table 9); bit: fully trained on Bit Memory "
                      "first (Table 2); shuffled: the pretrained weights with each tensor's entries permuted "
-                     "(its values kept, their structure destroyed)", choices=INITS)
+                     "(its values kept, their structure destroyed); self-pretrained: fully trained first on "
+                     "this task's own training inputs, masked tokens to predict", choices=INITS)
     keep: tuple[str, ...] | None = _opt(None, "with init pretrained: the backbone's parameter groups whose "
                                         "pretrained tensors are kept (e.g. attention,layernorm,positions); every "
                                         "other backbone tensor takes the architecture's random init, as init "
@@ -75,6 +83,11 @@ class RunConfig:
                                "run directory")
     bit_source_steps: int | None = _opt(None, "with --init bit: gradient steps of the Bit Memory source run "
                                         "(default: the scale's Bit Memory budget)")
+    pretrain_steps: int | None = _opt(None, "with --init self-pretrained: gradient steps of the self-pretraining "
+                                      "run (default: the scale's)")
+    objective: str | None = _opt(None, "masked: train on the task's training inputs with tokens masked, to "
+                                 "predict back (what init self-pretrained's source run does; default: the "
+                                 "task's own labels)", choices=OBJECTIVES)
     orth_gain: float = _opt(1.41, "gain of the orthogonal init of the linear input layer")
     input_dropout: float = _opt(0.1, "dropout after the input layer")
     lstm_width: int | None = _opt(None, "width of the LSTM baseline (default: the width of the transformer "
@@ -123,12 +136,13 @@ class RunConfig:
         # a precision other than the paper's fp32 shows in the name (fp32 names are as they always were)
         tag = f"__{self.precision}" if self.precision not in (None, "fp32") else ""
         init = self.init if self.keep is None else f"{self.init}-keep-{'+'.join(self.keep)}"
-        return f"{self.task}__{bb}__{init}__{groups}__s{self.seed}{tag}__{self.hash()}"
+        task = self.task if self.objective is None else f"{self.task}+{self.objective}"
+        return f"{task}__{bb}__{init}__{groups}__s{self.seed}{tag}__{self.hash()}"
 
 
 # Fields added after the first published runs, with the default that leaves a run unchanged.
 _LATER_FIELDS = {"attention_dropout": None, "cache_features": False, "save_backbone": False, "tf32": False,
-                 "bit_source_steps": None, "keep": None}
+                 "bit_source_steps": None, "keep": None, "pretrain_steps": None, "objective": None}
 
 # What each scale sets for every task; each task's own budgets are TASK_BUDGETS below, and PRESETS joins the two.
 # "backbone_defaults" apply only when the backbone itself is the scale's default; "converge" holds the stopping
@@ -139,7 +153,7 @@ SCALE_DEFAULTS: dict[str, dict] = {
         "about": "seconds per run, for tests and CI: MiniLM cut to 2 blocks, tiny data, a few steps",
         "offline": True,  # downloads nothing: a row whose pretrained weights are not on disk says so
         "backbone": "minilm", "backbone_defaults": {"n_layers": 2}, "lstm_width": 32,
-        "train_eval_examples": 64,
+        "train_eval_examples": 64, "pretrain_steps": 4,
         "converge": {"precision": "bf16", "patience": 2},
     },
     "cpu": {
@@ -147,7 +161,7 @@ SCALE_DEFAULTS: dict[str, dict] = {
                  "6x384) instead of GPT-2 (12x768), offline data, short step budgets",
         "offline": True,
         "backbone": "minilm", "backbone_defaults": {}, "lstm_width": 384,
-        "train_eval_examples": 1000,
+        "train_eval_examples": 1000, "pretrain_steps": 2000,
         # Trained to convergence (notebook 01a): the tasks, data, backbone and batch sizes of the scale, each run
         # stopped once validation accuracy has not improved for `patience` evaluations (the paper scale's
         # rule), under a step cap meant never to be reached. bf16 autocast: faster per step on a CPU with
@@ -161,7 +175,7 @@ SCALE_DEFAULTS: dict[str, dict] = {
         # The LSTM is as wide as the transformer it replaces: the width in gpt2's config.json where one is at
         # hand (the hub cache), else GPT-2 base's 768.
         "backbone": "gpt2", "backbone_defaults": {}, "lstm_width": 768, "lstm_width_from_config": True,
-        "train_eval_examples": 10000,
+        "train_eval_examples": 10000, "pretrain_steps": 20000,
     },
 }
 
@@ -336,6 +350,9 @@ def resolve(cfg: RunConfig) -> RunConfig:
         raise ValueError(f"unknown task {cfg.task!r}; choose one of {', '.join(known)}")
     if cfg.init not in INITS:
         raise ValueError(f"unknown init {cfg.init!r}; choose one of {', '.join(INITS)}")
+    if cfg.objective is not None and cfg.objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {cfg.objective!r}; choose one of {', '.join(OBJECTIVES)} (or none: "
+                         "the task's own labels)")
     if cfg.precision is not None and cfg.precision not in PRECISIONS:
         raise ValueError(f"unknown precision {cfg.precision!r}; choose one of {', '.join(PRECISIONS)}")
     preset = PRESETS[cfg.scale]
@@ -358,6 +375,11 @@ def resolve(cfg: RunConfig) -> RunConfig:
             changes[k] = task_preset[k]
     if "patience" in task_preset and cfg.patience == 0:
         changes["patience"] = task_preset["patience"]
+    if cfg.pretrain_steps is not None and cfg.init != "self-pretrained":
+        raise ValueError(f"pretrain_steps is the self-pretraining run's budget: it needs init self-pretrained, "
+                         f"not {cfg.init!r}")
+    if cfg.init == "self-pretrained" and cfg.pretrain_steps is None:
+        changes["pretrain_steps"] = preset["pretrain_steps"]
     for k in ("lstm_width", "train_eval_examples"):
         if getattr(cfg, k) is None:
             changes[k] = preset[k]

@@ -25,6 +25,7 @@ class Stream(IntEnum):
     AUGMENT = 4       # (seed, 4, step): CIFAR-10 augmentation of the batch at `step`
     HEADS = 7         # (seed, 7): torch's global seed while the new input/output layers are initialised
     TRAINING = 11     # (seed, 11): torch's global seed for a fresh run's dropout (Accelerate's set_seed)
+    MASK = 12         # (seed, 12, step): the tokens self-pretraining masks at `step` (negative: its eval sets)
 
 
 # Fixed evaluation sets of generated tasks are drawn from (DATA_SEED, index of the split in SPLITS).

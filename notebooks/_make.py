@@ -23,15 +23,16 @@ def _doc(f: dataclasses.Field) -> str:
 
 
 def _grid_comment(cls, f: dataclasses.Field) -> str:
-    """A field's doc, and what it runs when empty, per scale (the study's GRID and CPU_GRID)."""
+    """A field's doc, and what it runs when empty, per scale (the study's GRID, CPU_GRID and SMOKE_GRID)."""
     key = f.name
-    paper, cpu = cls.GRID[key], {**cls.GRID, **cls.CPU_GRID}[key]
+    paper = cls.GRID[key]
+    cpu, smoke = {**cls.GRID, **cls.CPU_GRID}[key], {**cls.GRID, **cls.SMOKE_GRID}[key]
     what = "all seven" if key == "tasks" and len(paper) == 7 else repr(paper)
-    if key not in cls.CPU_GRID and key not in ("seeds", "tasks"):
+    if cpu == paper == smoke:
         return f"{_doc(f)}; empty: {what}"
-    if cpu == paper:
-        return f"{_doc(f)}; empty: {what}"
-    return f"{_doc(f)}; empty: the scale's grid (cpu: {cpu!r}; smoke and paper: {what})"
+    if smoke == paper:
+        return f"{_doc(f)}; empty: the scale's grid (cpu: {cpu!r}; smoke and paper: {what})"
+    return f"{_doc(f)}; empty: the scale's grid (cpu: {cpu!r}; smoke: {smoke!r}; paper: {what})"
 
 
 def params_cell(cls, overrides: dict | None = None) -> nbf.NotebookNode:
@@ -312,6 +313,7 @@ grid = study.grid(summary)
 fig = plots.lr_sweep(grid, title=f"Test accuracy by learning rate, scale '{scale}'")
 plots.save(fig, study.figure_path())
 grid""")])
+    nbs["15"] = sources_notebook(E["15"])
     missing = [nb.key for nb in NOTEBOOKS if not nb.by_hand and nb.key not in nbs]
     if missing:
         raise SystemExit(f"notebooks/_make.py writes no notebook for catalogue entries {missing}")
@@ -373,6 +375,39 @@ conv = study.convergence(runs)
 table6 = study.save_table6(conv)
 display(Markdown(table6["md"].read_text()))
 study.stops()""")], check=CHECK_FPT)
+
+
+def sources_notebook(entry) -> nbf.NotebookNode:
+    """15: where FPT's gain comes from, beyond the paper."""
+    return study_notebook(entry, f"""
+# 15 · Beyond the paper: where FPT's gain comes from
+
+The paper's title claim is that *language* pretraining makes a frozen transformer a good computation engine. Two
+later lines of work question that, and this notebook puts their controls on FPT's own tasks:
+
+- **Is it language?** Amos et al. (2024) pretrain a transformer on the downstream task's own training inputs
+  (*self-pretraining*) and close most of the gap that comparisons with random init credit to text. Here the same
+  architecture is **self-pretrained** on each task's training split (masked tokens or patches to predict, the
+  validation and test inputs never read), then frozen; beside it **statistics-only** init (Table 9),
+  **shuffled** pretrained weights (each tensor's values kept, their arrangement destroyed) and **random** init.
+- **Which parts carry it?** Pretrained attention with random feed-forward layers, the reverse, and **no
+  transformer** at all (input layer, then an average over the tokens, then the output layer).
+
+Every arm is frozen as FPT is (input, output, layer norms and positions train), trained to convergence as in
+notebook `01a`, and at its own learning rate: each arm's first seed runs at every rate of `lrs` and the best
+validation accuracy chooses (Rothermel et al. 2021: a shared rate can decide such comparisons); the other seeds
+run at that rate. The table gives the choice; the list under it answers each question task by task, decided
+against the seeds' noise as the report's glance decides.
+
+{HOW.format(num="15", cls="PretrainingSources")}""", columns=FPT_COLUMNS,
+                          curves_md="## Learning curves to the stopping point\nValidation accuracy of every run "
+                          "at its chosen learning rate, each seed its own line.", curves=STOPPING_CURVES,
+                          extra=[md("## Every seed of every arm\nBars: mean over seeds; dots: each seed; dashed: "
+                                    "Language (FPT)."), code("""
+fig = plots.arms_with_seeds(runs, study.rows, study.tasks_with_data, reference="Language",
+                            title=f"Where the gain comes from, trained to convergence, scale '{scale}'")
+plots.save(fig, study.figure_path("seeds"))
+study.lr_choice()""")], check=CHECK_FPT)
 
 
 def tables_1_2(E: dict) -> dict:

@@ -106,7 +106,8 @@ def test_imports_only_go_down_the_layers():
 # the studies, their catalogue and costs (and attention, one vertical feature), then the report and
 # papermill execution. study/__init__ re-exports from all of them.
 STUDY_LAYERS = [{"paper"}, {"results"}, {"render"},
-                {"base", "studies", "converged", "catalogue", "plan", "pricing", "compute_time", "attention"},
+                {"base", "studies", "converged", "sources", "catalogue", "plan", "pricing", "compute_time",
+                 "attention"},
                 {"report", "notebooks"}]
 
 

@@ -66,3 +66,130 @@ def test_keep_is_part_of_the_run_identity_and_refused_where_it_means_nothing(rel
     with pytest.raises(BackboneError, match="does not have"):
         build_backbone(BackboneSpec("minilm", init="pretrained", keep=("recurrent",)), seed=0)
     reliability.bad_input("keep with init random; keep input; keep a group MiniLM lacks", kind="parameter")
+
+
+# ---- self-pretrained: a source run on the task's own training inputs, masked -------------------------------
+
+class _TrainOnly(dict):
+    """A dataset task's splits, where any read of validation or test fails the test."""
+
+    def __getitem__(self, split):
+        assert split == "train", f"self-pretraining read the {split} split"
+        return super().__getitem__(split)
+
+
+def _guard(task):
+    """`task` with every way to its validation and test inputs closed: its split dict (datasets), its fixed
+    evaluation sets (generated tasks), its evaluation batches and its data hash (which hashes val and test)."""
+    from fptlib.data.base import FixedEvalSets
+    if isinstance(getattr(task, "_data", None), dict):
+        task._data = _TrainOnly(task._data)
+    if isinstance(task, FixedEvalSets):
+        fixed = task._fixed
+        task._fixed = lambda split: fixed(split) if split == "train" else pytest.fail(f"read the {split} set")
+    batches = task.eval_batches
+    task.eval_batches = (lambda split, *a, **k: batches(split, *a, **k) if split == "train"
+                         else pytest.fail(f"evaluated on {split}"))
+    task.data_hash = lambda: pytest.fail("hashed the validation and test data")
+    return task
+
+
+@pytest.mark.parametrize("task", ["bit-xor", "listops", "mnist"])
+def test_self_pretraining_reads_the_training_split_alone(task, tmp_path, monkeypatch):
+    # The whole source run (batches, every evaluation, the final scores and result.json) through the real loop,
+    # with the wrapped task's validation and test inputs made unreadable.
+    import importlib
+
+    from fptlib.data import make_task
+    from fptlib.training import train
+    build_module = importlib.import_module("fptlib.training.build")  # the module, not the function it exports
+    monkeypatch.setattr(build_module, "make_task", lambda *a, **k: _guard(make_task(*a, **k)))
+    cfg = resolve(RunConfig(task, scale="smoke", init="random", train=("full",), objective="masked", steps=3,
+                            eval_every=2))
+    res = train(cfg, tmp_path / "run", progress=False)
+    assert res["steps"] == 3 and 0 <= res["test_accuracy"] <= 1
+    assert res["task_info"]["name"] == f"{task}+masked" and "training inputs only" in res["task_info"]["source"]
+
+
+@pytest.mark.parametrize("task", ["bit-xor", "listops", "mnist"])
+def test_masking_hides_a_seventh_of_the_real_tokens_and_asks_for_them_back(task):
+    from fptlib.data import IGNORE, MaskedInputs, make_task
+    from fptlib.data.masked import MASK_RATE
+    cfg = resolve(RunConfig(task, scale="smoke"))
+    inner = make_task(task, seed=0, **cfg.task_options)
+    m = MaskedInputs(inner)
+    raw, b = inner.train_batch(5, 8), m.train_batch(5, 8)
+    n, t = raw["x"].shape[:2]
+    real = raw["attention_mask"].bool() if "attention_mask" in raw else torch.ones(n, t, dtype=torch.bool)
+    if m.input_kind == "tokens":
+        masked = b["x"] == inner.d_in  # the new mask id
+        assert torch.equal(b["x"][~masked], raw["x"][~masked])
+        assert torch.equal(b["y"][masked], raw["x"][masked]) and (b["y"][~masked] == IGNORE).all()
+    else:
+        masked = b["x"][..., -1] == 1  # the flag feature
+        assert (b["x"][masked][:, :-1] == 0).all() and torch.equal(b["x"][~masked][:, :-1], raw["x"][~masked])
+        y = b["y"].reshape(n, t, inner.d_in)
+        assert torch.equal(y[masked], (raw["x"][masked] > m._threshold).long()) and (y[~masked] == IGNORE).all()
+    assert not (masked & ~real).any()  # padding is never masked
+    want = (real.sum(1).float() * MASK_RATE).round().clamp(min=1)
+    assert torch.equal(masked.sum(1).float(), want)
+    again, other = m.train_batch(5, 8), m.train_batch(6, 8)
+    assert torch.equal(again["x"], b["x"]) and not torch.equal(other["x"], b["x"])  # a function of (seed, step)
+
+
+def test_self_pretrained_init_freezes_the_source_runs_backbone(tmp_path, reliability):
+    # One source run per task at seed 0, shared by every seed and rate; the downstream backbone is its weights.
+    from safetensors.torch import load_file
+
+    from fptlib.training import RunDir, build_for_run, source_config
+    cfg = resolve(RunConfig("bit-xor", scale="smoke", init="self-pretrained", seed=1, lr=3e-4))
+    src = source_config(cfg)
+    assert (src.seed, src.objective, src.init, src.steps) == (0, "masked", "random", 4)
+    assert set(src.train) >= {"attention", "feedforward", "input", "output"}  # every parameter trains
+    assert source_config(resolve(RunConfig("bit-xor", scale="smoke", init="self-pretrained", seed=2))) == src
+    assert "bit-xor+masked__" in src.run_id()
+    model, _ = build_for_run(cfg)
+    saved = load_file(RunDir.of(src).backbone_file)
+    got = model.backbone.state_dict()
+    assert saved.keys() == got.keys()
+    assert all(torch.equal(got[k], saved[k]) for k in saved)
+    assert model.init_source["objective"] == "masked" and model.init_source["run_id"] == src.run_id()
+    other = resolve(RunConfig("bit-xor", scale="smoke", init="self-pretrained", seed=1, lr=3e-4, pretrain_steps=5))
+    assert other.hash() != cfg.hash() and source_config(other).steps == 5
+    with pytest.raises(ValueError, match="needs init self-pretrained"):
+        resolve(RunConfig("bit-xor", scale="smoke", init="random", pretrain_steps=5))
+    with pytest.raises(ValueError, match="unknown objective"):
+        resolve(RunConfig("bit-xor", scale="smoke", objective="causal"))
+    reliability.bad_input("pretrain_steps without self-pretrained init; an unknown objective", kind="parameter")
+
+
+# ---- the no-transformer control ---------------------------------------------------------------------------
+
+def test_the_pool_control_mixes_tokens_only_by_their_average():
+    from fptlib.models.pool import PoolBackbone
+    torch.manual_seed(0)
+    bb = PoolBackbone(16)
+    x = torch.randn(3, 7, 16)
+    mask = torch.ones(3, 7, dtype=torch.long)
+    mask[1, 5:] = 0
+    h = bb(x, mask)
+    assert torch.allclose(h, h[:, :1].expand_as(h))  # every position reads the same vector
+    each = bb.ln(x + bb.wpe.weight[:7])
+    assert torch.allclose(h[0, 0], each[0].mean(0), atol=1e-6)
+    assert torch.allclose(h[1, 0], each[1, :5].mean(0), atol=1e-6)  # padding is left out
+    y = x.clone()
+    y[1, 5:] = 100.0  # what the padding holds changes nothing
+    assert torch.allclose(bb(y, mask)[1], h[1])
+    assert set(bb.groups().values()) == {"positions", "layernorm"}
+    assert {n for n, _ in bb.named_parameters()} == set(bb.groups())
+
+
+def test_a_pool_run_trains_everything_it_has_and_refuses_pretrained_weights(tmp_path, reliability):
+    from fptlib.training import train
+    cfg = resolve(RunConfig("mnist", scale="smoke", backbone="pool", init="random", steps=3))
+    res = train(cfg, tmp_path / "run", progress=False)
+    assert res["trainable_params"] == res["total_params"] and res["frozen_tensors"] == 0
+    assert "__pool__random__" in cfg.run_id()
+    with pytest.raises(BackboneError, match="no pretrained weights"):
+        build_backbone(BackboneSpec("pool", init="pretrained"), seed=0)
+    reliability.bad_input("the pool control with init pretrained", kind="parameter")

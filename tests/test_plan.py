@@ -19,7 +19,12 @@ def paper_plan():
 
 def test_the_paper_plan_counts_every_run_once(paper_plan):
     assert paper_plan.run_id.is_unique
-    assert len(paper_plan) == 316 and int(paper_plan.steps.sum()) == 11_940_000
+    assert len(paper_plan) == 436 and int(paper_plan.steps.sum()) == 16_040_000
+    # of which notebook 15's: 8 arms x 4 tasks x (3 rates at seed 0 + 2 seeds), and a self-pretraining source
+    # run per task, less the runs earlier notebooks compute (Language and Random at 1e-3 are Tables 1-2's, ...)
+    sources = paper_plan[paper_plan.notebook == "15"]
+    assert len(sources) == 120 and int(sources.steps.sum()) == 4_100_000
+    assert len(sources[sources.row == "self-pretraining source"]) == 4
     # of which notebook 01c's offline tasks beyond the paper: 3 rows x 3 seeds x 2 tasks x 40,000 steps
     beyond = paper_plan[paper_plan.notebook == "01c"]
     assert len(beyond) == 18 and int(beyond.steps.sum()) == 720_000
@@ -91,3 +96,24 @@ def test_fpt_plan_writes_its_tables(fpt_cmd, tmp_path, monkeypatch):
     csv = pd.read_csv(results_dir("cpu") / "plan" / "plan.csv", dtype={"notebook": str})
     assert set(csv.notebook) == {"05"} and len(csv) == 8  # 2 tasks x 5 rows; "Frozen random transformer" is 01's Random
     assert "| all |" in (results_dir("cpu") / "plan" / "plan.md").read_text()
+
+
+def test_a_run_that_stops_by_patience_is_expected_at_its_tasks_converged_median():
+    # The cap only bounds a converging run: its expectation is the steps this scale's runs of its task took.
+    import json
+
+    from fptlib.paths import results_dir
+    for i, (task, steps, stopped) in enumerate([("mnist", 4000, "converged"), ("mnist", 6000, "converged"),
+                                                 ("mnist", 900, "budget")]):
+        d = results_dir("cpu") / "runs" / f"run{i}"
+        d.mkdir(parents=True)
+        (d / "result.json").write_text(json.dumps({"task": task, "steps": steps, "stopped": stopped}))
+    runs = study_plan.plan("cpu", only=["01a"])
+    runs = study_plan.expected_steps(runs, "cpu")
+    mnist = runs[runs.task == "mnist"]
+    assert set(mnist.expected_steps) == {5000} and set(mnist.steps) == {20000}
+    listops = runs[runs.task == "listops"]
+    assert (listops.expected_steps == listops.steps).all()  # none of its runs has converged here: the cap
+    assert runs.attrs["converged_from"] == {"mnist": 2}
+    md = study_plan.markdown(runs, "cpu")
+    assert "expected_steps" in md and "(mnist 2 runs)" in md

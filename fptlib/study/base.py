@@ -10,7 +10,7 @@ from typing import ClassVar
 
 import pandas as pd
 
-from ..config import PRESETS, RunConfig, resolve
+from ..config import PRESETS, PRETRAINED_INITS, RunConfig, resolve
 from ..data import data_missing
 from ..models import weights_missing
 from ..paths import figures_dir, results_dir
@@ -66,10 +66,11 @@ class Study:
                                      "are read next time")
 
     # The seeds and tasks a run of this study covers when left empty: the paper's grid, except that
-    # the `cpu` scale may cut it (CPU_GRID) so the notebook finishes on two cores. A cut is written
-    # under the table it produced (scale_note).
+    # the `cpu` scale may cut it (CPU_GRID) so the notebook finishes on two cores, and the `smoke` scale
+    # (SMOKE_GRID) so the tests stay short. A cut is written under the table it produced (scale_note).
     GRID: ClassVar[dict] = {"seeds": [0, 1, 2], "tasks": list(paper.TASK_COLUMNS)}
     CPU_GRID: ClassVar[dict] = {}
+    SMOKE_GRID: ClassVar[dict] = {}
 
     def __post_init__(self):
         check_parameter_types(self)
@@ -80,7 +81,8 @@ class Study:
 
     def default_grid(self, scale: str | None = None) -> dict:
         """The seeds and tasks this study runs at `scale` when its parameters leave them empty."""
-        return {**self.GRID, **(self.CPU_GRID if (scale or self.scale) == "cpu" else {})}
+        cut = {"cpu": self.CPU_GRID, "smoke": self.SMOKE_GRID}.get(scale or self.scale, {})
+        return {**self.GRID, **cut}
 
     name: ClassVar[str] = ""
     title: ClassVar[str] = ""          # the paper result this reproduces, for captions and the report
@@ -120,8 +122,9 @@ class Study:
         fields.setdefault("backbone", self.backbone or None)
         if self.steps:  # the notebook's step cap wins over a row's own budget
             fields["steps"] = self.steps
-            if fields.get("init") == "bit":  # and covers the Bit Memory source run too
-                fields.setdefault("bit_source_steps", self.steps)
+            source_steps = {"bit": "bit_source_steps", "self-pretrained": "pretrain_steps"}
+            if fields.get("init") in source_steps:  # and covers the source run too
+                fields.setdefault(source_steps[fields["init"]], self.steps)
         return resolve(RunConfig(task=task, scale=self.scale, seed=seed, **fields))
 
     def missing_data(self) -> dict[str, str]:
@@ -143,7 +146,7 @@ class Study:
         for task in self.tasks:
             for row, kw in self.arms(task):
                 backbone = kw.get("backbone") or self.backbone or PRESETS[self.scale]["backbone"]
-                if kw.get("init", "pretrained") == "pretrained":
+                if kw.get("init", "pretrained") in PRETRAINED_INITS:
                     why = looked_up.setdefault(backbone, weights_missing(backbone))
                     if why:
                         out.setdefault(row, why)
@@ -156,8 +159,12 @@ class Study:
 
     def runs(self) -> list[PlannedRun]:
         """The runs of the grid that can run here: data present, pretrained weights on disk."""
+        return self.here(self.planned_runs())
+
+    def here(self, runs: list[PlannedRun]) -> list[PlannedRun]:
+        """Of `runs`, those that can run here: their task's data present, their row's weights on disk."""
         tasks, skip = set(self.tasks_with_data), self.missing_weights()
-        return [r for r in self.planned_runs() if r.config.task in tasks and r.row not in skip]
+        return [r for r in runs if r.config.task in tasks and r.row not in skip]
 
     def planned_runs(self) -> list[PlannedRun]:
         """Every run of the grid as if every dataset and every backbone's weights were at hand."""

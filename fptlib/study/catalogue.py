@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..config import SOURCE_INITS
 from ..runs import PlannedRun
-from ..training import bit_source_config
+from ..training import source_config
 from . import studies as study_defs
 from .attention.measure import FIGURE_KEYS, FIGURE_PREFIX
 from .base import Study, Tables1And2
 from .converged import Converged
+from .sources import PretrainingSources
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,10 @@ NOTEBOOKS: tuple[Notebook, ...] = (
     Notebook("13", "13_table17_backbones", ((study_defs.Backbones, {}),)),
     Notebook("14", "14_lr_sensitivity", ((study_defs.LRSweep, {}),), bars=False, curves=False,
              figures=((0, ""),)),
+    Notebook("15", "15_pretraining_sources", ((PretrainingSources, {}),), figures=((0, "seeds"),),
+             on_request=(("cpu", "its runs train to convergence, each arm at three learning rates first: hours on "
+                                 "two cores, computed over several sessions and committed as they finish; "
+                                 "`fpt reproduce --only 15` computes (or resumes) the rest"),)),
 )
 # The report's own table (notebook 00), never one of the studies
 SUMMARY_TABLE = "summary"
@@ -106,19 +112,23 @@ def notebook_studies(scale: str, **parameters) -> dict[str, list[Study]]:
     return {nb.key: nb.instances(scale, **parameters) for nb in NOTEBOOKS if nb.studies}
 
 
+# The row a source run is listed under in a notebook's runs (fpt plan, compute times)
+SOURCE_ROWS = {"bit": "Bit Memory source", "self-pretrained": "self-pretraining source"}
+
+
 def notebook_runs(scale: str, planned: bool = False, **parameters) -> dict[str, list[PlannedRun]]:
-    """Per notebook, in order, every run it uses, each once, init 'bit''s Bit Memory source run before
-    the run that needs it. planned=True: as if every dataset and backbone's weights were at hand
-    (Study.planned_runs) rather than what runs here (Study.runs). parameters: notebook parameters
-    (seeds, steps, ...), as papermill would pass them."""
+    """Per notebook, in order, every run it uses, each once, a source init's source run (bit: Bit Memory;
+    self-pretrained: the task's masked inputs) before the run that needs it. planned=True: as if every
+    dataset and backbone's weights were at hand (Study.planned_runs) rather than what runs here
+    (Study.runs). parameters: notebook parameters (seeds, steps, ...), as papermill would pass them."""
     out = {}
     for key, studies in notebook_studies(scale, **parameters).items():
         runs: dict[str, PlannedRun] = {}
         for st in studies:
             for r in (st.planned_runs() if planned else st.runs()):
-                if r.config.init == "bit":
-                    src = bit_source_config(r.config)
-                    runs.setdefault(src.run_id(), PlannedRun("Bit Memory source", src))
+                if r.config.init in SOURCE_INITS:
+                    src = source_config(r.config)
+                    runs.setdefault(src.run_id(), PlannedRun(SOURCE_ROWS[r.config.init], src))
                 runs.setdefault(r.config.run_id(), r)
         out[key] = list(runs.values())
     return out

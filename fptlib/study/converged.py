@@ -59,7 +59,7 @@ class ToConvergence:
             return self.stopping_rule() + "; no run finished yet"
         if capped.empty:
             return self.stopping_rule() + f"; all {len(stops)} runs stopped by patience"
-        where = "; ".join(f"{r} on {paper.TASK_TITLES.get(t, t)} (seed {', '.join(map(str, g.seed))})"
+        where = "; ".join(f"{r} on {paper.TASK_TITLES.get(t, t)} (seed {', '.join(map(str, sorted(set(g.seed))))})"
                           for (r, t), g in capped.groupby(["row", "task"], sort=False))
         return (self.stopping_rule() + f"; {len(stops) - len(capped)} of {len(stops)} runs stopped by patience, "
                 f"cap reached at {int(capped.cap.max()):,} steps: {where}")

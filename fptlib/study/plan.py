@@ -132,8 +132,31 @@ def _most_held(prof) -> int:
     return held
 
 
+def converged_steps(scale: str) -> dict[str, list[int]]:
+    """Per task, the steps of this scale's finished runs that patience stopped (results/<scale>/runs): what a
+    run trained to convergence is expected to take, where its cap is only a bound."""
+    out: dict[str, list[int]] = {}
+    for f in sorted((results_dir(scale) / "runs").glob("*/result.json")):
+        res = RunDir(f.parent).read_result()
+        if res.get("stopped") == "converged":
+            out.setdefault(res["task"], []).append(int(res["steps"]))
+    return out
+
+
+def expected_steps(runs: pd.DataFrame, scale: str) -> pd.DataFrame:
+    """runs with `expected_steps`: a run with patience, the median steps of its task's runs that patience
+    stopped here (`converged_steps`; its cap where none has); any other run, its budget."""
+    seen = converged_steps(scale)
+    out = runs.copy()
+    out["expected_steps"] = [int(min(pd.Series(seen[r.task]).median(), r.steps)) if r.patience and r.task in seen
+                             else r.steps for r in runs.itertuples()]
+    out.attrs["converged_from"] = {t: len(v) for t, v in seen.items() if t in set(runs.task)}
+    return out
+
+
 def calibrate(runs: pd.DataFrame, n_steps: int = 3, progress: bool = True) -> pd.DataFrame:
-    """runs with `step_seconds` (per distinct shape, measured here) and `seconds` (times the budget)."""
+    """runs with `step_seconds` (per distinct shape, measured here), `seconds` (times the budget) and, where
+    `expected_steps` is given, `expected_seconds`."""
     from tqdm.auto import tqdm
     shapes = runs.drop_duplicates(list(SHAPE_KEYS))
     measured = {}
@@ -142,6 +165,8 @@ def calibrate(runs: pd.DataFrame, n_steps: int = 3, progress: bool = True) -> pd
     out = runs.copy()
     out["step_seconds"] = [measured[tuple(r[k] for k in SHAPE_KEYS)] for _, r in runs.iterrows()]
     out["seconds"] = out.step_seconds * out.steps
+    if "expected_steps" in out:
+        out["expected_seconds"] = out.step_seconds * out.expected_steps
     return out
 
 
@@ -153,9 +178,10 @@ PRICED = {"pflop": "sum", "hours_at_peak": "sum", "hours_at_utilisation": "sum",
 def totals(runs: pd.DataFrame) -> pd.DataFrame:
     """Per notebook and for the study: runs, gradient steps, runs done, seconds where calibrated, and
     where priced on a GPU (`pricing.price`) its FLOPs, hours, largest run and runs per GPU."""
-    how = {"runs": "sum", "steps": "sum", "done": "sum", "seconds": "sum"} | PRICED
+    how = {"runs": "sum", "steps": "sum", "expected_steps": "sum", "done": "sum", "seconds": "sum",
+           "expected_seconds": "sum"} | PRICED
     agg = {"runs": ("run_id", "count"), "steps": ("steps", "sum"), "done": ("done", "sum")}
-    agg |= {k: (k, how[k]) for k in ("seconds", *PRICED) if k in runs}
+    agg |= {k: (k, how[k]) for k in ("expected_steps", "seconds", "expected_seconds", *PRICED) if k in runs}
     t = runs.groupby("notebook", sort=False).agg(**agg).reset_index()
     total = {"notebook": "all", **{k: t[k].agg(how[k]) for k in t.columns if k != "notebook"}}
     return pd.concat([t, pd.DataFrame([total])], ignore_index=True)
@@ -163,9 +189,10 @@ def totals(runs: pd.DataFrame) -> pd.DataFrame:
 
 def markdown(runs: pd.DataFrame, scale: str) -> str:
     t = totals(runs)
-    if "seconds" in t:
-        t["hours"] = (t.seconds / 3600).round(2)
-        t = t.drop(columns="seconds")
+    for col, name in (("seconds", "hours"), ("expected_seconds", "expected_hours")):
+        if col in t:
+            t[name] = (t[col] / 3600).round(2)
+            t = t.drop(columns=col)
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
     lines = [f"Plan of scale `{scale}` ({PRESETS[scale]['about']}): {len(runs)} runs, {int(runs.steps.sum()):,} "
              "gradient steps" + (f"; calibrated on this machine ({device}, {torch.get_num_threads()} threads): "
@@ -173,6 +200,13 @@ def markdown(runs: pd.DataFrame, scale: str) -> str:
                                  "runs early; validation passes are not timed)" if "seconds" in runs else "") + ".",
              "",
              frame_markdown(t)]
+    if "expected_steps" in runs:
+        seen = runs.attrs.get("converged_from", {})
+        lines += ["", "`expected_steps`: a run that stops by patience at the median steps of its task's runs that "
+                  "patience stopped here (" + (", ".join(f"{t} {n}" for t, n in seen.items()) or "none yet")
+                  + " runs), else at its cap; every other run at its budget" + (
+                      "; `expected_hours` times them by the calibrated step." if "expected_seconds" in runs
+                      else ".")]
     if "pflop" in runs:
         from .pricing import describe, priced_table
         lines[1:] = ["", describe(runs), "", frame_markdown(priced_table(t, runs.attrs["utilisation"]))]

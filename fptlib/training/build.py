@@ -5,30 +5,40 @@ from pathlib import Path
 
 import torch
 
-from ..config import RunConfig, resolve
-from ..data import Task, make_task
+from ..config import SOURCE_INITS, RunConfig, resolve
+from ..data import MaskedInputs, Task, make_task
 from ..models import FPT, BackboneSpec, build_backbone
 from ..seeding import Stream, stream_seed
 from .errors import RunError
 
 
-def bit_source_config(cfg: RunConfig) -> RunConfig:
-    """Init 'bit' (paper Table 2): the same architecture, randomly initialised and fully trained on
-    Bit Memory at the same scale and seed (for bit_source_steps steps where set); its weights become the
-    frozen backbone."""
-    return resolve(RunConfig(task="bit-memory", backbone=cfg.backbone, init="random", train=("full",),
-                             scale=cfg.scale, seed=cfg.seed, n_layers=cfg.n_layers, save_backbone=True,
-                             steps=cfg.bit_source_steps))
+def source_config(cfg: RunConfig) -> RunConfig:
+    """The source run of an init in SOURCE_INITS: the same architecture, randomly initialised and fully
+    trained, whose backbone becomes this run's frozen one.
+    - bit (paper Table 2): trained on Bit Memory at the same scale and seed (bit_source_steps steps where set).
+    - self-pretrained (Amos et al. 2024): trained on this task's own training inputs with tokens masked
+      (objective "masked", pretrain_steps steps), at seed 0 whatever this run's seed: like the language
+      model of init pretrained, one checkpoint per task that every seed and learning rate shares."""
+    if cfg.init not in SOURCE_INITS:
+        raise ValueError(f"init {cfg.init!r} has no source run; those that do: {', '.join(SOURCE_INITS)}")
+    common = dict(backbone=cfg.backbone, init="random", train=("full",), scale=cfg.scale, n_layers=cfg.n_layers,
+                  save_backbone=True)
+    if cfg.init == "bit":
+        return resolve(RunConfig(task="bit-memory", seed=cfg.seed, steps=cfg.bit_source_steps, **common))
+    return resolve(RunConfig(task=cfg.task, task_options=cfg.task_options, seed=0, steps=cfg.pretrain_steps,
+                             objective="masked", precision=cfg.precision, **common))
 
 
-def build(cfg: RunConfig, bit_weights: tuple[Path, dict] | None = None) -> tuple[FPT, Task]:
-    """Model and task for a resolved config. Init 'bit' takes the weights of its Bit Memory source
-    run, (path, summary), which `fptlib.training.loop.bit_source` trains or finds."""
+def build(cfg: RunConfig, source: tuple[Path, dict] | None = None) -> tuple[FPT, Task]:
+    """Model and task for a resolved config. An init in SOURCE_INITS takes the backbone of its source run,
+    (path, summary), which `fptlib.training.loop.source_weights` trains or finds."""
     task = make_task(cfg.task, seed=cfg.seed, **cfg.task_options)
-    if cfg.init == "bit" and bit_weights is None:
-        raise RunError("init 'bit' needs the weights of its Bit Memory source run: build the model with "
+    if cfg.objective == "masked":
+        task = MaskedInputs(task)
+    if cfg.init in SOURCE_INITS and source is None:
+        raise RunError(f"init {cfg.init!r} needs the weights of its source run: build the model with "
                        "fptlib.training.build_for_run (it trains or finds that run first)")
-    weights, source = bit_weights if cfg.init == "bit" else (None, None)
+    weights, source = source if cfg.init in SOURCE_INITS else (None, None)
     spec = BackboneSpec(name=cfg.backbone, init=cfg.init, n_layers=cfg.n_layers,
                         attn_implementation=cfg.attn_implementation, lstm_width=cfg.lstm_width,
                         lstm_layers=cfg.lstm_layers, lstm_residual=cfg.lstm_residual,
@@ -44,5 +54,5 @@ def build(cfg: RunConfig, bit_weights: tuple[Path, dict] | None = None) -> tuple
     model = FPT(backbone, input_kind=task.input_kind, d_in=task.d_in, n_out_tokens=task.n_out_tokens,
                 out_dim=task.out_dim, orth_gain=cfg.orth_gain, input_dropout=cfg.input_dropout)
     model.set_trainable(cfg.train)
-    model.init_source = source  # where init 'bit' took its weights from (None otherwise)
+    model.init_source = source  # where a source init took its weights from (None otherwise)
     return model, task

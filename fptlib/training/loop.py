@@ -19,14 +19,14 @@ from pathlib import Path
 
 import torch
 
-from ..config import RunConfig, is_resolved, resolve
+from ..config import SOURCE_INITS, RunConfig, is_resolved, resolve
 from ..data import Task
 from ..hardware import BF16_FLAGS, cpu, native_bf16
 from ..io import FileLock, Locked, read_json, sha256_file, write_json_atomic
 from ..models import FPT
 from ..seeding import Stream, generator, stream_seed
 from . import result as results
-from .build import bit_source_config, build
+from .build import build, source_config
 from .checkpoint import checkpoint_keys, clean_leftovers, discard, find_checkpoint, save_checkpoint
 from .errors import NonFiniteLoss, RunError
 from .faults import fault
@@ -84,24 +84,28 @@ def fresh_state(cfg: RunConfig, model: FPT) -> dict:
             "frozen_fingerprint": model.frozen_fingerprint(), "stopped": None}
 
 
-def bit_source(cfg: RunConfig, progress: bool = False) -> tuple[Path, dict]:
-    """The Bit Memory run behind init 'bit' (trained now if results/ does not hold it) and its summary."""
-    src = bit_source_config(cfg)
+def source_weights(cfg: RunConfig, progress: bool = False) -> tuple[Path, dict]:
+    """The source run behind an init in SOURCE_INITS (trained now if results/ does not hold it): its
+    backbone file and a summary of it."""
+    src = source_config(cfg)
     d = RunDir.of(src)
     res = train(src, d.path, resume=True, progress=progress, wait_for_lock=True)
     path = d.backbone_file
     saved = res.get("backbone_weights", {})
     if not path.is_file() or sha256_file(path) != saved.get("sha256"):
         raise RunError(f"{path} is missing or does not match the sha256 its run recorded; delete {d.path} "
-                       "to train the Bit Memory source again")
-    return path, {"run_id": src.run_id(), "task": "bit-memory", "test_accuracy": res["test_accuracy"],
-                  "test_masked_accuracy": res.get("test_masked_accuracy"), "steps": res["steps"],
-                  "sha256": saved["sha256"]}
+                       "to train the source run again")
+    summary = {"run_id": src.run_id(), "task": src.task, "test_accuracy": res["test_accuracy"],
+               "test_masked_accuracy": res.get("test_masked_accuracy"), "steps": res["steps"],
+               "sha256": saved["sha256"]}
+    if src.objective is not None:  # self-pretraining: what it learnt to predict, and its cost
+        summary |= {"objective": src.objective, "wall_seconds": res.get("wall_seconds")}
+    return path, summary
 
 
 def build_for_run(cfg: RunConfig) -> tuple[FPT, Task]:
-    """`build`, with init 'bit''s source run trained or found first."""
-    return build(cfg, bit_source(cfg) if cfg.init == "bit" else None)
+    """`build`, with the source run of a source init (bit, self-pretrained) trained or found first."""
+    return build(cfg, source_weights(cfg) if cfg.init in SOURCE_INITS else None)
 
 
 def _accelerator(cfg: RunConfig, trainable: set[str]):

@@ -16,6 +16,7 @@ import torch
 
 from ..config import PRESETS, RunConfig, resolve
 from ..data import fixed_training_set, task_defaults
+from ..models import BASELINES
 from ..paths import portable
 from ..version import __version__
 from .steps import evaluate
@@ -43,7 +44,7 @@ def deviations(cfg: RunConfig) -> list[str]:
     shown = {"n_layers": lambda v: "all" if v is None else v, "patience": lambda v: v or "off"}
     out = []
     for k in ("backbone", "n_layers", "lstm_width", "steps", "batch_size", "patience", "precision"):
-        if k == "lstm_width" and cfg.backbone != "lstm":
+        if k == "lstm_width" and cfg.backbone not in BASELINES:
             continue
         a, b = getattr(cfg, k), getattr(paper, k)
         if a != b:

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as nnf
 
 from ..config import RunConfig
-from ..data import CACHEABLE, Task, fixed_training_set
+from ..data import CACHEABLE, IGNORE, Task, fixed_training_set
 from ..models import FPT
 from .errors import RunError
 
@@ -127,9 +127,10 @@ def evaluate(model: FPT, task: Task, split: str, batch_size: int, device, limit:
             logits = model(batch["x"], batch.get("attention_mask")).float()
         logits = logits.reshape(logits.shape[0], -1, task.n_classes)
         y = batch["y"].reshape(logits.shape[0], -1)
-        hit = logits.argmax(-1) == y
+        scored = y != IGNORE  # self-pretraining scores only its masked tokens
+        hit = (logits.argmax(-1) == y) & scored
         correct += int(hit.sum())
-        total += hit.numel()
+        total += int(scored.sum())
         loss_sum += float(nnf.cross_entropy(logits.reshape(-1, task.n_classes), y.reshape(-1), reduction="sum"))
         if "query_mask" in batch:
             m = batch["query_mask"].reshape(hit.shape)

@@ -177,3 +177,33 @@ def lr_sweep(grid: pd.DataFrame, title: str):
         ax.set_xscale("log")
         ax.set_title(TASK_TITLES.get(task, task), fontsize=10)
     return _finish_panels(fig, axes, "learning rate", "test accuracy (%)", title)
+
+
+def arms_with_seeds(runs: pd.DataFrame, rows: list[str], tasks: list[str], title: str,
+                    reference: str | None = None):
+    """One panel per task: each arm's mean as a bar and every seed as a dot, so the spread is seen, not
+    summarised; `reference` (an arm) as a dashed line across the panel."""
+    rows = [r for r in rows if (runs.row == r).any()]
+    if not tasks or not rows:
+        return nothing_ran(title)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.4 * len(tasks), 0.42 * len(rows) + 1.6), squeeze=False,
+                             sharey=True)
+    y = np.arange(len(rows))
+    for ax, task in zip(axes[0], tasks):
+        sub = runs[runs.task == task]
+        means = [100 * sub[sub.row == r].test_accuracy.mean() for r in rows]
+        ax.barh(y, means, color="#c6dbef", edgecolor="#6baed6")
+        for i, r in enumerate(rows):
+            acc = 100 * sub[sub.row == r].test_accuracy
+            ax.scatter(acc, np.full(len(acc), i), s=16, color="#08306b", zorder=3)
+        if reference in rows and not np.isnan(means[rows.index(reference)]):
+            ax.axvline(means[rows.index(reference)], ls="--", lw=1, color="#444")
+        ax.set_title(TASK_TITLES.get(task, task), fontsize=9)
+        ax.set_xlim(0, 102)
+        ax.set_xlabel("test accuracy (%)")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0][0].set_yticks(y, rows, fontsize=8)
+    axes[0][0].invert_yaxis()
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

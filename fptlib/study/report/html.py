@@ -48,9 +48,12 @@ from ..results.compare import (
     Claim,
     compare_views,
     glance,
+    level_with,
     plural,
+    seed_spread,
 )
 from ..results.tables import is_blank
+from ..sources import QUESTIONS, PretrainingSources
 from ..studies import LSTMBaseline
 from .gallery import (
     COMPUTE_NAME,
@@ -191,6 +194,19 @@ def _views_html(summary: pd.DataFrame) -> str:
                       _scroll(markdown_to_html(views_markdown(compare_views(summary)))), "</section>"])
 
 
+def _questions_html(summary: pd.DataFrame) -> str:
+    """Notebook 15's two questions (is it language; which pretrained parts carry it), each answered task by task
+    against the seeds' noise as the glance decides, where its table has run."""
+    if summary.empty or PretrainingSources.name not in set(summary.table):
+        return ""
+    lines, spread = summary[summary.table == PretrainingSources.name], seed_spread(summary)
+    items = "".join(f"<li><strong>{_e(q)}</strong>: {_e(level_with(lines, ref, rows, spread)[1])}</li>"
+                    for q, (ref, rows) in QUESTIONS.items())
+    return (f'<section id="gain-sources"><h2>Where FPT\'s gain comes from (beyond the paper)</h2>'
+            f"<p>Each arm against Language, trained to convergence at its own learning rate (notebook 15); "
+            f"decided or within noise by the glance's rule.</p><ul>{items}</ul></section>")
+
+
 def _key_figures_html(tables: list[TableFiles]) -> str:
     pngs = {p.stem: p for t in tables for p in t.figures}
     shown = [pngs[k] for k in KEY_FIGURES if k in pngs]
@@ -282,7 +298,8 @@ def render_html(scale: str, tables: list[TableFiles] | None = None, summary: pd.
     key_figures = _key_figures_html(tables)
     out = _header_html(scale, found, bool(key_figures), len(summary))
     claims = glance(summary, table_titles(tables))
-    out += [_glance_html(claims, summary, scale, len(absent)), _views_html(summary), key_figures]
+    out += [_glance_html(claims, summary, scale, len(absent)), _views_html(summary), _questions_html(summary),
+            key_figures]
     out.append(f'<section id="tables"><h2>Every table</h2><p>{len(found)} table(s) found, {len(absent)} of the '
                f"{len(expected)} expected not run yet.</p><div class=\"scroll\"><table><tr><th>notebook</th>"
                "<th>table</th><th>title</th><th>status</th></tr>")

@@ -333,3 +333,37 @@ def compare_views(summary: pd.DataFrame) -> pd.DataFrame:
 def _settled(rel: str) -> str:
     """What a relation claims: its order where decided, else nothing."""
     return rel.split(" ")[0] if "(decided)" in rel else "undecided"
+
+
+# ---- rows against one reference row ------------------------------------------------------------
+LEVEL_COLUMNS = ("task", "row", "mean", "reference", "n_seeds", "relation")
+
+
+def level_with(lines: pd.DataFrame, reference: str, rows: list[str], spread: dict | None = None,
+               metric: str = "test_accuracy") -> tuple[pd.DataFrame, str]:
+    """Each of `rows` against `reference`, task by task, in one table's lines: ahead, behind or level with it,
+    decided or within noise by the glance's rule (`view_relation`, the task's seed spread: pooled over `lines`
+    unless `spread` is given). Returns the relations (LEVEL_COLUMNS) and, in words, per task which rows are
+    within noise of the reference and which are decided above or below it."""
+    spread = seed_spread(lines, metric) if spread is None else spread
+    m = lines[(lines.metric == metric) & lines["mean"].notna()]
+    num = {(r.row, r.task): (float(r.mean), 1 if is_blank(r.n_seeds) else int(r.n_seeds)) for r in m.itertuples()}
+    out, words = [], []
+    for task in dict.fromkeys(m.task):
+        if (reference, task) not in num:
+            continue
+        ref, groups = num[reference, task], {}
+        for row in rows:
+            if (row, task) not in num:
+                continue
+            sp = spread.get(task, (None,))[0]
+            rel = view_relation(num[row, task], ref, sp)
+            out.append({"task": task, "row": row, "mean": num[row, task][0], "reference": ref[0],
+                        "n_seeds": num[row, task][1], "relation": rel})
+            kind = ("noise not measured" if sp is None else
+                    {"ahead": "decided above", "behind": "decided below"}.get(_settled(rel), "within noise of it"))
+            groups.setdefault(kind, []).append(f"{row} {num[row, task][0]:.1f}")
+        seeds = sorted({num[reference, task][1], *(n for (r, t), (_, n) in num.items() if t == task and r in rows)})
+        text = "; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(groups.items()))
+        words.append(f"{task_title(task)} ({reference} {ref[0]:.1f}, {'/'.join(map(str, seeds))} seeds): {text}")
+    return pd.DataFrame(out, columns=LEVEL_COLUMNS), (". ".join(words) + ".") if words else "not measured yet."
