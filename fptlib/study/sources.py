@@ -63,10 +63,10 @@ class PretrainingSources(ToConvergence, Study):
     lrs: list = parameter(factory=list, doc="learning rates each arm chooses from on validation, at the first seed")
     GRID: ClassVar[dict] = {"seeds": [0, 1, 2], "tasks": ["bit-memory", "bit-xor", "listops", "mnist"],
                             "lrs": [1e-4, 3e-4, 1e-3]}
-    # cpu: within a working day of two cores (fpt plan --only 15, docs/guide.md): MNIST alone, where Tables 1-2
-    # at convergence separate FPT from Random, and the two upper rates. A run there converges in about 6,000
-    # steps, and a transformer arm's step costs about as much on Bit XOR (evaluation included) as on MNIST,
-    # ListOps's several times more; the rate 1e-4 converges slowest of the three.
+    # cpu: about a working day of two cores (`fpt plan --calibrate --only 15`: 12 hours of training steps, see
+    # docs/guide.md). MNIST alone, where Tables 1-2 at convergence separate FPT from Random, and the two upper
+    # rates: a run there converges in about 7,000 steps of 0.25 s, each further task of the three costs about
+    # as much again, and the rate 1e-4 converges slowest.
     CPU_GRID: ClassVar[dict] = {"tasks": ["mnist"], "lrs": [3e-4, 1e-3]}
     SMOKE_GRID: ClassVar[dict] = {"tasks": ["bit-xor"]}  # its 16 runs are most of the smoke reproduction
     name: ClassVar[str] = "pretraining_sources"
