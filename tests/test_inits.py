@@ -135,6 +135,11 @@ def test_masking_hides_a_seventh_of_the_real_tokens_and_asks_for_them_back(task)
     assert torch.equal(masked.sum(1).float(), want)
     again, other = m.train_batch(5, 8), m.train_batch(6, 8)
     assert torch.equal(again["x"], b["x"]) and not torch.equal(other["x"], b["x"])  # a function of (seed, step)
+    # what `fpt plan` sizes a source run by, without its data, is the shape it trains on (the length aside:
+    # ListOps's data decides it)
+    from fptlib.data import planned_shape
+    planned = planned_shape(task, cfg.task_options, "masked")
+    assert planned[1:3] == m.shape()[1:3] and planned[4:] == m.shape()[4:]
 
 
 def test_self_pretrained_init_freezes_the_source_runs_backbone(tmp_path, reliability):
@@ -190,6 +195,6 @@ def test_a_pool_run_trains_everything_it_has_and_refuses_pretrained_weights(tmp_
     res = train(cfg, tmp_path / "run", progress=False)
     assert res["trainable_params"] == res["total_params"] and res["frozen_tensors"] == 0
     assert "__pool__random__" in cfg.run_id()
-    with pytest.raises(BackboneError, match="no pretrained weights"):
+    with pytest.raises(BackboneError, match="no-transformer .pool. control has no pretrained weights"):
         build_backbone(BackboneSpec("pool", init="pretrained"), seed=0)
     reliability.bad_input("the pool control with init pretrained", kind="parameter")

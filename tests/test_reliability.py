@@ -657,7 +657,7 @@ def test_run_ids_differ_whenever_the_config_differs():
                "n_layers": 1, "attn_implementation": "eager", "orth_gain": 1.0, "input_dropout": 0.0,
                "lstm_width": 8, "lstm_layers": 2, "lstm_residual": True, "lstm_positions": 4,
                "attention_dropout": 0.0, "cache_features": True, "save_backbone": True, "tf32": True,
-               "bit_source_steps": 5, "keep": ("attention",),
+               "bit_source_steps": 5, "keep": ("attention",), "pretrain_steps": 5, "objective": "masked",
                "task_options": {**base.task_options, "n_val": 32}, "task": "bit-memory"}
     assert set(changed) == {f.name for f in fields(RunConfig)}
     ids = {base.run_id()} | {replace(base, **{k: v}).run_id() for k, v in changed.items()}

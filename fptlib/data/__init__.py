@@ -11,6 +11,7 @@ from .registry import (
     TITLES,
     data_missing,
     make_task,
+    planned_shape,
     spec,
     task_class,
     task_defaults,
@@ -18,4 +19,4 @@ from .registry import (
 
 __all__ = ["SPLITS", "IGNORE", "MaskedInputs", "DataError", "EpochOrder", "Task", "TaskShape", "fixed_training_set",
            "REGISTRY", "TASKS", "PAPER_TASKS", "BEYOND_PAPER", "TITLES", "CACHEABLE", "data_missing", "make_task",
-           "spec", "task_class", "task_defaults"]
+           "planned_shape", "spec", "task_class", "task_defaults"]

@@ -66,8 +66,14 @@ class Task:
     def take_planned_shape(self) -> None:
         """Set the shape fields from planned_shape of this task's own options, so a task states its shape once
         (a task whose data decides its length sets seq_len again once the data is read)."""
-        (self.seq_len, self.d_in, self.input_kind, self.n_out_tokens, self.out_dim,
-         self.n_classes) = self.planned_shape(self.options())
+        self.set_shape(self.planned_shape(self.options()))
+
+    def set_shape(self, shape: TaskShape) -> None:
+        """The one place the shape fields are written."""
+        (self.seq_len, self.d_in, self.input_kind, self.n_out_tokens, self.out_dim, self.n_classes) = shape
+
+    def shape(self) -> TaskShape:
+        return TaskShape(self.seq_len, self.d_in, self.input_kind, self.n_out_tokens, self.out_dim, self.n_classes)
 
     def train_batch(self, step: int, batch_size: int) -> dict:
         raise NotImplementedError

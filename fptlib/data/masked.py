@@ -18,11 +18,19 @@ from typing import Iterator
 import torch
 
 from ..seeding import Stream, generator, hash_tensors
-from .base import SPLITS, Task
+from .base import SPLITS, Task, TaskShape
 
 MASK_RATE = 0.15
 EVAL_EXAMPLES = 512
 IGNORE = -100  # torch's cross-entropy ignore_index: no loss, no accuracy
+
+
+def masked_shape(shape: TaskShape) -> TaskShape:
+    """The masked objective's shape on a task of `shape`: one more input id (the mask token) or feature (the
+    masked flag), and every token read: its id among the vocabulary, or each feature on or off."""
+    tokens = shape.input_kind == "tokens"
+    return TaskShape(shape.tokens, shape.d_in + 1, shape.input_kind, shape.tokens,
+                     shape.d_in if tokens else 2 * shape.d_in, shape.d_in if tokens else 2)
 
 
 class MaskedInputs(Task):
@@ -32,15 +40,7 @@ class MaskedInputs(Task):
         super().__init__(seed=inner.seed)
         self.inner = inner
         self.name = f"{inner.name}+masked"
-        self.input_kind = inner.input_kind
-        self.seq_len = inner.seq_len
-        self.n_out_tokens = inner.seq_len  # every token is read; only the masked ones are scored
-        if inner.input_kind == "tokens":
-            self.d_in = inner.d_in + 1      # one more id: the mask token
-            self.out_dim = self.n_classes = inner.d_in
-        else:
-            self.d_in = inner.d_in + 1      # the features, zeroed where masked, and a masked flag
-            self.out_dim, self.n_classes = 2 * inner.d_in, 2
+        self.set_shape(masked_shape(inner.shape()))
         self._threshold = self._midpoint() if inner.input_kind != "tokens" else None
 
     def _midpoint(self) -> float:

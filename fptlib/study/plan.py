@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from ..config import PRESETS, RunConfig
-from ..data import task_class
+from ..data import planned_shape
 from ..models import cost
 from ..paths import results_dir
 from ..training import RunDir
@@ -27,7 +27,7 @@ SHAPE_KEYS = ("task", "backbone", "n_layers", "tokens", "d_in", "batch_size", "g
 
 
 def _line(notebook: str, row: str, cfg: RunConfig) -> dict:
-    tokens, d_in = task_class(cfg.task).planned_shape(cfg.task_options)[:2]
+    tokens, d_in = planned_shape(cfg.task, cfg.task_options, cfg.objective)[:2]
     return {"notebook": notebook, "row": row, "run_id": cfg.run_id(), "task": cfg.task, "backbone": cfg.backbone,
             "init": cfg.init,
             "n_layers": cfg.n_layers or 0, "trained": "+".join(cfg.train), "seed": cfg.seed, "tokens": tokens,
@@ -57,7 +57,7 @@ def training_step(cfg: RunConfig):
     It returns the last micro-batch's loss, waited for."""
     from ..models import FPT, BackboneSpec, build_backbone
     from ..training import accelerator, train_step
-    shape = task_class(cfg.task).planned_shape(cfg.task_options)
+    shape = planned_shape(cfg.task, cfg.task_options, cfg.objective)
     bb = build_backbone(BackboneSpec(cfg.backbone, init="random", n_layers=cfg.n_layers, lstm_width=cfg.lstm_width,
                                      lstm_layers=cfg.lstm_layers, lstm_residual=cfg.lstm_residual,
                                      lstm_positions=cfg.lstm_positions, attention_dropout=cfg.attention_dropout),
