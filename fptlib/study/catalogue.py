@@ -93,8 +93,8 @@ NOTEBOOKS: tuple[Notebook, ...] = (
     Notebook("14", "14_lr_sensitivity", ((study_defs.LRSweep, {}),), bars=False, curves=False,
              figures=((0, ""),)),
     Notebook("15", "15_pretraining_sources", ((PretrainingSources, {}),), figures=((0, "seeds"),),
-             on_request=(("cpu", "its runs train to convergence, each arm at three learning rates first: hours on "
-                                 "two cores, computed over several sessions and committed as they finish; "
+             on_request=(("cpu", "its runs train to convergence, each arm at each of its learning rates first: "
+                                 "hours on two cores, computed over several sessions and committed as they finish; "
                                  "`fpt reproduce --only 15` computes (or resumes) the rest"),)),
 )
 # The report's own table (notebook 00), never one of the studies
