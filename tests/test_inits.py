@@ -149,7 +149,7 @@ def test_self_pretrained_init_freezes_the_source_runs_backbone(tmp_path, reliabi
     from fptlib.training import RunDir, build_for_run, source_config
     cfg = resolve(RunConfig("bit-xor", scale="smoke", init="self-pretrained", seed=1, lr=3e-4))
     src = source_config(cfg)
-    assert (src.seed, src.objective, src.init, src.steps) == (0, "masked", "random", 4)
+    assert (src.seed, src.objective, src.init, src.steps, src.lr) == (0, "masked", "random", 4, 1e-4)
     assert set(src.train) >= {"attention", "feedforward", "input", "output"}  # every parameter trains
     assert source_config(resolve(RunConfig("bit-xor", scale="smoke", init="self-pretrained", seed=2))) == src
     assert "bit-xor+masked__" in src.run_id()

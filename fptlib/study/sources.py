@@ -187,7 +187,8 @@ class PretrainingSources(ToConvergence, Study):
                 took = res["wall_seconds"]
                 took = f"{took / 60:.0f} min" if took >= 120 else f"{took:.0f} s"
                 out.append(f"{paper.TASK_TITLES.get(task, task)} {res['steps']:,} steps, {took}, masked-prediction "
-                           f"accuracy {100 * res['test_accuracy']:.1f} % on held-back masks")
+                           f"accuracy {100 * res['test_accuracy']:.1f} % and loss {res['test']['loss']:.3f} on "
+                           "held-back masks")
             else:
                 out.append(f"{paper.TASK_TITLES.get(task, task)} {src.steps:,} steps (not run yet)")
         return ("one run per task at seed 0, shared by every seed and rate like the language checkpoint; all "

@@ -11,6 +11,10 @@ from ..models import FPT, BackboneSpec, build_backbone
 from ..seeding import Stream, stream_seed
 from .errors import RunError
 
+# Every parameter of a random transformer trains on the masked objective: at 1e-3, MNIST's (cpu, bf16) sat at the
+# base rate for 300 steps (loss 0.40: every pixel predicted off); at 1e-4 its loss fell to 0.26
+SELF_PRETRAIN_LR = 1e-4
+
 
 def source_config(cfg: RunConfig) -> RunConfig:
     """The source run of an init in SOURCE_INITS: the same architecture, randomly initialised and fully
@@ -26,7 +30,7 @@ def source_config(cfg: RunConfig) -> RunConfig:
     if cfg.init == "bit":
         return resolve(RunConfig(task="bit-memory", seed=cfg.seed, steps=cfg.bit_source_steps, **common))
     return resolve(RunConfig(task=cfg.task, task_options=cfg.task_options, seed=0, steps=cfg.pretrain_steps,
-                             objective="masked", precision=cfg.precision, **common))
+                             objective="masked", precision=cfg.precision, lr=SELF_PRETRAIN_LR, **common))
 
 
 def build(cfg: RunConfig, source: tuple[Path, dict] | None = None) -> tuple[FPT, Task]:
