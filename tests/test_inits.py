@@ -198,3 +198,18 @@ def test_a_pool_run_trains_everything_it_has_and_refuses_pretrained_weights(tmp_
     with pytest.raises(BackboneError, match="no-transformer .pool. control has no pretrained weights"):
         build_backbone(BackboneSpec("pool", init="pretrained"), seed=0)
     reliability.bad_input("the pool control with init pretrained", kind="parameter")
+
+
+def test_only_the_masked_tokens_are_scored():
+    # Bit XOR at smoke: 64 held-back examples of 10 one-bit tokens, 2 masked each (15 %, rounded): 128 decisions
+    from fptlib.data import MaskedInputs, make_task
+    from fptlib.models import FPT
+    from fptlib.training import evaluate
+    cfg = resolve(RunConfig("bit-xor", scale="smoke"))
+    task = MaskedInputs(make_task("bit-xor", seed=0, **cfg.task_options))
+    bb = build_backbone(BackboneSpec("minilm", init="random", n_layers=1), seed=0)
+    model = FPT(bb, input_kind=task.input_kind, d_in=task.d_in, n_out_tokens=task.n_out_tokens, out_dim=task.out_dim)
+    got = evaluate(model, task, "val", 16, "cpu")
+    assert task.split_size("val") == 64 and got["decisions"] == 64 * 2
+    masked = sum(int((b["y"] != -100).sum()) for b in task.eval_batches("val", 16))
+    assert masked == got["decisions"] and 0 <= got["accuracy"] <= 1
