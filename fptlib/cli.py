@@ -331,8 +331,9 @@ def _plan(args) -> int:
         print(f"fpt plan: error: {e}", file=sys.stderr)
         return 2
     # runs that stop by patience, where runs of their scale already have: what they are expected to take
-    if (runs.patience > 0).any() and study_plan.converged_steps(args.scale):
-        runs = study_plan.expected_steps(runs, args.scale)
+    seen = study_plan.converged_steps(args.scale) if (runs.patience > 0).any() else {}
+    if seen:
+        runs = study_plan.expected_steps(runs, seen)
     if args.precision:
         runs["precision"] = args.precision
         runs["config"] = [replace(c, precision=args.precision) for c in runs.config]

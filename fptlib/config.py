@@ -19,8 +19,10 @@ PRECISIONS = ("fp32", "bf16", "fp16", "auto")  # auto: bf16 where this device co
 INITS = ("pretrained", "random", "stats", "bit", "shuffled", "self-pretrained")
 # Inits that read the backbone's pretrained weights (a row with one of them needs them on disk)
 PRETRAINED_INITS = ("pretrained", "stats", "shuffled")
-# Inits whose weights come from a source run of the same architecture, trained (or found in results/) first
-SOURCE_INITS = ("bit", "self-pretrained")
+# Inits whose weights come from a source run of the same architecture, trained (or found in results/) first,
+# each with the RunConfig field that holds its source run's step budget
+SOURCE_STEPS = {"bit": "bit_source_steps", "self-pretrained": "pretrain_steps"}
+SOURCE_INITS = tuple(SOURCE_STEPS)
 OBJECTIVES = ("masked",)
 
 

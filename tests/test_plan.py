@@ -109,7 +109,7 @@ def test_a_run_that_stops_by_patience_is_expected_at_its_tasks_converged_median(
         d.mkdir(parents=True)
         (d / "result.json").write_text(json.dumps({"task": task, "steps": steps, "stopped": stopped}))
     runs = study_plan.plan("cpu", only=["01a"])
-    runs = study_plan.expected_steps(runs, "cpu")
+    runs = study_plan.expected_steps(runs, study_plan.converged_steps("cpu"))
     mnist = runs[runs.task == "mnist"]
     assert set(mnist.expected_steps) == {5000} and set(mnist.steps) == {20000}
     listops = runs[runs.task == "listops"]

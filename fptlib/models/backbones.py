@@ -512,8 +512,8 @@ def build_backbone(spec: BackboneSpec, seed: int) -> Backbone:
     if family == "pool":
         bb: Backbone = PoolBackbone(spec.lstm_width)
     elif family == "lstm":
-        bb = LSTMBackbone(spec.lstm_width, spec.n_layers or spec.lstm_layers, spec.dropout,
-                                    spec.lstm_residual, spec.lstm_positions)
+        bb = LSTMBackbone(spec.lstm_width, spec.n_layers or spec.lstm_layers, spec.dropout, spec.lstm_residual,
+                          spec.lstm_positions)
     else:
         random_first = spec.init in ("random", *SOURCE_INITS) or spec.keep is not None
         bb = _hf_backbone(spec, family, "random" if random_first else "pretrained")

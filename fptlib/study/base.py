@@ -10,7 +10,7 @@ from typing import ClassVar
 
 import pandas as pd
 
-from ..config import PRESETS, PRETRAINED_INITS, RunConfig, resolve
+from ..config import PRESETS, PRETRAINED_INITS, SOURCE_STEPS, RunConfig, resolve
 from ..data import data_missing
 from ..models import weights_missing
 from ..paths import figures_dir, results_dir
@@ -122,9 +122,8 @@ class Study:
         fields.setdefault("backbone", self.backbone or None)
         if self.steps:  # the notebook's step cap wins over a row's own budget
             fields["steps"] = self.steps
-            source_steps = {"bit": "bit_source_steps", "self-pretrained": "pretrain_steps"}
-            if fields.get("init") in source_steps:  # and covers the source run too
-                fields.setdefault(source_steps[fields["init"]], self.steps)
+            if fields.get("init") in SOURCE_STEPS:  # and covers the source run too
+                fields.setdefault(SOURCE_STEPS[fields["init"]], self.steps)
         return resolve(RunConfig(task=task, scale=self.scale, seed=seed, **fields))
 
     def missing_data(self) -> dict[str, str]:

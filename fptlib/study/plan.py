@@ -143,10 +143,9 @@ def converged_steps(scale: str) -> dict[str, list[int]]:
     return out
 
 
-def expected_steps(runs: pd.DataFrame, scale: str) -> pd.DataFrame:
+def expected_steps(runs: pd.DataFrame, seen: dict[str, list[int]]) -> pd.DataFrame:
     """runs with `expected_steps`: a run with patience, the median steps of its task's runs that patience
-    stopped here (`converged_steps`; its cap where none has); any other run, its budget."""
-    seen = converged_steps(scale)
+    stopped (`seen`, from `converged_steps`; its cap where none has); any other run, its budget."""
     out = runs.copy()
     out["expected_steps"] = [int(min(pd.Series(seen[r.task]).median(), r.steps)) if r.patience and r.task in seen
                              else r.steps for r in runs.itertuples()]

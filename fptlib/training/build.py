@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import SOURCE_INITS, RunConfig, resolve
+from ..config import SOURCE_INITS, SOURCE_STEPS, RunConfig, resolve
 from ..data import MaskedInputs, Task, make_task
 from ..models import FPT, BackboneSpec, build_backbone
 from ..seeding import Stream, stream_seed
@@ -26,11 +26,11 @@ def source_config(cfg: RunConfig) -> RunConfig:
     if cfg.init not in SOURCE_INITS:
         raise ValueError(f"init {cfg.init!r} has no source run; those that do: {', '.join(SOURCE_INITS)}")
     common = dict(backbone=cfg.backbone, init="random", train=("full",), scale=cfg.scale, n_layers=cfg.n_layers,
-                  save_backbone=True)
+                  save_backbone=True, steps=getattr(cfg, SOURCE_STEPS[cfg.init]))
     if cfg.init == "bit":
-        return resolve(RunConfig(task="bit-memory", seed=cfg.seed, steps=cfg.bit_source_steps, **common))
-    return resolve(RunConfig(task=cfg.task, task_options=cfg.task_options, seed=0, steps=cfg.pretrain_steps,
-                             objective="masked", precision=cfg.precision, lr=SELF_PRETRAIN_LR, **common))
+        return resolve(RunConfig(task="bit-memory", seed=cfg.seed, **common))
+    return resolve(RunConfig(task=cfg.task, task_options=cfg.task_options, seed=0, objective="masked",
+                             precision=cfg.precision, lr=SELF_PRETRAIN_LR, **common))
 
 
 def build(cfg: RunConfig, source: tuple[Path, dict] | None = None) -> tuple[FPT, Task]:

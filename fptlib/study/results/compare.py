@@ -289,10 +289,14 @@ VIEW_PAIRS = (("FPT", "Random"), ("FPT", "LSTM"))
 VIEW_COLUMNS = ("task", "pair", "budget", "converged", "agree")
 
 
+def _means(lines: pd.DataFrame, metric: str = "test_accuracy") -> dict:
+    """(row, task) -> (our mean, its seeds) of the measured lines of `metric`."""
+    m = lines[(lines.metric == metric) & lines["mean"].notna()]
+    return {(r.row, r.task): (float(r.mean), 1 if is_blank(r.n_seeds) else int(r.n_seeds)) for r in m.itertuples()}
+
+
 def _view_means(summary: pd.DataFrame, tables) -> dict:
-    s = summary[summary.table.isin(tables) & (summary.metric == "test_accuracy") & summary["mean"].notna()]
-    return {(r.row, r.task): (float(r.mean), int(r.n_seeds) if not math.isnan(r.n_seeds) else 1)
-            for r in s.itertuples()}
+    return _means(summary[summary.table.isin(tables)])
 
 
 def view_relation(a: tuple[float, int], b: tuple[float, int], spread: float | None) -> str:
@@ -346,10 +350,9 @@ def level_with(lines: pd.DataFrame, reference: str, rows: list[str], spread: dic
     unless `spread` is given). Returns the relations (LEVEL_COLUMNS) and, in words, per task which rows are
     within noise of the reference and which are decided above or below it."""
     spread = seed_spread(lines, metric) if spread is None else spread
-    m = lines[(lines.metric == metric) & lines["mean"].notna()]
-    num = {(r.row, r.task): (float(r.mean), 1 if is_blank(r.n_seeds) else int(r.n_seeds)) for r in m.itertuples()}
+    num = _means(lines, metric)
     out, words = [], []
-    for task in dict.fromkeys(m.task):
+    for task in dict.fromkeys(t for _, t in num):
         if (reference, task) not in num:
             continue
         ref, groups = num[reference, task], {}
