@@ -318,6 +318,21 @@ def test_a_checkpoint_of_another_config_is_refused_even_without_config_json(inte
     reliability.bad_input("checkpoint of another config", kind="damaged checkpoint")
 
 
+def test_a_checkpoint_trained_on_other_frozen_weights_is_refused(interrupted, reliability):
+    # Guards the frozen-weights check on resume: checkpoints hold only the trainable tensors, so a run
+    # whose frozen weights are rebuilt differently (a source run trained again on another CPU) would
+    # otherwise continue a model it never trained, and say so only at the end (frozen_unchanged).
+    seal = interrupted / "checkpoint" / "trainer_state.json"
+    state = json.loads(seal.read_text())
+    name = sorted(state["frozen_fingerprint"])[0]
+    state["frozen_fingerprint"][name] = "0" * 64
+    seal.write_text(json.dumps(state))
+    with pytest.raises(RunError, match=f"frozen weights built now differ .*1 of .* tensors, e.g. {name}.*delete"):
+        train(RunConfig(**CFG), interrupted, resume=True, progress=False)
+    assert not (interrupted / "result.json").exists()
+    reliability.bad_input("checkpoint trained on other frozen weights", kind="damaged checkpoint")
+
+
 def test_resume_with_another_config_is_refused_by_the_cli(interrupted, reliability, capsys):
     # Guards the config.json check: --resume with another config is refused, not mixed.
     from fptlib.cli import main

@@ -149,6 +149,8 @@ def start(cfg: RunConfig, run_dir: Path | None = None, resume: bool = False, val
     opt = torch.optim.Adam(params, lr=cfg.lr, fused=True if cfg.cache_features else None)
     model, opt = acc.prepare(model, opt)
     state = _restore(acc, cfg, run_dir, trainable) if resume and run_dir is not None else None
+    if state is not None:
+        _check_frozen(acc.unwrap_model(model), state, run_dir)
     if state is None:
         set_seed(_dropout_seed(cfg, acc.process_index) % 2**32)
         state = fresh_state(cfg, acc.unwrap_model(model))
@@ -172,6 +174,18 @@ def _dropout_seed(cfg: RunConfig, process: int) -> int:
     if process == 0:
         return stream_seed(cfg.seed, Stream.TRAINING)
     return int(generator(cfg.seed, Stream.TRAINING, process).initial_seed())
+
+
+def _check_frozen(model: FPT, state: dict, run_dir: Path) -> None:
+    """Refuse to resume on frozen weights other than those the checkpoint trained with (they are not in
+    it): a source run trained again, or random init drawn differently by another torch or CPU."""
+    now, then = model.frozen_fingerprint(), state["frozen_fingerprint"]
+    if now != then:
+        differ = sorted(k for k in now.keys() | then.keys() if now.get(k) != then.get(k))
+        raise RunError(f"the frozen weights built now differ from those the checkpoint in {run_dir} trained with "
+                       f"({len(differ)} of {len(then)} tensors, e.g. {differ[0]}): resuming would mix two models. "
+                       "If the source run was trained again (init_source), delete the checkpoint directory to "
+                       "restart this run from step 0")
 
 
 def _restore(acc, cfg: RunConfig, run_dir: Path, trainable: set[str]) -> dict | None:
