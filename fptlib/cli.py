@@ -305,6 +305,7 @@ def _bench(args) -> int:
 def _train(args) -> int:
     from .config import resolve
     from .training import RunError, run_dir_for, train
+    from .training.steps import leave_launch
     try:
         cfg = resolve(config_from_args(args))
         out = args.out or run_dir_for(cfg)
@@ -312,6 +313,8 @@ def _train(args) -> int:
     except (ValueError, RunError) as e:
         print(f"fpt train: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        leave_launch()
     keys = ("task", "backbone", "init", "trained_groups", "seed", "scale", "steps", "test_accuracy",
             "test_masked_accuracy", "train_accuracy", "trainable_params", "trainable_params_by_group",
             "total_params", "frozen_unchanged", "wall_seconds", "num_processes")

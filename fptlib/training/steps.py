@@ -36,6 +36,14 @@ def processes():
     return PartialState(cpu=not torch.cuda.is_available())
 
 
+def leave_launch() -> None:
+    """Leave the launch's process group before the interpreter exits (a no-op for one process). A gloo
+    group left alive aborts the process in its C++ teardown now and then ("terminate called without an
+    active exception", SIGABRT), turning a finished run into a failed launch."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def check_shares(batch_size: int, n_processes: int) -> None:
     if n_processes > 1 and batch_size % n_processes:
         raise RunError(f"batch size {batch_size} cannot be split evenly over {n_processes} processes (each "
