@@ -43,6 +43,29 @@ def test_side_by_side_gives_what_one_at_a_time_gives_with_the_same_threads(tmp_p
     assert {r.row: (run_dir_for(r.config) / "result.json").stat().st_mtime_ns for r in runs} == stamp
 
 
+def test_the_progress_bar_counts_each_run_as_it_ends(tmp_path, monkeypatch):
+    # A short run next to a long one: its tick must come while the long one still trains, not when
+    # every run has ended (a day-long grid would otherwise show 0 done until its last run).
+    import time
+    monkeypatch.setenv("FPT_RESULTS_DIR", str(tmp_path))
+    short = PlannedRun("short", resolve(RunConfig(task="bit-xor", scale="smoke", seed=0, steps=2)))
+    long = PlannedRun("long", resolve(RunConfig(task="bit-xor", scale="smoke", seed=1, steps=400, eval_every=400)))
+
+    ticks = []
+
+    class Bar:  # what tqdm's bar is asked to do
+        def update(self, n):
+            ticks.append(time.time())
+
+        def set_postfix_str(self, s):
+            pass
+
+    local._train_side_by_side([short, long], workers=2, threads=1, bar=Bar())
+    long_ended = (run_dir_for(long.config) / "result.json").stat().st_mtime
+    assert len(ticks) == 2
+    assert ticks[0] < long_ended - 1  # the short run's tick, well before the long run wrote its result
+
+
 def test_a_run_failing_in_a_worker_stops_execute_with_its_message(tmp_path, reliability):
     # CIFAR-10 is not in the (empty) data directory: the worker's error reaches the caller intact
     runs = _runs(seeds=(0,)) + [PlannedRun("c", resolve(RunConfig(task="cifar10", scale="smoke", steps=6)))]

@@ -125,7 +125,7 @@ def _train_side_by_side(todo: list[PlannedRun], workers: int, threads: int, bar)
     the same Bit Memory source wait for each other). A failed run stops the others; an interrupt
     stops the workers, whose runs resume from their last checkpoint next time."""
     import multiprocessing
-    from concurrent.futures import FIRST_EXCEPTION, wait
+    from concurrent.futures import FIRST_COMPLETED, wait
     from concurrent.futures.process import BrokenProcessPool
 
     import torch
@@ -138,7 +138,8 @@ def _train_side_by_side(todo: list[PlannedRun], workers: int, threads: int, bar)
         jobs = {pool.submit(_train_in_worker, (cfg, d, threads)): d for d, cfg in configs.items()}
         pending = set(jobs)
         while pending:
-            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            # each run as it ends: the bar moves with every finished run, and a failure stops the rest at once
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for f in done:
                 if isinstance(f.exception(), BrokenProcessPool):  # which run's worker died is not known
                     raise RunError(f"a worker process died (killed, or out of memory) while runs trained, among "
