@@ -37,10 +37,10 @@ def processes():
 
 
 def leave_launch() -> None:
-    """Leave the launch's process group before the interpreter exits (a no-op for one process). A gloo
-    group left alive aborts the process in its C++ teardown now and then ("terminate called without an
-    active exception", SIGABRT), turning a finished run into a failed launch."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and torch.distributed.is_initialized():
+    """Leave the launch's process group before the interpreter exits (a no-op for one process, which
+    never joins one). A gloo group left alive aborts the process in its C++ teardown now and then
+    ("terminate called without an active exception", SIGABRT), turning a finished run into a failed launch."""
+    if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
 
 
