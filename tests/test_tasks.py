@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from fptlib.data import DataError, make_task
+from fptlib.data import DataError, make_task, task_defaults
 from fptlib.data.bits import BitMemory, BitXOR
 from fptlib.data.mnist import MNIST, load_mnist, read_idx
 
@@ -78,6 +78,13 @@ def test_unknown_task_and_option(reliability):
     with pytest.raises(ValueError, match="unknown option"):
         make_task("bit-xor", nbits=3)
     reliability.bad_input("option nbits", kind="parameter")
+
+
+def test_a_class_constant_is_not_a_task_option():
+    # MNIST's ClassVar TASK sits in __dataclass_fields__ beside its options; it is no option of the task
+    assert "TASK" not in task_defaults("mnist") and "patch_size" in task_defaults("mnist")
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['TASK'\]"):
+        make_task("mnist", TASK="fashion-mnist")
 
 
 def _write_idx(path, arr, gz):

@@ -3,6 +3,8 @@ declared once, in its SPEC), and the functions that find a task class, say wheth
 construct it."""
 from __future__ import annotations
 
+import dataclasses
+
 from . import bits, cifar, fashion, homology, listops, mnist, pfam
 from .base import DataError, Task, TaskShape
 from .masked import masked_shape
@@ -63,7 +65,7 @@ def make_task(name: str, seed: int = 0, **options) -> Task:
     """The task, constructed with its options; a missing or corrupt dataset's error names the command
     that fetches it."""
     cls = task_class(name)
-    valid = {f for f in cls.__dataclass_fields__ if cls.__dataclass_fields__[f].init} - {"seed"}
+    valid = set(task_defaults(name))
     unknown = set(options) - valid
     if unknown:
         raise ValueError(f"unknown option(s) {sorted(unknown)} for task {name!r}; valid: {sorted(valid)}")
@@ -78,6 +80,6 @@ def make_task(name: str, seed: int = 0, **options) -> Task:
 
 
 def task_defaults(name: str) -> dict:
-    """Every option of a task with its default (what a config that leaves it unset gets)."""
-    fields = task_class(name).__dataclass_fields__
-    return {k: f.default for k, f in fields.items() if f.init and k != "seed"}
+    """Every option of a task with its default (what a config that leaves it unset gets). dataclasses.fields,
+    not __dataclass_fields__, which also lists class constants (a task's ClassVar TASK)."""
+    return {f.name: f.default for f in dataclasses.fields(task_class(name)) if f.init and f.name != "seed"}
