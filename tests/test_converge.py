@@ -147,7 +147,7 @@ def test_the_two_views_of_tables_1_2_say_where_they_disagree():
 
     def line(table, row, task, mean, std=1.0, n=3):
         return {"table": table, "row": row, "task": task, "metric": "test_accuracy", "mean": mean, "std": std,
-                "n_seeds": n}
+                "n_seeds": n, "protocol": "converged" if table == "table01_02_converged" else "budget"}
     rows = [line("table01_02", "FPT", "bit-xor", 100.0), line("table01_02", "Random", "bit-xor", 70.0),
             line("table01_02_converged", "FPT", "bit-xor", 100.0),
             line("table01_02_converged", "Random", "bit-xor", 99.5),
@@ -162,6 +162,13 @@ def test_the_two_views_of_tables_1_2_say_where_they_disagree():
     assert df.loc[("bit-xor", "FPT vs Random"), "converged"].startswith("level (within noise)")
     assert df.loc[("mnist", "FPT vs Random"), "agree"]                # ahead, decided, in both views
     assert not df.loc[("mnist", "FPT vs LSTM"), "agree"]              # behind (decided) vs level (within noise)
+    # each view by its own protocol's spread: budget lines 10 times as spread widen the budget band only (pooled
+    # with them, the converged spread would be 7.6, a band of 12.4 over MNIST's 10-point FPT-Random gap)
+    wide = summary.assign(std=[10.0 if p == "budget" else 1.0 for p in summary.protocol])
+    df = compare_views(wide).set_index(["task", "pair"])
+    assert df.loc[("mnist", "FPT vs LSTM"), "budget"].startswith("behind (within noise)")
+    assert df.loc[("mnist", "FPT vs Random"), "converged"].startswith("ahead (decided)")
+    assert df.loc[("bit-xor", "FPT vs Random"), "converged"].startswith("level (within noise)")
     md = views_markdown(compare_views(summary))
     assert "**disagree**" in md and "comparisons disagree" in md
     assert views_markdown(compare_views(summary[summary.table != "table01_02_converged"])).startswith("No task")

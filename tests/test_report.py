@@ -209,6 +209,23 @@ def test_a_difference_well_outside_the_band_is_decided_and_a_task_without_seeds_
     assert t5.meta.startswith("1 seed per row,") and "spread from" not in t5.meta
 
 
+def test_seed_noise_is_pooled_within_a_protocol_only():
+    """Seeds of runs stopped at a fixed budget spread by how fast each learns, seeds of converged runs by
+    where each ends: neither protocol's spread judges the other's tables."""
+    budget = _noise_summary()  # Bit XOR spread sqrt(6.5) = 2.55 from its 3-seed budget lines
+    converged = _summary([("c1", "A", "bit-xor", 95.0, 80.0, "", 0.3, 3),
+                          ("c1", "B", "bit-xor", 93.0, 85.0, "", 0.3, 3)]).assign(protocol="converged")
+    both = pd.concat([budget.assign(protocol="budget"), converged], ignore_index=True)
+    claims = {c.table: c for c in report.glance(both, {})}
+    # the budget tables read exactly as without the converged lines
+    assert all(claims[c.table] == c for c in report.glance(budget, {}))
+    # the converged pair is judged by its own spread, 0.3: a band of 2 × 0.3 × √(2/3) = 0.49 < 2 points
+    assert (claims["c1"].pairs, claims["c1"].pairs_against, claims["c1"].pairs_noise) == (1, 1, 0)
+    # pooled with the budget lines (spread 1.8, band 3.0) the same 2 points would be within noise
+    mixed = {c.table: c for c in report.glance(both.assign(protocol="budget"), {})}
+    assert mixed["c1"].pairs_noise == 1 and mixed["t1"] != claims["t1"]
+
+
 _SAYS_DECIDED = re.compile(r"decided|within noise|noise not measured|nothing to decide|Not measured here")
 
 

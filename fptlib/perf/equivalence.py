@@ -52,7 +52,8 @@ def markdown(record: dict) -> str:
     lines = [f"bf16 autocast against fp32, {record['scale']} scale, FPT (MiniLM), seeds "
              f"{', '.join(map(str, record['seeds']))}; test accuracy (%) on the full test split. Two precisions are "
              "level when their means differ by at most 2 × the task's pooled seed spread × √(1/3 + 1/3) (the "
-             "glance's rule; the spread is pooled over every committed line of 2+ seeds of that task).", ""]
+             "glance's rule; the spread is pooled over every committed line of 2+ seeds of that task whose runs stop "
+             "at a fixed budget, as these do).", ""]
     cells = []
     for v in record["tasks"]:
         each = {p: ", ".join(f"{a:.1f}" for a in v["accuracy"][p]) for p in PRECISIONS}
@@ -69,11 +70,11 @@ def run(out_root: Path, tasks=TASKS, seeds=SEEDS, scale: str = "cpu", progress: 
     from ..io import write_json_atomic, write_text_atomic
     from ..runs import execute
     from ..study.report.gallery import summary_table
-    from ..study.results.compare import seed_spread
+    from ..study.results.compare import protocol_lines, seed_spread
     df = execute(planned(tasks, seeds, scale), progress=progress)
     record = {"written": datetime.now(timezone.utc).isoformat(timespec="seconds"), "scale": scale,
               "seeds": list(seeds), "runs": {Path(r.run_dir).name: r.row for r in df.itertuples()},
-              "tasks": verdicts(df, seed_spread(summary_table(scale)))}
+              "tasks": verdicts(df, seed_spread(protocol_lines(summary_table(scale), "budget")))}
     write_json_atomic(out_root / "precision_equivalence.json", record)
     write_text_atomic(out_root / "precision_equivalence.md", markdown(record))
     return record

@@ -69,6 +69,9 @@ class Study:
     # the `cpu` scale may cut it (CPU_GRID) so the notebook finishes on two cores, and the `smoke` scale
     # (SMOKE_GRID) so the tests stay short. A cut is written under the table it produced (scale_note).
     GRID: ClassVar[dict] = {"seeds": [0, 1, 2], "tasks": list(paper.TASK_COLUMNS)}
+    # How its runs stop: "budget" (a fixed number of steps) or "converged" (patience on validation,
+    # converged.ToConvergence). Seed noise is pooled within one protocol only (results.compare.protocol_lines).
+    protocol: ClassVar[str] = "budget"
     CPU_GRID: ClassVar[dict] = {}
     SMOKE_GRID: ClassVar[dict] = {}
 

@@ -47,6 +47,11 @@ class Notebook:
                if on and studies]
         return own + [studies[i].figure_name(kind) for i, kind in self.figures] + list(self.other_figures)
 
+    @property
+    def protocol(self) -> str:
+        """How the runs behind its tables stop (Study.protocol): its studies', or "budget" without one."""
+        return self.studies[0][0].protocol if self.studies else "budget"
+
     def outputs(self, scale: str = "cpu") -> tuple[list[str], list[str]]:
         """(tables, figure files) it writes: results/<scale>/tables/<name>.csv, figures/<scale>/<file>."""
         return [n for n, _ in self.table_titles(scale)] + ([SUMMARY_TABLE] if self.key == "00" else []), \
@@ -132,6 +137,11 @@ def notebook_runs(scale: str, planned: bool = False, **parameters) -> dict[str, 
                 runs.setdefault(r.config.run_id(), r)
         out[key] = list(runs.values())
     return out
+
+
+def table_protocols(scale: str = "cpu") -> dict[str, str]:
+    """Table name -> how the runs behind it stop ("budget" or "converged"), for every table a notebook writes."""
+    return {name: nb.protocol for nb in NOTEBOOKS for name, _ in nb.table_titles(scale)}
 
 
 def expected_tables(scale: str = "cpu") -> list[tuple[str, str, str]]:

@@ -26,6 +26,8 @@ class ToConvergence:
     evaluations, under a step cap meant never to be reached (config.converge_fields); the test accuracy is
     the last step's, as in the paper, which selects no checkpoint."""
 
+    protocol: ClassVar[str] = "converged"
+
     def config(self, task, seed, **fields):
         return super().config(task, seed, **{**converge_fields(self.scale, task), **fields})
 

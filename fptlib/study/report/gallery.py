@@ -15,7 +15,7 @@ import pandas as pd
 from ...config import PRESETS
 from ...io import write_text_atomic
 from ...paths import PROJ_ROOT, figures_dir, portable, results_dir
-from ..catalogue import SUMMARY_TABLE, expected_tables
+from ..catalogue import SUMMARY_TABLE, expected_tables, table_protocols
 from ..render.markdown import frame_markdown
 from ..results.compare import number_text, task_title
 from ..results.tables import is_blank
@@ -25,7 +25,7 @@ STUDY_COLUMNS = {"study", "row", "task", "metric", "mean"}
 
 
 SUMMARY_COLUMNS = ["table", "row", "task", "metric", "ours", "mean", "std", "n_seeds", "paper", "scale",
-                   "backbone", "steps", "seeds", "note", "paper_source"]
+                   "backbone", "steps", "protocol", "seeds", "note", "paper_source"]
 
 
 @dataclass
@@ -104,9 +104,10 @@ def summary_table(scale: str, tables: list[TableFiles] | None = None) -> pd.Data
     """One line per (table, row, task, metric) of every study table found, in notebook order: our
     mean ± std (`ours`, and `mean`, `std`, `n_seeds` as numbers), the paper's number (`paper`, empty
     where it gives none), and the `scale` and `backbone` of our runs. Lines that were not measured
-    carry their `note` (e.g. 'data not available offline: ...') and no number at all."""
+    carry their `note` (e.g. 'data not available offline: ...') and no number at all. `protocol` says how
+    the table's runs stopped: "budget" (a fixed number of steps) or "converged" (patience)."""
     tables = find_tables(scale) if tables is None else tables
-    out = []
+    protocols, out = table_protocols(scale), []
     for t in tables:
         if t.csv is None:
             continue
@@ -135,6 +136,7 @@ def summary_table(scale: str, tables: list[TableFiles] | None = None) -> pd.Data
                 "scale": "" if is_blank(r.get("scale")) else str(r["scale"]),
                 "backbone": "" if is_blank(r.get("backbone")) else str(r["backbone"]),
                 "steps": _int_text(r.get("steps")) if measured else "",
+                "protocol": protocols.get(t.name, "budget"),
                 "seeds": "" if not measured or is_blank(r.get("seeds")) else str(r["seeds"]),
                 "note": note,
                 "paper_source": _short_source(r.get("paper_source")) if measured else "",

@@ -50,7 +50,6 @@ from ..results.compare import (
     glance,
     level_with,
     plural,
-    seed_spread,
 )
 from ..results.tables import is_blank
 from ..sources import QUESTIONS, PretrainingSources
@@ -166,7 +165,8 @@ def _glance_html(claims: list[Claim], summary: pd.DataFrame, scale: str, absent:
                f"numbers (GPT-2 base unless the table says otherwise) and ours (mean over seeds, scale "
                f"<code>{_e(scale)}</code>, backbone {_e(backbones)}), test accuracy in % unless noted. Two of our "
                f"rows are decided when they differ by over {NOISE_BAND:g} × their task's seed spread (std over seeds, "
-               "pooled over all lines of 2+ seeds) × √(1/n₁ + 1/n₂), n their seeds; else within noise, counting "
+               "pooled over all lines of 2+ seeds of the same protocol: runs stopped at a fixed budget, or trained to "
+               "convergence) × √(1/n₁ + 1/n₂), n their seeds; else within noise, counting "
                f"neither way; a table with fewer than half its pairs decided is within noise as a whole. Decided "
                f"numbers within {TIE_POINTS:g} point are level. "
                + (f"{absent} expected table(s) have not run yet (see <a href=\"#tables\">Every table</a>). "
@@ -199,12 +199,14 @@ def _questions_html(summary: pd.DataFrame) -> str:
     against the seeds' noise as the glance decides, where its table has run."""
     if summary.empty or PretrainingSources.name not in set(summary.table):
         return ""
-    lines, spread = summary[summary.table == PretrainingSources.name], seed_spread(summary)
-    items = "".join(f"<li><strong>{_e(q)}</strong>: {_e(level_with(lines, ref, rows, spread)[1])}</li>"
+    # the seed spread pooled over this table's own arms, as under the table itself (sources.py): one answer
+    lines = summary[summary.table == PretrainingSources.name]
+    items = "".join(f"<li><strong>{_e(q)}</strong>: {_e(level_with(lines, ref, rows)[1])}</li>"
                     for q, (ref, rows) in QUESTIONS.items())
     return (f'<section id="gain-sources"><h2>Where FPT\'s gain comes from (beyond the paper)</h2>'
             f"<p>Each arm against Language, trained to convergence at its own learning rate (notebook 15); "
-            f"decided or within noise by the glance's rule.</p><ul>{items}</ul></section>")
+            f"decided or within noise by the glance's rule, the seed spread pooled over this table's arms.</p>"
+            f"<ul>{items}</ul></section>")
 
 
 def _key_figures_html(tables: list[TableFiles]) -> str:

@@ -1,7 +1,8 @@
 """The claim statistics: what the study at a glance decides. Per study table, our rows' order against the
 paper's, and each pair of rows decided or within noise against its task's seed spread (`seed_spread`,
-pooled over every line of two or more seeds); and the two views of Tables 1-2 (a fixed budget against
-training to convergence) held against each other (`compare_views`). Frames in, frames and `Claim`s out."""
+pooled over every line of two or more seeds of the same protocol: runs stopped at a fixed budget, or
+trained to convergence); and the two views of Tables 1-2 (a fixed budget against training to
+convergence) held against each other (`compare_views`). Frames in, frames and `Claim`s out."""
 from __future__ import annotations
 
 import math
@@ -23,6 +24,21 @@ VERDICT_WORDS = {"yes": "matches", "mostly": "mostly", "partly": "partly", "no":
 
 
 _PAIR_STATUS = ("order", "against", "noise", "unmeasured")
+
+
+# How a table's runs stop: after a fixed number of steps, or by patience on validation (trained to
+# convergence). Seeds of a run still learning spread by how fast each learns, seeds of a converged run
+# by where each ends, so each protocol's noise is measured on its own lines and judges only them.
+PROTOCOLS = ("budget", "converged")
+
+
+def protocol_lines(summary: pd.DataFrame, protocol: str) -> pd.DataFrame:
+    """The lines of `summary` whose runs stop by `protocol` (a summary without a `protocol` column: all budget)."""
+    if "protocol" not in summary:
+        return summary if protocol == "budget" else summary.iloc[0:0]
+    keep = pd.Series([("budget" if is_blank(v) else v) == protocol for v in summary["protocol"]], index=summary.index,
+                     dtype=bool)
+    return summary.loc[keep]
 
 
 @dataclass
@@ -266,11 +282,19 @@ def _claim(name: str, title: str, lines: pd.DataFrame, spreads: dict) -> Claim:
 
 def glance(summary: pd.DataFrame, titles: dict[str, str]) -> list[Claim]:
     """One Claim per study table in the summary, in notebook order: the study at a glance. Every pair of
-    rows is held against its task's seed spread measured over the whole summary (`seed_spread`); `titles`
-    names the tables (table name -> title; a table without one is shown by its name)."""
-    spreads = {m: seed_spread(summary, m) for m in dict.fromkeys(summary.metric)}
-    return [_claim(name, titles.get(name, name), summary[summary.table == name], spreads)
-            for name in dict.fromkeys(summary.table)]
+    rows is held against its task's seed spread measured over the summary's lines of the table's protocol
+    (`seed_spread` of `protocol_lines`); `titles` names the tables (table name -> title; a table without
+    one is shown by its name)."""
+    spreads = {}
+    for p in PROTOCOLS:
+        lines = protocol_lines(summary, p)
+        spreads[p] = {m: seed_spread(lines, m) for m in dict.fromkeys(lines.metric)}
+    return [_claim(name, titles.get(name, name), lines, spreads[_protocol(lines)])
+            for name, lines in ((n, summary[summary.table == n]) for n in dict.fromkeys(summary.table))]
+
+
+def _protocol(lines: pd.DataFrame) -> str:
+    return next((p for p in PROTOCOLS if not protocol_lines(lines, p).empty), "budget")
 
 
 # ---- two views of Tables 1-2 -------------------------------------------------------------------
@@ -312,8 +336,8 @@ def view_relation(a: tuple[float, int], b: tuple[float, int], spread: float | No
 def compare_views(summary: pd.DataFrame) -> pd.DataFrame:
     """Per task and pair of rows, FPT's relation to the other row in each view, and whether they agree: the
     same word where both are decided, or both within noise; a decided order against a within-noise one
-    disagrees. The seed spread is the glance's (pooled over every line of 2+ seeds of the task)."""
-    spread = seed_spread(summary)
+    disagrees. Each view is judged by its own protocol's seed spread, as the glance judges it."""
+    spread = {p: seed_spread(protocol_lines(summary, p)) for p in PROTOCOLS}
     budget = {}
     for table, rows in VIEW_BUDGET.items():
         for k, v in _view_means(summary, [table]).items():
@@ -324,9 +348,8 @@ def compare_views(summary: pd.DataFrame) -> pd.DataFrame:
     for task in dict.fromkeys(t for _, t in conv):
         for a, b in VIEW_PAIRS:
             if {(a, task), (b, task)} <= set(budget) and {(a, task), (b, task)} <= set(conv):
-                sp = spread.get(task, (None,))[0]
-                x = view_relation(budget[a, task], budget[b, task], sp)
-                y = view_relation(conv[a, task], conv[b, task], sp)
+                x = view_relation(budget[a, task], budget[b, task], spread["budget"].get(task, (None,))[0])
+                y = view_relation(conv[a, task], conv[b, task], spread["converged"].get(task, (None,))[0])
                 out.append({"task": task, "pair": f"{a} vs {b}",
                             "budget": f"{x}: {budget[a, task][0]:.1f} vs {budget[b, task][0]:.1f}",
                             "converged": f"{y}: {conv[a, task][0]:.1f} vs {conv[b, task][0]:.1f}",
