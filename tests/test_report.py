@@ -226,6 +226,14 @@ def test_seed_noise_is_pooled_within_a_protocol_only():
     assert mixed["c1"].pairs_noise == 1 and mixed["t1"] != claims["t1"]
 
 
+def test_identical_rows_with_no_seed_spread_are_within_noise_and_say_so_exactly():
+    # every seed of both rows at 100 (Bit XOR at convergence): spread 0, difference 0, which is not a decided order
+    claim = report.glance(_summary([("c", "A", "bit-xor", 100.0, 100.0, "", 0.0, 3),
+                                    ("c", "B", "bit-xor", 100.0, 100.0, "", 0.0, 3)]), {})[0]
+    assert (claim.pairs, claim.pairs_noise) == (1, 1)
+    assert "3-seed difference 0 ≤ 0 noise band" in claim.words
+
+
 _SAYS_DECIDED = re.compile(r"decided|within noise|noise not measured|nothing to decide|Not measured here")
 
 

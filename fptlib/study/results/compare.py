@@ -191,7 +191,7 @@ def _pairs_words(pairs: list[_Pair], nums: _Numbers) -> str:
         seeds = sorted({nums.seeds[p.a, p.task], nums.seeds[p.b, p.task]})
         words += (f"; {len(by['noise'])} within noise ({'largest: ' if len(by['noise']) > 1 else ''}"
                   f"{task_title(p.task)}, {p.a} vs {p.b}: {'/'.join(map(str, seeds))}-seed difference "
-                  f"{_n(p.diff, m)} < {_n(p.band, m)} noise band)")
+                  f"{_n(p.diff, m)} {'<' if p.diff < p.band else '≤'} {_n(p.band, m)} noise band)")
     if by["unmeasured"]:
         tasks = ", ".join(task_title(t) for t in dict.fromkeys(p.task for p in by["unmeasured"]))
         words += f"; {len(by['unmeasured'])} with noise not measured ({tasks}: no line of two seeds or more)"
