@@ -58,7 +58,18 @@ def test_the_study_trains_the_selection_before_the_other_seeds(monkeypatch):
     monkeypatch.setattr(sources, "execute", fake_execute)
     st = _study()
     st.execute()
-    assert [len(c) for c in calls] == [len(ARMS) * 3, 0]  # nothing chosen yet: no other seed runs
+    # the self-pretrained arm first (its source's weights are not committed), selection then other seeds; then
+    # the others; nothing chosen yet, so no other seed runs; the table's runs last
+    assert [len(c) for c in calls] == [3, 0, (len(ARMS) - 1) * 3, 0, 0]
+    assert {r.row for r in calls[0]} == {"Self-pretrained"} and "Self-pretrained" not in {r.row for r in calls[2]}
+    for kw in ARMS.values():
+        _finish(st.config("bit-xor", 0, **kw, lr=1e-3), 0.9)
+        _finish(st.config("bit-xor", 0, **kw, lr=1e-4), 0.5)
+        _finish(st.config("bit-xor", 0, **kw, lr=3e-4), 0.5)
+    calls.clear()
+    st.execute()
+    assert [len(c) for c in calls] == [3, 3, (len(ARMS) - 1) * 3, (len(ARMS) - 1) * 3, len(ARMS) * 3]
+    assert {r.row for r in calls[1]} == {"Self-pretrained"} and {r.config.seed for r in calls[1]} == {0, 1, 2}
 
 
 def _lines(rows: dict) -> pd.DataFrame:

@@ -14,6 +14,7 @@ from typing import ClassVar
 
 import pandas as pd
 
+from ..config import SOURCE_INITS
 from ..runs import PlannedRun, execute, options_for
 from ..training import RunDir
 from . import paper
@@ -128,9 +129,17 @@ class PretrainingSources(ToConvergence, Study):
     def execute(self) -> pd.DataFrame:
         """Train the selection runs, choose each arm's learning rate, then train the other seeds at it; returns
         the table's runs (every seed at the chosen rate). With executor slurm and wait False, RunsPending
-        until the selection has finished."""
+        until the selection has finished.
+
+        Arms whose frozen backbone comes from a source run (self-pretrained) go first, selection and other
+        seeds together: the source's weights are not committed (docs/guide.md), so the session that trains
+        the source should train every run that freezes it. Only the order changes, no run."""
         options = options_for(self.executor, slurm=self.slurm, wait=self.wait)
-        execute(self.here(self.selection_runs()), executor=self.executor, progress=self.progress, **options)
+        sourced = {row for row, kw in ARMS.items() if kw.get("init") in SOURCE_INITS}
+        for rows in (sourced, set(ARMS) - sourced):
+            for stage in (self.selection_runs, self.final_runs):
+                execute(self.here([r for r in stage() if r.row in rows]), executor=self.executor,
+                        progress=self.progress, **options)
         return execute(self.here(self.final_runs()), executor=self.executor, progress=self.progress, **options)
 
     # ---- the table ----------------------------------------------------------------------------------
