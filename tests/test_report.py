@@ -221,6 +221,7 @@ def test_seed_noise_is_pooled_within_a_protocol_only():
     assert all(claims[c.table] == c for c in report.glance(budget, {}))
     # the converged pair is judged by its own spread, 0.3: a band of 2 × 0.3 × √(2/3) = 0.49 < 2 points
     assert (claims["c1"].pairs, claims["c1"].pairs_against, claims["c1"].pairs_noise) == (1, 1, 0)
+    assert "trained to convergence" in claims["c1"].meta and "convergence" not in claims["t1"].meta
     # pooled with the budget lines (spread 1.8, band 3.0) the same 2 points would be within noise
     mixed = {c.table: c for c in report.glance(both.assign(protocol="budget"), {})}
     assert mixed["c1"].pairs_noise == 1 and mixed["t1"] != claims["t1"]

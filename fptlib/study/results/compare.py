@@ -30,6 +30,9 @@ _PAIR_STATUS = ("order", "against", "noise", "unmeasured")
 # convergence). Seeds of a run still learning spread by how fast each learns, seeds of a converged run
 # by where each ends, so each protocol's noise is measured on its own lines and judges only them.
 PROTOCOLS = ("budget", "converged")
+# what a glance line says of its protocol (a fixed budget is every notebook's default: nothing to say)
+PROTOCOL_WORDS = {"budget": "", "converged": "trained to convergence: each run until its validation accuracy "
+                                            "stopped improving (patience; the table marks any run that hit its cap)"}
 
 
 def protocol_lines(summary: pd.DataFrame, protocol: str) -> pd.DataFrame:
@@ -251,7 +254,7 @@ def _seeds_text(nums: _Numbers, rows: list[str], tasks: list[str]) -> str:
     return text
 
 
-def _claim(name: str, title: str, lines: pd.DataFrame, spreads: dict) -> Claim:
+def _claim(name: str, title: str, lines: pd.DataFrame, spreads: dict, protocol: str = "budget") -> Claim:
     measured = lines[lines["mean"].notna()]
     if measured.empty:
         note = next((n for n in lines.note if n), "no result")
@@ -274,7 +277,8 @@ def _claim(name: str, title: str, lines: pd.DataFrame, spreads: dict) -> Claim:
     meta = ", ".join(x for x in (
         _seeds_text(nums, rows, tasks), " and ".join(sorted(set(measured.backbone) - {""})),
         "" if metric == "test_accuracy" else metric,
-        f"{left} more row{'s' if left > 1 else ''} without the paper's number" if left else "") if x)
+        f"{left} more row{'s' if left > 1 else ''} without the paper's number" if left else "",
+        PROTOCOL_WORDS[protocol]) if x)
     count = {s: sum(p.status == s for p in pairs) for s in _PAIR_STATUS}
     return Claim(name, title, rows, cells(nums.paper) if nums.paper else [], cells(nums.ours), verdict, words, meta,
                  count["order"], len(pairs), count["against"], count["noise"], count["unmeasured"])
@@ -289,7 +293,7 @@ def glance(summary: pd.DataFrame, titles: dict[str, str]) -> list[Claim]:
     for p in PROTOCOLS:
         lines = protocol_lines(summary, p)
         spreads[p] = {m: seed_spread(lines, m) for m in dict.fromkeys(lines.metric)}
-    return [_claim(name, titles.get(name, name), lines, spreads[_protocol(lines)])
+    return [_claim(name, titles.get(name, name), lines, spreads[_protocol(lines)], _protocol(lines))
             for name, lines in ((n, summary[summary.table == n]) for n in dict.fromkeys(summary.table))]
 
 
