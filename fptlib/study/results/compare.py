@@ -293,8 +293,12 @@ def glance(summary: pd.DataFrame, titles: dict[str, str]) -> list[Claim]:
     for p in PROTOCOLS:
         lines = protocol_lines(summary, p)
         spreads[p] = {m: seed_spread(lines, m) for m in dict.fromkeys(lines.metric)}
-    return [_claim(name, titles.get(name, name), lines, spreads[_protocol(lines)], _protocol(lines))
-            for name, lines in ((n, summary[summary.table == n]) for n in dict.fromkeys(summary.table))]
+    out = []
+    for name in dict.fromkeys(summary.table):
+        lines = summary[summary.table == name]
+        protocol = _protocol(lines)
+        out.append(_claim(name, titles.get(name, name), lines, spreads[protocol], protocol))
+    return out
 
 
 def _protocol(lines: pd.DataFrame) -> str:
