@@ -177,15 +177,15 @@ def test_the_two_views_of_tables_1_2_say_where_they_disagree():
 def test_reproduce_skips_a_notebook_run_on_request_unless_named(tmp_path, monkeypatch):
     from fptlib.study import notebooks as nbmod
     from fptlib.study.catalogue import on_request
-    assert "fpt reproduce --only 01a" in on_request("01a_table1_2_6_converged", "cpu")
-    assert on_request("01a_table1_2_6_converged", "smoke") == "" and on_request("01_table1_table2", "cpu") == ""
+    assert "fpt reproduce --only 15" in on_request("15_pretraining_sources", "cpu")
+    assert on_request("15_pretraining_sources", "smoke") == "" and on_request("01_table1_table2", "cpu") == ""
     ran = []
     monkeypatch.setenv("FPT_RESULTS_DIR", str(tmp_path))
     monkeypatch.setattr("papermill.execute_notebook", lambda src, *a, **k: ran.append(Path(src).stem))
     s = nbmod.reproduce("cpu", only=None)
-    assert "01a_table1_2_6_converged" not in ran and "01_table1_table2" in ran
-    assert {e["notebook"]: e["status"] for e in s["notebooks"]}["01a_table1_2_6_converged.ipynb"] == "skipped"
+    assert "15_pretraining_sources" not in ran and "01a_table1_2_6_converged" in ran
+    assert {e["notebook"]: e["status"] for e in s["notebooks"]}["15_pretraining_sources.ipynb"] == "skipped"
     assert s["failed"] == []
     ran.clear()
-    nbmod.reproduce("cpu", only=["01a"])
-    assert ran == ["01a_table1_2_6_converged"]
+    nbmod.reproduce("cpu", only=["15"])
+    assert ran == ["15_pretraining_sources"]

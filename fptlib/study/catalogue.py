@@ -68,10 +68,7 @@ NOTEBOOKS: tuple[Notebook, ...] = (
     # Tables 1, 2 and 6 at convergence first: the measurement that matches the paper's question
     Notebook("01a", "01a_table1_2_6_converged", ((Converged, {}),),
              tables=(("table06_converged", "Table 6 at convergence: gradient steps to convergence, FPT vs Random "
-                      "(runs stopped by patience; first evaluation within 1 point of the run's best)"),),
-             on_request=(("cpu", "its 36 runs train to convergence, hours on two cores: they are computed over "
-                                 "several sessions and committed as they finish; `fpt reproduce --only 01a` "
-                                 "computes (or resumes) the rest"),)),
+                      "(runs stopped by patience; first evaluation within 1 point of the run's best)"),)),
     Notebook("01", "01_table1_table2", ((Tables1And2, {}),)),
     Notebook("01b", "01b_table1_lstm", ((study_defs.LSTMBaseline, {}),)),
     Notebook("01c", "01c_table1_2_offline_data", ((study_defs.OfflineTasks, {}),)),

@@ -474,7 +474,7 @@ class StepsToConverge:
         return df if with_patience else df.drop(columns=["stopped", "cap"], errors="ignore")
 
     def criterion(self) -> str:
-        return (f"first evaluation within {self.tolerance:g} points of the run's best validation accuracy; `>` = "
+        return (f"first evaluation within {self.tolerance:g} point{'' if self.tolerance == 1 else 's'} of the run's best validation accuracy; `>` = "
                 "still improving at the end of the budget, a lower bound")
 
     def convergence_markdown(self, conv: pd.DataFrame) -> str:
