@@ -83,7 +83,7 @@ class Converged(ToConvergence, StepsToConverge, HeadlineArms):
         return super().scale_note() + "\n- stopping: " + self.stopping_note()
 
     def criterion(self) -> str:
-        return (f"first evaluation within {self.tolerance:g} point{'' if self.tolerance == 1 else 's'} of the run's best validation accuracy, in runs "
+        return (f"{self.within()}, in runs "
                 "stopped by patience; `>` = the cap was reached first, a lower bound")
 
     def steps_summary(self, conv: pd.DataFrame) -> pd.DataFrame:

@@ -473,8 +473,13 @@ class StepsToConverge:
         df = pd.DataFrame(out)
         return df if with_patience else df.drop(columns=["stopped", "cap"], errors="ignore")
 
+    def within(self) -> str:
+        """The criterion's opening words, shared by every Table 6."""
+        points = f"{self.tolerance:g} point{'' if self.tolerance == 1 else 's'}"
+        return f"first evaluation within {points} of the run's best validation accuracy"
+
     def criterion(self) -> str:
-        return (f"first evaluation within {self.tolerance:g} point{'' if self.tolerance == 1 else 's'} of the run's best validation accuracy; `>` = "
+        return (f"{self.within()}; `>` = "
                 "still improving at the end of the budget, a lower bound")
 
     def convergence_markdown(self, conv: pd.DataFrame) -> str:
