@@ -83,8 +83,7 @@ class Converged(ToConvergence, StepsToConverge, HeadlineArms):
         return super().scale_note() + "\n- stopping: " + self.stopping_note()
 
     def criterion(self) -> str:
-        return (f"{self.within()}, in runs "
-                "stopped by patience; `>` = the cap was reached first, a lower bound")
+        return f"{self.within()}, in runs stopped by patience; `>` = the cap was reached first, a lower bound"
 
     def steps_summary(self, conv: pd.DataFrame) -> pd.DataFrame:
         """Table 6 in the shape of a study table (one line per row and task, metric steps_to_converge), so

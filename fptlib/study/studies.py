@@ -479,8 +479,7 @@ class StepsToConverge:
         return f"first evaluation within {points} of the run's best validation accuracy"
 
     def criterion(self) -> str:
-        return (f"{self.within()}; `>` = "
-                "still improving at the end of the budget, a lower bound")
+        return f"{self.within()}; `>` = still improving at the end of the budget, a lower bound"
 
     def convergence_markdown(self, conv: pd.DataFrame) -> str:
         lines = [f"Table 6 at scale `{self.scale}`: gradient steps to convergence (mean over seeds; "
